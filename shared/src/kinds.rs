@@ -1,0 +1,82 @@
+//! Job kinds: stable strings, never renamed. Queue names derive from them, never from
+//! Rust type names, so renaming a type can never silently move its queue.
+
+use serde::{Deserialize, Serialize};
+
+/// Every kind of job grantline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    Validate,
+    RequestApproval,
+    ExecuteGrant,
+    UpdateTicket,
+    ScheduleRemoval,
+    RemoveAccess,
+    RollbackGrant,
+    Alert,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 8] = [
+        JobKind::Validate,
+        JobKind::RequestApproval,
+        JobKind::ExecuteGrant,
+        JobKind::UpdateTicket,
+        JobKind::ScheduleRemoval,
+        JobKind::RemoveAccess,
+        JobKind::RollbackGrant,
+        JobKind::Alert,
+    ];
+
+    /// The stable wire name, also the queue name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Validate => "validate",
+            JobKind::RequestApproval => "request-approval",
+            JobKind::ExecuteGrant => "execute-grant",
+            JobKind::UpdateTicket => "update-ticket",
+            JobKind::ScheduleRemoval => "schedule-removal",
+            JobKind::RemoveAccess => "remove-access",
+            JobKind::RollbackGrant => "rollback-grant",
+            JobKind::Alert => "alert",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_stable_strings() {
+        let names: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "validate",
+                "request-approval",
+                "execute-grant",
+                "update-ticket",
+                "schedule-removal",
+                "remove-access",
+                "rollback-grant",
+                "alert"
+            ]
+        );
+        for k in JobKind::ALL {
+            assert_eq!(JobKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.as_str()));
+        }
+    }
+}
