@@ -1,1 +1,40 @@
-//! grantline-connectors
+//! Outbound HTTP connectors: the only code in grantline that talks to identity systems and
+//! ITSMs.
+//!
+//! - [`token`]: Microsoft identity platform client-credentials tokens, cached and refreshed
+//!   with a single flight.
+//! - [`graph`]: Microsoft Graph v1.0 users, groups and group membership.
+//! - [`servicenow`]: the ServiceNow Table API (requested items, variables, users, work notes).
+//!
+//! Every base URL is configuration, so the same client talks to a simulator, to any faithful
+//! server or to the real service. Every failure is classified where it is born into
+//! [`grantline_shared::ErrorClass`] with a stable machine code (see [`http`] for the one
+//! status table all connectors share). Connectors do not retry transient failures themselves;
+//! the queue does, honouring `Retry-After`. The one retry a connector makes is after a `401`:
+//! the cached token is dropped, a new one fetched, and the call repeated exactly once.
+
+pub mod graph;
+pub mod http;
+pub mod secret;
+pub mod servicenow;
+pub mod token;
+
+pub use graph::{GraphClient, GraphConfig, GraphError};
+pub use http::HttpConfig;
+pub use secret::Secret;
+pub use servicenow::{ServiceNowClient, ServiceNowConfig, ServiceNowError};
+pub use token::{EntraTokenConfig, TokenError, TokenProvider};
+
+/// A configuration value that cannot be used. `key` names the configuration key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        Self { key, reason: reason.into() }
+    }
+}
