@@ -1,1 +1,14 @@
-//! grantline-shared
+//! The vocabulary of grantline: ids, job kinds and payloads, error classes, and the
+//! other contracts every crate agrees on. Pure: no IO, no HTTP, no clock of its own.
+
+pub mod audit;
+pub mod error;
+pub mod flow;
+pub mod jobs;
+pub mod kinds;
+pub mod policy;
+pub mod request;
+pub mod trace;
+
+pub use error::{ErrorClass, StepError};
+pub use kinds::JobKind;

@@ -1,0 +1,162 @@
+//! Audit events: one typed struct per fact, appended to the request's stream, each record
+//! hash-chained to the one before it so that `grantline audit verify` detects any edit or
+//! deletion. Records carry the trace id that joins them to the request's trace.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The facts grantline records. Adding variants is fine; renaming is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    RequestReceived { system: String, ticket: String, sys_id: String },
+    TicketRead { ticket: String, catalog_item: String, requested_for: String, opened_by: String },
+    CheckEvaluated { code: String, passed: bool, reason: String },
+    DecisionMade { allow: bool, policy_version: String, target: String, level: String, reason: String },
+    ApprovalRequested { approvers: Vec<String>, reason: String },
+    ApprovalRecorded { approver: String, approve: bool, comment: String },
+    SelfApprovalRefused { approver: String },
+    GrantExecuted {
+        group_id: String,
+        user_id: String,
+        before_member: bool,
+        after_member: bool,
+        pre_existing: bool,
+        request_id: Option<String>,
+        client_request_id: String,
+    },
+    TicketUpdated { update: String, state: String },
+    RemovalScheduled { at_ms: u64 },
+    RemovalExecuted { group_id: String, user_id: String, removed: bool, kept_pre_existing: bool, trigger: String },
+    StepFailed { kind: String, attempt: u32, code: String, message: String },
+    Compensated { group_id: String, user_id: String, removed: bool },
+    DeadLettered { queue: String, job_id: String, dead_letter_id: String },
+}
+
+impl AuditEvent {
+    /// The event's type name, as stored.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditEvent::RequestReceived { .. } => "request_received",
+            AuditEvent::TicketRead { .. } => "ticket_read",
+            AuditEvent::CheckEvaluated { .. } => "check_evaluated",
+            AuditEvent::DecisionMade { .. } => "decision_made",
+            AuditEvent::ApprovalRequested { .. } => "approval_requested",
+            AuditEvent::ApprovalRecorded { .. } => "approval_recorded",
+            AuditEvent::SelfApprovalRefused { .. } => "self_approval_refused",
+            AuditEvent::GrantExecuted { .. } => "grant_executed",
+            AuditEvent::TicketUpdated { .. } => "ticket_updated",
+            AuditEvent::RemovalScheduled { .. } => "removal_scheduled",
+            AuditEvent::RemovalExecuted { .. } => "removal_executed",
+            AuditEvent::StepFailed { .. } => "step_failed",
+            AuditEvent::Compensated { .. } => "compensated",
+            AuditEvent::DeadLettered { .. } => "dead_lettered",
+        }
+    }
+}
+
+/// One stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub request_id: String,
+    /// ms since the epoch
+    pub at_ms: u64,
+    /// Who caused it: "grantline:<step>", "operator:<id>", "approver:<id>".
+    pub actor: String,
+    pub trace_id: String,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+/// The head of an empty chain.
+pub const GENESIS: &str = "genesis";
+
+/// Chains a record to the previous head: sha256(prev || "\n" || record JSON), hex.
+pub fn chain_hash(prev: &str, record_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(record_json.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The fields of a stream entry for `record` following `prev`, and the new head.
+pub fn entry(prev: &str, record: &AuditRecord) -> Result<(Vec<(String, String)>, String), serde_json::Error> {
+    let json = serde_json::to_string(record)?;
+    let hash = chain_hash(prev, &json);
+    Ok((vec![("record".into(), json), ("prev".into(), prev.into()), ("hash".into(), hash.clone())], hash))
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub records: usize,
+    /// None when the chain is intact.
+    pub broken_at: Option<usize>,
+    pub reason: Option<String>,
+}
+
+/// Checks a chain read in stream order: every `prev` names the hash before it, every hash
+/// matches its record, and the last hash is the recorded head.
+pub fn verify(entries: &[(String, String, String)], head: &str) -> Verification {
+    let mut prev = GENESIS.to_owned();
+    for (i, (record, p, hash)) in entries.iter().enumerate() {
+        if *p != prev {
+            return Verification { records: entries.len(), broken_at: Some(i), reason: Some("a record is missing before this one".into()) };
+        }
+        if chain_hash(p, record) != *hash {
+            return Verification { records: entries.len(), broken_at: Some(i), reason: Some("this record was edited".into()) };
+        }
+        prev = hash.clone();
+    }
+    if prev != head {
+        return Verification { records: entries.len(), broken_at: Some(entries.len()), reason: Some("records are missing at the end".into()) };
+    }
+    Verification { records: entries.len(), broken_at: None, reason: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u64) -> AuditRecord {
+        AuditRecord {
+            request_id: "r1".into(),
+            at_ms: n,
+            actor: "grantline:validate".into(),
+            trace_id: "t".into(),
+            event: AuditEvent::CheckEvaluated { code: format!("c{n}"), passed: true, reason: "ok".into() },
+        }
+    }
+
+    fn chain(n: u64) -> (Vec<(String, String, String)>, String) {
+        let mut head = GENESIS.to_owned();
+        let mut out = Vec::new();
+        for i in 0..n {
+            let (fields, h) = entry(&head, &rec(i)).unwrap();
+            out.push((fields[0].1.clone(), fields[1].1.clone(), fields[2].1.clone()));
+            head = h;
+        }
+        (out, head)
+    }
+
+    #[test]
+    fn verify_detects_edits_deletions_and_truncation() {
+        let (entries, head) = chain(4);
+        assert_eq!(verify(&entries, &head).broken_at, None);
+        let mut edited = entries.clone();
+        edited[1].0 = edited[1].0.replace("c1", "cX");
+        assert_eq!(verify(&edited, &head).broken_at, Some(1));
+        let mut deleted = entries.clone();
+        deleted.remove(2);
+        assert_eq!(verify(&deleted, &head).broken_at, Some(2));
+        assert_eq!(verify(&entries[..3], &head).broken_at, Some(3));
+    }
+
+    #[test]
+    fn records_serialise_with_their_type() {
+        let j = serde_json::to_value(rec(1)).unwrap();
+        assert_eq!(j["type"], "check_evaluated");
+        assert_eq!(j["code"], "c1");
+    }
+}

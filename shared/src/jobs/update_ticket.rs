@@ -1,0 +1,50 @@
+use serde::{Deserialize, Serialize};
+
+use super::JobPayload;
+use crate::JobKind;
+
+/// Write the outcome back to the ticket (work notes and state). Idempotent: each update
+/// carries the reason it was sent, and a repeated one is recognised by its marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateTicket {
+    pub request_id: String,
+    pub update: TicketUpdate,
+}
+
+/// Why the ticket is being updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketUpdate {
+    /// Policy said no: note the reasons and close the ticket.
+    Denied,
+    /// Waiting for approvers: note who must decide.
+    AwaitingApproval,
+    /// An approver rejected: note who and close.
+    Rejected,
+    /// Deferred to a change window: note when.
+    Deferred,
+    /// The grant was made and verified: note what, to whom, by whom, until when; close.
+    Granted,
+    /// The time-bound grant was removed.
+    Removed,
+    /// Something failed for good: manual intervention.
+    ManualIntervention,
+}
+
+impl TicketUpdate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketUpdate::Denied => "denied",
+            TicketUpdate::AwaitingApproval => "awaiting_approval",
+            TicketUpdate::Rejected => "rejected",
+            TicketUpdate::Deferred => "deferred",
+            TicketUpdate::Granted => "granted",
+            TicketUpdate::Removed => "removed",
+            TicketUpdate::ManualIntervention => "manual_intervention",
+        }
+    }
+}
+
+impl JobPayload for UpdateTicket {
+    const KIND: JobKind = JobKind::UpdateTicket;
+}

@@ -1,0 +1,521 @@
+//! The validated policy: what a policy file declares, after parsing and cross-checking.
+//! Values of these types only come out of [`crate::policy::Policy::parse`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::facts::RequestFacts;
+use super::testing::Expectation;
+use super::units::{PolicyDuration, keyword_enum, normalize};
+use super::window::ChangeWindow;
+
+/// The one schema version this code reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+keyword_enum! {
+    /// What the requester asks for on a target.
+    pub enum AccessLevel: "access level" {
+        /// Membership of an Entra group.
+        Member = "member",
+        /// Folder `Reviewer` on a mailbox.
+        ReadOnly = "read-only",
+        /// `FullAccess` mailbox permission.
+        FullAccess = "full-access",
+        /// `SendAs` recipient permission.
+        SendAs = "send-as",
+        /// `GrantSendOnBehalfTo`.
+        SendOnBehalf = "send-on-behalf",
+    }
+}
+
+impl AccessLevel {
+    /// The kind of target this level exists on.
+    pub fn target_kind(self) -> TargetKind {
+        match self {
+            AccessLevel::Member => TargetKind::Group,
+            _ => TargetKind::Mailbox,
+        }
+    }
+
+    /// Reads a level as it may come from a ticket variable: case, spaces, dashes and
+    /// underscores are ignored ("Send As", "send_as", "SendAs" are all `send-as`).
+    pub fn from_ticket(text: &str) -> Option<AccessLevel> {
+        let squash = |s: &str| s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+        let wanted = squash(text);
+        AccessLevel::ALL.iter().copied().find(|l| squash(l.as_str()) == wanted)
+    }
+}
+
+keyword_enum! {
+    /// Entra group or Exchange Online mailbox.
+    pub enum TargetKind: "target kind" {
+        Group = "group",
+        Mailbox = "mailbox",
+    }
+}
+
+keyword_enum! {
+    /// Exchange `RecipientTypeDetails`, in short.
+    pub enum MailboxType: "mailbox type" {
+        Shared = "shared",
+        Room = "room",
+        Equipment = "equipment",
+        User = "user",
+    }
+}
+
+keyword_enum! {
+    /// What happens when a stage's time to decide runs out.
+    pub enum OnTimeout: "timeout action" {
+        /// The request expires and the ticket is closed.
+        Expire = "expire",
+        /// The stage is handed to its fallback approver.
+        Escalate = "escalate",
+    }
+}
+
+keyword_enum! {
+    /// What happens to a request longer than the maximum duration.
+    pub enum OverMax: "over-maximum action" {
+        /// The grant is shortened to the maximum and the decision says so.
+        Shorten = "shorten",
+        /// The request is denied.
+        Deny = "deny",
+    }
+}
+
+keyword_enum! {
+    /// Who may approve a stage entry.
+    pub enum ApproverKind: "approver kind" {
+        Manager = "manager",
+        MailboxOwner = "mailbox-owner",
+        DataOwner = "data-owner",
+        AppOwner = "app-owner",
+        /// Any member of a security group.
+        Group = "group",
+        /// Any of a list of named users.
+        Users = "users",
+    }
+}
+
+/// One approver entry of a stage, as written in the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ApproverSpec {
+    Manager,
+    MailboxOwner,
+    DataOwner,
+    AppOwner,
+    /// Any member of this security group (object id).
+    Group {
+        id: String,
+    },
+    /// Any one of these users (object ids or UPNs).
+    Users {
+        ids: Vec<String>,
+    },
+}
+
+impl ApproverSpec {
+    pub fn kind(&self) -> ApproverKind {
+        match self {
+            ApproverSpec::Manager => ApproverKind::Manager,
+            ApproverSpec::MailboxOwner => ApproverKind::MailboxOwner,
+            ApproverSpec::DataOwner => ApproverKind::DataOwner,
+            ApproverSpec::AppOwner => ApproverKind::AppOwner,
+            ApproverSpec::Group { .. } => ApproverKind::Group,
+            ApproverSpec::Users { .. } => ApproverKind::Users,
+        }
+    }
+
+    /// Approvers fixed by the policy itself (a group or named users), as a fallback must be.
+    pub fn is_static(&self) -> bool {
+        matches!(self, ApproverSpec::Group { .. } | ApproverSpec::Users { .. })
+    }
+}
+
+/// How many of a stage's approver entries must approve. Written "any", "all" or "N-of-M".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// One approval from any entry.
+    Any,
+    /// One approval for every entry, each from a different person.
+    All,
+    /// Approvals for at least `n` of the `m` entries, each from a different person.
+    NOfM { n: usize, m: usize },
+}
+
+/// A quorum that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid quorum \"{0}\", expected \"any\", \"all\" or \"N-of-M\" such as \"2-of-3\"")]
+pub struct QuorumError(pub String);
+
+impl std::str::FromStr for Quorum {
+    type Err = QuorumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || QuorumError(s.to_owned());
+        match s.trim() {
+            "any" => Ok(Quorum::Any),
+            "all" => Ok(Quorum::All),
+            other => {
+                let (n, m) = other.split_once("-of-").ok_or_else(bad)?;
+                let n: usize = n.trim().parse().map_err(|_| bad())?;
+                let m: usize = m.trim().parse().map_err(|_| bad())?;
+                Ok(Quorum::NOfM { n, m })
+            }
+        }
+    }
+}
+
+impl Serialize for Quorum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quorum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::units::from_str_value(d, "a quorum such as \"2-of-3\"")
+    }
+}
+
+impl Quorum {
+    /// How many entries must be satisfied, for a stage with `entries` entries.
+    pub fn required(self, entries: usize) -> usize {
+        match self {
+            Quorum::Any => 1.min(entries),
+            Quorum::All => entries,
+            Quorum::NOfM { n, .. } => n,
+        }
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quorum::Any => f.write_str("any"),
+            Quorum::All => f.write_str("all"),
+            Quorum::NOfM { n, m } => write!(f, "{n}-of-{m}"),
+        }
+    }
+}
+
+/// Who owns a target, by role. Entries are object ids or UPNs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owners {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mailbox: Vec<String>,
+}
+
+/// Where a target lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TargetRef {
+    Group { id: String },
+    Mailbox { address: String, mailbox_type: MailboxType },
+}
+
+/// An approved group or mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The key the policy file uses for it (`GRP-FINANCE-BI-READ`, `finance@contoso.com`).
+    pub key: String,
+    pub target: TargetRef,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub owners: Owners,
+    /// The levels that may be requested on it.
+    pub levels: Vec<AccessLevel>,
+}
+
+impl Target {
+    pub fn kind(&self) -> TargetKind {
+        match self.target {
+            TargetRef::Group { .. } => TargetKind::Group,
+            TargetRef::Mailbox { .. } => TargetKind::Mailbox,
+        }
+    }
+
+    pub fn group_id(&self) -> Option<&str> {
+        match &self.target {
+            TargetRef::Group { id } => Some(id),
+            TargetRef::Mailbox { .. } => None,
+        }
+    }
+
+    pub fn mailbox_type(&self) -> Option<MailboxType> {
+        match &self.target {
+            TargetRef::Group { .. } => None,
+            TargetRef::Mailbox { mailbox_type, .. } => Some(*mailbox_type),
+        }
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// True if `reference` names this target by key, group object id or mailbox address.
+    pub fn is_named_by(&self, reference: &str) -> bool {
+        let r = normalize(reference);
+        if r.is_empty() {
+            return false;
+        }
+        normalize(&self.key) == r
+            || match &self.target {
+                TargetRef::Group { id } => normalize(id) == r,
+                TargetRef::Mailbox { address, .. } => normalize(address) == r,
+            }
+    }
+}
+
+/// A service-desk catalog item and the targets it may grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// The catalog item name exactly as the service desk shows it.
+    pub item: String,
+    pub aliases: Vec<String>,
+    pub description: Option<String>,
+    /// Keys of the targets it offers.
+    pub targets: Vec<String>,
+}
+
+/// The conditions under which a rule, duration or window applies. Every given field must hold;
+/// an empty match applies to everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Match {
+    /// Any of these target keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TargetKind>,
+    /// Any of these mailbox types (never matches a group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mailbox_types: Vec<MailboxType>,
+    /// All of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// None of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without_tags: Vec<String>,
+    /// Any of these levels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<AccessLevel>,
+    /// The requester is a member of any of these groups (object ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requester_member_of: Vec<String>,
+}
+
+impl Match {
+    pub fn is_empty(&self) -> bool {
+        *self == Match::default()
+    }
+
+    /// Whether a request for `level` on `target` by someone in `member_of` is matched.
+    pub fn matches(&self, target: &Target, level: AccessLevel, member_of: &[String]) -> bool {
+        (self.targets.is_empty() || self.targets.iter().any(|k| *k == target.key))
+            && self.kind.is_none_or(|k| k == target.kind())
+            && (self.mailbox_types.is_empty() || target.mailbox_type().is_some_and(|t| self.mailbox_types.contains(&t)))
+            && self.tags.iter().all(|t| target.has_tag(t))
+            && !self.without_tags.iter().any(|t| target.has_tag(t))
+            && (self.levels.is_empty() || self.levels.contains(&level))
+            && (self.requester_member_of.is_empty()
+                || self.requester_member_of.iter().any(|g| member_of.iter().any(|m| normalize(m) == normalize(g))))
+    }
+}
+
+/// One approval stage as declared (defaults already applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSpec {
+    pub name: String,
+    pub approvers: Vec<ApproverSpec>,
+    pub quorum: Quorum,
+    pub time_to_decide: PolicyDuration,
+    pub on_timeout: OnTimeout,
+    /// Decides when an entry has nobody to ask, when the quorum cannot be reached with
+    /// distinct people, or after escalation. Always a group or named users.
+    pub fallback: Option<ApproverSpec>,
+}
+
+/// What a matching rule decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleOutcome {
+    /// Approved by the rule itself; the rule's name is recorded as the reason.
+    AutoApprove,
+    /// Approval by people, stage after stage.
+    Approve(Vec<StageSpec>),
+    /// Refused, with the rule's reason.
+    Deny(String),
+}
+
+/// An approval rule. Rules are tried in file order; the first that matches decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub description: Option<String>,
+    pub when: Match,
+    pub outcome: RuleOutcome,
+}
+
+/// Duration limits. The first entry in file order that matches applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationRule {
+    pub name: String,
+    pub when: Match,
+    /// The grant must end: without a requested duration the default applies, without a
+    /// default the request is denied.
+    pub required: bool,
+    pub default: Option<PolicyDuration>,
+    pub max: Option<PolicyDuration>,
+    pub over_max: OverMax,
+}
+
+/// A `[[test]]` case: facts in, expected decision out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCase {
+    pub name: String,
+    pub description: Option<String>,
+    pub facts: RequestFacts,
+    pub expect: Expectation,
+}
+
+/// A parsed, validated policy. Cheap to share behind an `Arc`; [`Policy::version`] is the
+/// content hash of the exact bytes it was parsed from.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) source: String,
+    pub(crate) version: String,
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) catalog: Vec<CatalogEntry>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) durations: Vec<DurationRule>,
+    pub(crate) windows: Vec<ChangeWindow>,
+    pub(crate) tests: Vec<TestCase>,
+}
+
+/// Which catalog entry a name chose, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemHit<'a> {
+    Name(usize),
+    Alias(usize, &'a str),
+}
+
+impl ItemHit<'_> {
+    pub(crate) fn entry(self) -> usize {
+        match self {
+            ItemHit::Name(i) | ItemHit::Alias(i, _) => i,
+        }
+    }
+}
+
+impl Policy {
+    /// `sha256:<hex>` of the exact bytes the policy was parsed from.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The name the policy was loaded under (a file name), used in messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// Declared tags and their descriptions.
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    pub fn catalog(&self) -> &[CatalogEntry] {
+        &self.catalog
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn durations(&self) -> &[DurationRule] {
+        &self.durations
+    }
+
+    pub fn windows(&self) -> &[ChangeWindow] {
+        &self.windows
+    }
+
+    pub fn tests(&self) -> &[TestCase] {
+        &self.tests
+    }
+
+    pub fn target(&self, key: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.key == key)
+    }
+
+    pub fn window(&self, name: &str) -> Option<&ChangeWindow> {
+        self.windows.iter().find(|w| w.name == name)
+    }
+
+    /// The catalog entry whose item name or alias is `name` (case and spacing ignored).
+    pub(crate) fn find_item(&self, name: &str) -> Option<ItemHit<'_>> {
+        let wanted = normalize(name);
+        if wanted.is_empty() {
+            return None;
+        }
+        for (i, entry) in self.catalog.iter().enumerate() {
+            if normalize(&entry.item) == wanted {
+                return Some(ItemHit::Name(i));
+            }
+        }
+        for (i, entry) in self.catalog.iter().enumerate() {
+            if let Some(alias) = entry.aliases.iter().find(|a| normalize(a) == wanted) {
+                return Some(ItemHit::Alias(i, alias));
+            }
+        }
+        None
+    }
+
+    /// The first matching rule, duration rule and window, in file order.
+    pub fn rule_for(&self, target: &Target, level: AccessLevel, member_of: &[String]) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.when.matches(target, level, member_of))
+    }
+
+    pub fn duration_for(&self, target: &Target, level: AccessLevel, member_of: &[String]) -> Option<&DurationRule> {
+        self.durations.iter().find(|r| r.when.matches(target, level, member_of))
+    }
+
+    pub fn window_for(&self, target: &Target, level: AccessLevel, member_of: &[String]) -> Option<&ChangeWindow> {
+        self.windows.iter().find(|w| w.when.matches(target, level, member_of))
+    }
+
+    /// A one-line summary for `grantline policy check`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: ok, version {}: {} catalog items, {} targets, {} rules, {} duration rules, {} windows, {} tests",
+            self.source,
+            self.version,
+            self.catalog.len(),
+            self.targets.len(),
+            self.rules.len(),
+            self.durations.len(),
+            self.windows.len(),
+            self.tests.len()
+        )
+    }
+}

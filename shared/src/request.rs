@@ -1,0 +1,147 @@
+//! The request record: the single source of state of one access request, a Redis hash
+//! under `req:{id}` (relative to the queue namespace), with its audit stream beside it.
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle states (DESIGN.md section 1). Stored as their snake_case names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Received,
+    Validating,
+    Denied,
+    AwaitingApproval,
+    Rejected,
+    Expired,
+    Approved,
+    Deferred,
+    Granting,
+    Granted,
+    TicketUpdated,
+    Active,
+    Removed,
+    Completed,
+    Failed,
+    Compensating,
+    RolledBack,
+}
+
+impl RequestState {
+    pub const ALL: [RequestState; 17] = [
+        RequestState::Received,
+        RequestState::Validating,
+        RequestState::Denied,
+        RequestState::AwaitingApproval,
+        RequestState::Rejected,
+        RequestState::Expired,
+        RequestState::Approved,
+        RequestState::Deferred,
+        RequestState::Granting,
+        RequestState::Granted,
+        RequestState::TicketUpdated,
+        RequestState::Active,
+        RequestState::Removed,
+        RequestState::Completed,
+        RequestState::Failed,
+        RequestState::Compensating,
+        RequestState::RolledBack,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Received => "received",
+            RequestState::Validating => "validating",
+            RequestState::Denied => "denied",
+            RequestState::AwaitingApproval => "awaiting_approval",
+            RequestState::Rejected => "rejected",
+            RequestState::Expired => "expired",
+            RequestState::Approved => "approved",
+            RequestState::Deferred => "deferred",
+            RequestState::Granting => "granting",
+            RequestState::Granted => "granted",
+            RequestState::TicketUpdated => "ticket_updated",
+            RequestState::Active => "active",
+            RequestState::Removed => "removed",
+            RequestState::Completed => "completed",
+            RequestState::Failed => "failed",
+            RequestState::Compensating => "compensating",
+            RequestState::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// No further step will run on its own.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RequestState::Denied
+                | RequestState::Rejected
+                | RequestState::Expired
+                | RequestState::Removed
+                | RequestState::Completed
+                | RequestState::RolledBack
+        )
+    }
+}
+
+impl std::fmt::Display for RequestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a request came from: the ticket is the source of record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRef {
+    /// "servicenow"
+    pub system: String,
+    pub table: String,
+    pub sys_id: String,
+    pub number: String,
+}
+
+impl TicketRef {
+    /// The idempotency key of "the same ticket": one request per (system, ticket number).
+    pub fn idempotency_key(&self) -> String {
+        format!("ticket:{}:{}", self.system, self.number)
+    }
+}
+
+/// Relative key names (the queue's namespace prefixes them with its hash tag).
+pub mod keys {
+    pub fn request(id: &str) -> String {
+        format!("req:{id}")
+    }
+    pub fn audit(id: &str) -> String {
+        format!("req:{id}:audit")
+    }
+    /// ticket number -> request id, for `audit show <ticket>` and status lookups.
+    pub fn ticket(system: &str, number: &str) -> String {
+        format!("ticket:{system}:{number}")
+    }
+    /// ZSET of request ids scored by creation time (ms), for listings.
+    pub const REQUESTS: &str = "requests";
+    /// ZSET of active time-bound grants (request ids) scored by expiry (ms): the safety net.
+    pub const EXPIRING: &str = "grants:expiring";
+}
+
+/// Field names of the request hash.
+pub mod fields {
+    pub const STATE: &str = "state";
+    pub const TICKET: &str = "ticket";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACE_ID: &str = "trace_id";
+    pub const CREATED_MS: &str = "created_ms";
+    pub const UPDATED_MS: &str = "updated_ms";
+    pub const AUDIT_HEAD: &str = "audit_head";
+    pub const REQUESTER: &str = "requester";
+    pub const TARGET: &str = "target";
+    pub const DECISION: &str = "decision";
+    pub const APPROVALS: &str = "approvals";
+    pub const GRANT: &str = "grant";
+    pub const REASON: &str = "reason";
+    pub const END_MS: &str = "end_ms";
+}
