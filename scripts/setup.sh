@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing grantline needs on Debian or Ubuntu, when missing:
+# redis-server (tests and the demo start private instances), pkg-config and the OpenSSL
+# headers (TLS for the connectors). Rust itself is assumed (https://rustup.rs).
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+[ -d /usr/share/zoneinfo ] || need+=(tzdata)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }

@@ -1,0 +1,318 @@
+//! `grantline <command>`: the roles (worker, scheduler) and the operator tools (queues,
+//! dead letters, audit trail, policy).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use grantline_queue::Queue;
+use grantline_shared::audit::{self, AuditRecord};
+use grantline_shared::policy;
+use grantline_shared::request::{fields, keys};
+use redis::AsyncCommands;
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "grantline", version, about = "Governed execution of IT access requests")]
+pub struct Cli {
+    /// Configuration file (TOML); environment variables GRANTLINE__SECTION__KEY override it.
+    #[arg(long, global = true, env = "GRANTLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the step workers (scale by adding processes).
+    Worker,
+    /// Run the scheduler: lease reaping and retention for every queue, expired-grant sweep.
+    Scheduler,
+    /// Queue figures: ready, in flight, delayed, dead, oldest age, totals.
+    Queues {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead letters: list, retry (redrive) or discard.
+    Dlq {
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
+    /// The audit trail of a request: show, verify the hash chain, export as JSONL.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Policy tooling: check, explain, test.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCmd {
+    List { queue: Option<String> },
+    Retry {
+        queue: String,
+        /// Dead-letter id (omit with --all)
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    Discard { queue: String, id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Print the timeline of a request (by request id or ticket number).
+    Show { request: String },
+    /// Check the hash chain; exit 1 if it is broken.
+    Verify { request: String },
+    /// Write the records as JSON lines (for a SIEM).
+    Export { request: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Parse and validate a policy file; errors name file, line and column.
+    Check { file: PathBuf },
+    /// What would happen to a request (JSON facts) under a policy. Changes nothing.
+    Explain {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        request: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the test cases a policy file carries.
+    Test { file: PathBuf },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+async fn queue(cfg: &Config) -> Result<Queue> {
+    Queue::connect(&cfg.redis_url, cfg.queue_config()).await.with_context(|| format!("connecting to {}", cfg.redis_url))
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Policy { cmd } = &cli.command {
+        return policy_cmd(cmd);
+    }
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Worker => {
+            let svc = services(&cfg).await?;
+            let opts = grantline_workers::WorkerOptions {
+                concurrency: cfg.workers.concurrency,
+                shutdown_timeout: std::time::Duration::from_secs(cfg.workers.shutdown_timeout_secs),
+            };
+            grantline_workers::run_workers(svc, opts, shutdown_signal()).await.map_err(|e| anyhow!("workers: {e}"))?;
+        }
+        Command::Scheduler => {
+            let q = queue(&cfg).await?;
+            grantline_scheduler::run(q, Default::default(), shutdown_signal()).await?;
+        }
+        Command::Queues { json } => {
+            let q = queue(&cfg).await?;
+            let mut all = Vec::new();
+            for name in q.queues().await? {
+                all.push(q.metrics(&name).await?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!("{:<18} {:>8} {:>9} {:>8} {:>6} {:>11} {:>10} {:>8}", "queue", "ready", "in-flight", "delayed", "dead", "oldest-ms", "completed", "retried");
+                for m in all {
+                    println!(
+                        "{:<18} {:>8} {:>9} {:>8} {:>6} {:>11} {:>10} {:>8}",
+                        m.queue, m.ready, m.in_flight, m.delayed, m.dead, m.oldest_ready_age_ms, m.completed_total, m.retried_total
+                    );
+                }
+            }
+        }
+        Command::Dlq { cmd } => {
+            let q = queue(&cfg).await?;
+            match cmd {
+                DlqCmd::List { queue: name } => {
+                    let names = match name {
+                        Some(n) => vec![n],
+                        None => q.queues().await?,
+                    };
+                    for n in names {
+                        for d in q.dead_letters(&n, None, 1000).await? {
+                            println!("{}", serde_json::to_string(&d)?);
+                        }
+                    }
+                }
+                DlqCmd::Retry { queue: name, id, all } => {
+                    if all {
+                        println!("redriven: {}", q.redrive_all(&name).await?);
+                    } else {
+                        let id = id.ok_or_else(|| anyhow!("give a dead-letter id or --all"))?;
+                        match q.redrive(&name, &id).await? {
+                            Some(job) => println!("redriven: job {job}"),
+                            None => bail!("no dead letter {id} on {name}"),
+                        }
+                    }
+                }
+                DlqCmd::Discard { queue: name, id } => {
+                    if !q.discard(&name, &id).await? {
+                        bail!("no dead letter {id} on {name}");
+                    }
+                    println!("discarded {id}");
+                }
+            }
+        }
+        Command::Audit { cmd } => return audit_cmd(&cfg, cmd).await,
+        Command::Policy { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> {
+    let graph = cfg.graph.as_ref().ok_or_else(|| anyhow!("graph: configuration missing (graph.base_url, graph.token.*)"))?;
+    let sn = cfg.servicenow.as_ref().ok_or_else(|| anyhow!("servicenow: configuration missing (servicenow.instance_url, servicenow.auth)"))?;
+    let policy = policy::load_file(&cfg.policy.path).map_err(|e| anyhow!("{e}"))?;
+    Ok(Arc::new(grantline_workers::Services {
+        queue: queue(cfg).await?,
+        graph: grantline_connectors::GraphClient::new(graph)?,
+        servicenow: grantline_connectors::ServiceNowClient::new(sn)?,
+        policy: grantline_workers::PolicyHandle::new(policy),
+        clock: Arc::new(jiff::Timestamp::now),
+    }))
+}
+
+async fn resolve_request(q: &Queue, r: &str) -> Result<String> {
+    let mut conn = q.connection();
+    if r.to_ascii_uppercase().starts_with("RITM") {
+        let id: Option<String> = conn.get(q.namespace().key(&keys::ticket("servicenow", r))).await?;
+        return id.ok_or_else(|| anyhow!("no request for ticket {r}"));
+    }
+    Ok(r.to_owned())
+}
+
+/// The stream entries of a request's audit trail: (record JSON, prev, hash).
+pub async fn audit_entries(q: &Queue, id: &str) -> Result<Vec<(String, String, String)>> {
+    let mut conn = q.connection();
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(q.namespace().key(&keys::audit(id))).await?;
+    Ok(reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let get = |k: &str| e.get::<String>(k).unwrap_or_default();
+            (get("record"), get("prev"), get("hash"))
+        })
+        .collect())
+}
+
+async fn audit_cmd(cfg: &Config, cmd: AuditCmd) -> Result<ExitCode> {
+    let q = queue(cfg).await?;
+    let (AuditCmd::Show { request } | AuditCmd::Verify { request } | AuditCmd::Export { request }) = &cmd;
+    let id = resolve_request(&q, request).await?;
+    let entries = audit_entries(&q, &id).await?;
+    if entries.is_empty() {
+        bail!("request {id} has no audit trail");
+    }
+    match cmd {
+        AuditCmd::Show { .. } => {
+            for (json, _, _) in &entries {
+                let r: AuditRecord = serde_json::from_str(json)?;
+                let at = jiff::Timestamp::from_millisecond(r.at_ms as i64).map(|t| t.to_string()).unwrap_or_default();
+                let detail = serde_json::to_value(&r.event)?;
+                println!("{at}  {:<22} {:<28} {}", r.event.name(), r.actor, detail);
+            }
+        }
+        AuditCmd::Export { .. } => {
+            for (json, _, hash) in &entries {
+                let mut v: serde_json::Value = serde_json::from_str(json)?;
+                v["hash"] = serde_json::Value::String(hash.clone());
+                println!("{v}");
+            }
+        }
+        AuditCmd::Verify { .. } => {
+            let mut conn = q.connection();
+            let head: Option<String> = conn.hget(q.namespace().key(&keys::request(&id)), fields::AUDIT_HEAD).await?;
+            let v = audit::verify(&entries, head.as_deref().unwrap_or(""));
+            match v.broken_at {
+                None => println!("ok: {} records, chain intact", v.records),
+                Some(i) => {
+                    println!("BROKEN at record {i}: {}", v.reason.unwrap_or_default());
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy_cmd(cmd: &PolicyCmd) -> Result<ExitCode> {
+    match cmd {
+        PolicyCmd::Check { file } => match policy::load_file(file) {
+            Ok(p) => {
+                println!("ok: {} ({})", file.display(), p.version());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        PolicyCmd::Explain { policy: file, request, json } => {
+            let p = policy::load_file(file).map_err(|e| anyhow!("{e}"))?;
+            let text = std::fs::read_to_string(request).with_context(|| format!("reading {}", request.display()))?;
+            let facts: policy::RequestFacts = serde_json::from_str(&text).with_context(|| format!("{}: request facts", request.display()))?;
+            let e = policy::explain(&facts, &p);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                println!("{e}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCmd::Test { file } => {
+            let p = policy::load_file(file).map_err(|e| anyhow!("{e}"))?;
+            let report = policy::run_tests(&p);
+            println!("{report}");
+            Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One typed configuration per process: defaults, then an optional TOML file, then
+//! environment variables `GRANTLINE__SECTION__KEY` (double underscore nests), then
+//! validation with messages that name the key. Secrets are never printed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use grantline_connectors::{GraphConfig, ServiceNowConfig};
+use grantline_queue::{QueueConfig, RetryPolicy};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// redis://host:port/db
+    pub redis_url: String,
+    pub queue: QueueSettings,
+    pub workers: WorkerSettings,
+    pub policy: PolicySettings,
+    pub graph: Option<GraphConfig>,
+    pub servicenow: Option<ServiceNowConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            queue: QueueSettings::default(),
+            workers: WorkerSettings::default(),
+            policy: PolicySettings::default(),
+            graph: None,
+            servicenow: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    pub namespace: String,
+    pub lease_ms: u64,
+    pub completed_retention_secs: u64,
+    pub dead_retention_days: Option<u64>,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        let q = QueueConfig::default();
+        let r = RetryPolicy::default();
+        Self {
+            namespace: q.namespace,
+            lease_ms: q.lease.as_millis() as u64,
+            completed_retention_secs: q.completed_retention.as_secs(),
+            dead_retention_days: q.dead_retention.map(|d| d.as_secs() / 86_400),
+            max_attempts: r.max_attempts,
+            backoff_base_ms: r.base.as_millis() as u64,
+            backoff_cap_ms: r.cap.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self { concurrency: 16, shutdown_timeout_secs: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    pub path: String,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self { path: "deploy/policy.toml".into() }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut tree = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            tree = text.parse::<toml::Table>().with_context(|| format!("parsing {}", path.display()))?;
+        }
+        overlay_env(&mut tree, std::env::vars())?;
+        let cfg: Config = toml::Value::Table(tree).try_into().context("configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+            bail!("redis_url: {:?} must start with redis:// or rediss://", self.redis_url);
+        }
+        if self.workers.concurrency == 0 {
+            bail!("workers.concurrency must be at least 1");
+        }
+        self.queue_config().validate().map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
+    pub fn queue_config(&self) -> QueueConfig {
+        let q = &self.queue;
+        let lease = Duration::from_millis(q.lease_ms);
+        QueueConfig {
+            namespace: q.namespace.clone(),
+            lease,
+            renew_every: lease / 4,
+            completed_retention: Duration::from_secs(q.completed_retention_secs),
+            dead_retention: q.dead_retention_days.map(|d| Duration::from_secs(d * 86_400)),
+            default_retry: RetryPolicy {
+                max_attempts: q.max_attempts,
+                base: Duration::from_millis(q.backoff_base_ms),
+                cap: Duration::from_millis(q.backoff_cap_ms),
+                ..RetryPolicy::default()
+            },
+            dead_letter_queue: Some(grantline_shared::JobKind::Alert.as_str().into()),
+            ..QueueConfig::default()
+        }
+    }
+}
+
+/// `GRANTLINE__QUEUE__LEASE_MS=5000` sets `queue.lease_ms`. Values are parsed as TOML
+/// scalars when they parse (numbers, booleans), else taken as strings.
+pub fn overlay_env(tree: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
+    for (k, v) in vars {
+        let Some(path) = k.strip_prefix("GRANTLINE__") else { continue };
+        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let value = format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or(toml::Value::String(v));
+        let mut node = &mut *tree;
+        for (i, part) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                node.insert(part.clone(), value.clone());
+            } else {
+                let entry = node.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                node = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => bail!("{k}: {part} is not a section"),
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_nest_and_validation_names_the_key() {
+        let mut t = toml::Table::new();
+        overlay_env(
+            &mut t,
+            [
+                ("GRANTLINE__QUEUE__LEASE_MS".to_owned(), "5000".to_owned()),
+                ("GRANTLINE__REDIS_URL".to_owned(), "redis://10.0.0.1:6379/".to_owned()),
+                ("OTHER".to_owned(), "x".to_owned()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.queue.lease_ms, 5000);
+        assert_eq!(c.redis_url, "redis://10.0.0.1:6379/");
+        let bad = Config { redis_url: "http://x".into(), ..Config::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("redis_url"));
+        let bad = Config { workers: WorkerSettings { concurrency: 0, ..Default::default() }, ..Config::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("workers.concurrency"));
+    }
+}

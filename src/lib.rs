@@ -1,0 +1,6 @@
+//! The `grantline` binary's library: configuration and the command-line interface, so the
+//! end-to-end tests can drive the same entry points the binary uses.
+
+pub mod cli;
+pub mod config;
+pub mod telemetry;

@@ -1,0 +1,155 @@
+//! validate: the webhook was only a doorbell. Read the requested item and its variables
+//! back from ServiceNow, resolve the people in Graph, resolve the target through the
+//! policy, read the target group's facts, note an existing membership, and evaluate.
+
+use std::sync::Arc;
+
+use apalis_core::task::data::Data;
+use grantline_connectors::graph::Group;
+use grantline_queue::{Handoff, JobError};
+use grantline_shared::audit::AuditEvent;
+use grantline_shared::flow::Outcome;
+use grantline_shared::jobs::Validate;
+use grantline_shared::policy::{self, GroupFacts, Principal, RequestFacts, UserFacts};
+use grantline_shared::request::{fields, RequestState};
+
+use super::{already_done, job_error};
+use crate::record::{load, StepCommit};
+use crate::services::Services;
+
+/// Variable names read from the catalog item (first match wins).
+const TARGET_VARS: [&str; 3] = ["target", "group", "mailbox"];
+const LEVEL_VARS: [&str; 2] = ["access", "level"];
+const DURATION_VARS: [&str; 1] = ["duration"];
+const END_VARS: [&str; 2] = ["end_date", "until"];
+const AI_VARS: [&str; 1] = ["ai_suggested_target"];
+
+fn first(vars: &std::collections::BTreeMap<String, String>, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| vars.get(*n)).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn group_facts(g: &Group) -> GroupFacts {
+    GroupFacts {
+        id: g.id.clone(),
+        display_name: g.display_name.clone(),
+        group_types: g.group_types.clone(),
+        mail_enabled: g.mail_enabled.unwrap_or(false),
+        security_enabled: g.security_enabled.unwrap_or(false),
+        is_assignable_to_role: g.is_assignable_to_role,
+        membership_rule: g.membership_rule.clone(),
+        on_premises_sync_enabled: g.on_premises_sync_enabled,
+    }
+}
+
+/// A ServiceNow user reference resolved to a directory user (by email, which is the UPN).
+async fn directory_user(svc: &Services, sys_id: &str) -> Result<Option<grantline_connectors::graph::User>, JobError> {
+    let sn = svc.servicenow.get_user(sys_id).await.map_err(job_error)?;
+    let upn = if sn.email.is_empty() { sn.user_name.clone() } else { sn.email.clone() };
+    Ok(svc.graph.get_user(&upn).await.map_err(job_error)?.value)
+}
+
+pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
+    let rec = load(&svc.queue, &job.request_id).await?;
+    if rec.state != RequestState::Received {
+        return Ok(already_done("validate", &rec.id, rec.state));
+    }
+    let ritm = svc.servicenow.get_ritm(&rec.ticket.sys_id).await.map_err(job_error)?;
+    let vars = svc.servicenow.get_variables(&rec.ticket.sys_id).await.map_err(job_error)?;
+    let catalog_item = ritm.cat_item.as_ref().map(|c| c.display_value.clone()).unwrap_or_default();
+    let requested_for = ritm.requested_for.as_ref().map(|r| r.value.clone()).unwrap_or_default();
+    let opened_by = ritm.opened_by.as_ref().map(|r| r.value.clone()).filter(|v| !v.is_empty());
+    let now = svc.now();
+    let commit = StepCommit::new(&rec, "validate", svc.now_ms()).event(AuditEvent::TicketRead {
+        ticket: ritm.number.clone(),
+        catalog_item: catalog_item.clone(),
+        requested_for: ritm.requested_for.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
+        opened_by: ritm.opened_by.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
+    });
+
+    let Some(user) = directory_user(&svc, &requested_for).await? else {
+        let reason = "the person the access is for was not found in the directory".to_owned();
+        return commit
+            .event(AuditEvent::CheckEvaluated { code: "requester.exists".into(), passed: false, reason: reason.clone() })
+            .set(fields::REASON, reason)
+            .outcome(Outcome::Denied)
+            .into_handoff();
+    };
+    let manager = svc.graph.get_manager(&user.id).await.map_err(job_error)?.value;
+    let opener = match opened_by.as_deref() {
+        Some(o) if o != requested_for => directory_user(&svc, o).await?.map(|u| Principal::new(u.id, Some(&u.user_principal_name))),
+        _ => None,
+    };
+    let requester = UserFacts {
+        id: user.id.clone(),
+        upn: user.user_principal_name.clone(),
+        display_name: user.display_name.clone(),
+        user_type: user.user_type.clone().unwrap_or_else(|| "Member".into()),
+        account_enabled: user.account_enabled.unwrap_or(false),
+        employee_leave_date_time: user.employee_leave_date_time,
+        manager_id: manager.as_ref().map(|m| m.id.clone()),
+        member_of: Vec::new(),
+    };
+    let mut facts = RequestFacts {
+        now,
+        requester: requester.clone(),
+        opened_by: opener,
+        catalog_item,
+        target: first(&vars, &TARGET_VARS),
+        level: first(&vars, &LEVEL_VARS),
+        duration: first(&vars, &DURATION_VARS),
+        end: first(&vars, &END_VARS).and_then(|e| parse_date(&e)),
+        ai_suggested_target: first(&vars, &AI_VARS),
+        target_group: None,
+    };
+    let policy = svc.policy.get();
+    // resolve the target first, then evaluate again with what the directory says of it
+    let mut decision = policy::evaluate(&facts, &policy);
+    let mut pre_existing = false;
+    if let Some(group_id) = decision.target.as_ref().and_then(|t| t.group_id.clone()) {
+        match svc.graph.get_group(&group_id).await.map_err(job_error)?.value {
+            Some(g) => {
+                facts.target_group = Some(group_facts(&g));
+                decision = policy::evaluate(&facts, &policy);
+                pre_existing = svc.graph.is_member(&group_id, &user.id).await.map_err(job_error)?.value;
+            }
+            None => {
+                // evaluated without group facts, the policy refuses an unknown group
+                decision = policy::evaluate(&facts, &policy);
+            }
+        }
+    }
+    let checks = decision.checks.iter().map(|c| AuditEvent::CheckEvaluated {
+        code: c.code.clone(),
+        passed: c.status != policy::CheckStatus::Fail,
+        reason: c.reason.clone(),
+    });
+    let allow = decision.is_allowed();
+    let reason = if allow {
+        decision.rule.clone().map(|r| format!("allowed by rule {r}")).unwrap_or_else(|| "allowed".into())
+    } else {
+        decision.failing().map(|c| c.reason.clone()).collect::<Vec<_>>().join("; ")
+    };
+    let target = decision.target.as_ref().map(|t| t.display_name.clone()).unwrap_or_default();
+    let commit = commit
+        .events(checks.collect::<Vec<_>>())
+        .event(AuditEvent::DecisionMade {
+            allow,
+            policy_version: decision.policy_version.clone(),
+            target: target.clone(),
+            level: decision.level.map(|l| l.to_string()).unwrap_or_default(),
+            reason: reason.clone(),
+        })
+        .set_json(fields::REQUESTER, &requester)?
+        .set_json(fields::DECISION, &decision)?
+        .set(fields::TARGET, target)
+        .set("pre_existing", pre_existing.to_string())
+        .set(fields::REASON, reason);
+    commit.outcome(if allow { Outcome::Allowed } else { Outcome::Denied }).into_handoff()
+}
+
+/// A ticket date: RFC 3339, or a plain date (midnight UTC).
+fn parse_date(s: &str) -> Option<jiff::Timestamp> {
+    s.parse::<jiff::Timestamp>().ok().or_else(|| {
+        s.parse::<jiff::civil::Date>().ok().and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok()).map(|z| z.timestamp())
+    })
+}
