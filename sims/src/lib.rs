@@ -1,1 +1,234 @@
-//! grantline-sims
+//! Simulators of the Microsoft identity platform (client-credentials tokens), Microsoft Graph
+//! (users, groups, membership) and ServiceNow (Table API, OAuth, rate limits, outbound webhook),
+//! for tests, the demo and benchmarks. They follow the wire facts in the project's API notes:
+//! paths, bodies, exact error envelopes and messages, headers, status codes and throttling.
+//!
+//! Each simulator is an HTTP server on its own port with:
+//! - scripted faults per route ([`Faults`]): canned responses (429 with `Retry-After`, 503 runs,
+//!   ...), delays, hangs and aborted connections, plus a fixed added latency;
+//! - a request log with secrets redacted ([`LoggedRequest`]);
+//! - a shared controllable [`Clock`] for token expiry, `Retry-After`, throttling windows,
+//!   rate-limit hours and replication delays;
+//! - admin routes under `/sim/` (request log, faults, clock, and per-simulator state) for use
+//!   from another process; [`Sims::describe`] lists them.
+//!
+//! Start all three with [`Sims::start`]; [`Tenant::demo`] and the constants in [`ids`] describe
+//! the seeded tenant. Nothing here shares types with the connectors.
+//!
+//! # Where the simulators knowingly differ from the real services
+//!
+//! - Identity platform: tokens are never signature-checked and there is no clock-skew allowance;
+//!   `nbf` equals `iat`. `error_uri` points at the simulator. Certificate credentials
+//!   (`client_assertion`) are accepted without verification for apps that allow them.
+//! - Graph: the body of a refused write to a dynamic group (400 `Request_BadRequest`) is the
+//!   simulator's own wording; so are the messages for more than 20 references, for batch
+//!   validation failures other than the missing `Content-Type`, and the body of a 424 batch item
+//!   (`FailedDependency`). The on-premises-synced refusal reuses the directory's message for
+//!   synced objects. The 429 body code is `Request_ThrottledTemporarily`. Writes are refused for
+//!   dynamic, mail-enabled, distribution and on-premises-synced groups before the duplicate check.
+//!   `employeeLeaveDateTime` reads as null without `User-LifeCycleInfo.Read.All` (configurable).
+//!   Only direct memberships are stored; `checkMemberGroups`/`checkMemberObjects` walk nested
+//!   groups transitively. Listing `/users` or `/groups`, `$filter`, `$count`, `$expand` (ignored
+//!   apart from its cost), delta queries, subscriptions and the tenant-wide and app-wide
+//!   throttling scopes are not modelled. `$batch` items run in order and a `dependsOn` must name
+//!   an earlier item; scripted faults apply to items only as canned responses.
+//! - ServiceNow: `sysparm_query` supports `=`, `!=`, `LIKE`, `NOT LIKE`, `STARTSWITH`,
+//!   `ENDSWITH`, `IN`, `NOT IN`, `ISEMPTY`, `ISNOTEMPTY`, comparisons, `^OR` and
+//!   `ORDERBY`/`ORDERBYDESC`, on dot-walked columns too; string matches ignore case; unknown
+//!   parts are ignored. Rate-limit counters apply at once (the real instance commits them every
+//!   30 s). Approving every approval row of a RITM approves it (stage `fulfillment`); rejecting one
+//!   rejects it and closes it incomplete. The 403 ACL body text is unverified.
+
+mod clock;
+mod error;
+pub mod faults;
+mod graph;
+mod json;
+mod log;
+mod login;
+mod server;
+mod servicenow;
+pub mod tenant;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+pub use clock::Clock;
+pub use error::SimError;
+pub use faults::{FaultAction, FaultId, FaultRule, Faults, PathPattern, Times};
+pub use graph::{GraphConfig, GraphCounters, GraphSim, GraphState, ThrottleConfig};
+/// The method type [`FaultRule::on`] takes (re-exported from `http`).
+pub use http::Method;
+pub use log::{LoggedRequest, REDACTED};
+pub use login::{AppRegistration, EXCHANGE_RESOURCE, GRAPH_RESOURCE, IssuedToken, LoginConfig, LoginSim, TokenTable};
+pub use servicenow::{
+    CatalogItem, CreatedRitm, HmacSigning, JournalEntry, NewRitm, OAuthClient, RateLimitRule, Record, RitmView,
+    ServiceNowAccount, ServiceNowConfig, ServiceNowSim, ServiceNowState, WebhookConfig, WebhookDelivery, WebhookTarget,
+    snow_user_name,
+};
+pub use tenant::{Group, Tenant, TenantBuilder, User, ids, snow_sys_id};
+
+/// Ports to bind; 0 picks a free port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub login: u16,
+    pub graph: u16,
+    pub servicenow: u16,
+}
+
+/// Everything the simulators need.
+#[derive(Clone, Debug)]
+pub struct SimsConfig {
+    pub tenant: Tenant,
+    pub login: LoginConfig,
+    pub graph: GraphConfig,
+    pub servicenow: ServiceNowConfig,
+    /// Address to bind (default 127.0.0.1).
+    pub host: IpAddr,
+    pub ports: Ports,
+}
+
+impl Default for SimsConfig {
+    fn default() -> Self {
+        Self::demo()
+    }
+}
+
+impl SimsConfig {
+    /// The demo tenant and credentials on 127.0.0.1, free ports.
+    pub fn demo() -> Self {
+        Self {
+            tenant: Tenant::demo(),
+            login: LoginConfig::demo(),
+            graph: GraphConfig::default(),
+            servicenow: ServiceNowConfig::demo(),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: Ports::default(),
+        }
+    }
+}
+
+/// The three running simulators, sharing one clock and one token table.
+#[derive(Clone, Debug)]
+pub struct Sims {
+    pub login: LoginSim,
+    pub graph: GraphSim,
+    pub servicenow: ServiceNowSim,
+}
+
+impl Sims {
+    /// Starts the simulators.
+    pub async fn start(cfg: SimsConfig) -> Result<Sims, SimError> {
+        let clock = Clock::new();
+        let tokens = TokenTable::default();
+        let login = LoginSim::start(
+            cfg.login,
+            &cfg.tenant,
+            clock.clone(),
+            tokens.clone(),
+            SocketAddr::new(cfg.host, cfg.ports.login),
+        )
+        .await?;
+        let graph =
+            GraphSim::start(cfg.graph, &cfg.tenant, clock.clone(), tokens, SocketAddr::new(cfg.host, cfg.ports.graph))
+                .await?;
+        let servicenow =
+            ServiceNowSim::start(cfg.servicenow, &cfg.tenant, clock, SocketAddr::new(cfg.host, cfg.ports.servicenow))
+                .await?;
+        Ok(Sims { login, graph, servicenow })
+    }
+
+    /// The shared clock.
+    pub fn clock(&self) -> &Clock {
+        self.login.clock()
+    }
+
+    /// A human-readable summary: base URLs, tenant, credentials and admin routes.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "grantline simulators");
+        let _ = writeln!(out, "  identity platform  {}", self.login.base_url());
+        let _ = writeln!(out, "    token endpoint   {}", self.login.token_url());
+        let _ = writeln!(out, "    tenant           {}", self.login.tenant_id());
+        for app in self.login.apps() {
+            let _ = writeln!(
+                out,
+                "    app              {} ({})  secret {}  roles {}",
+                app.client_id,
+                app.display_name,
+                app.secret,
+                app.roles.join(",")
+            );
+        }
+        let _ = writeln!(out, "  graph              {}", self.graph.v1_url());
+        let _ = writeln!(out, "  servicenow         {}", self.servicenow.base_url());
+        let (accounts, clients) = self.servicenow.credentials();
+        for a in accounts {
+            let _ = writeln!(
+                out,
+                "    user             {} / {}{}",
+                a.user_name,
+                a.password,
+                if a.can_write { "" } else { " (read-only)" }
+            );
+        }
+        for c in clients {
+            let _ = writeln!(out, "    oauth client     {} / {}", c.client_id, c.client_secret);
+        }
+        let wh = self.servicenow.webhook_config();
+        let _ = writeln!(out, "    webhook secret   {}: {}", wh.secret_header, wh.secret);
+        let _ = writeln!(
+            out,
+            "  admin (each)       GET|DELETE /sim/requests, GET|POST|DELETE /sim/faults, GET|POST /sim/clock"
+        );
+        let _ = writeln!(
+            out,
+            "  admin (graph)      GET /sim/counters, GET /sim/groups/{{id}}/members, GET|PATCH /sim/users/{{id}}, POST /sim/throttle, POST /sim/replication"
+        );
+        let _ = writeln!(
+            out,
+            "  admin (servicenow) POST /sim/ritms, GET /sim/ritms/{{id}}, POST /sim/webhooks/fire, PUT /sim/rate-limits"
+        );
+        out
+    }
+
+    /// Stops all servers.
+    pub async fn shutdown(self) {
+        self.login.shutdown().await;
+        self.graph.shutdown().await;
+        self.servicenow.shutdown().await;
+    }
+}
+
+/// Starts the simulators, prints their URLs and credentials to stdout, and runs until Ctrl-C or
+/// SIGTERM.
+pub async fn run_standalone(cfg: SimsConfig) -> Result<(), SimError> {
+    let sims = Sims::start(cfg).await?;
+    println!("{}", sims.describe());
+    println!("Press Ctrl-C to stop.");
+    wait_for_stop_signal().await;
+    sims.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
