@@ -1,0 +1,224 @@
+//! The typed configuration of the HTTP edge. Defaults, then whatever the process loader
+//! layers on top (file, environment), then [`IngestConfig::validate`], whose messages name
+//! the key. Secrets are wrapped in [`Secret`], whose `Debug` never shows them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// A secret value (webhook secret, HMAC key, operator token). `Debug` prints a placeholder,
+/// and it is deliberately not `Serialize` or `Display`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for comparing or keying a MAC. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How ServiceNow (or anything posting our documented payload) authenticates. ServiceNow
+/// does not sign outbound requests, so the integrator configures one of these in the REST
+/// message: a shared secret header, or an HMAC computed in script.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceNowAuth {
+    /// Compared (in constant time) with the `X-Grantline-Secret` header.
+    pub shared_secret: Option<Secret>,
+    /// Keys the HMAC-SHA256 carried in `X-Grantline-Signature: sha256=<hex>` over
+    /// `"{X-Grantline-Timestamp}.{raw body}"`.
+    pub hmac_secret: Option<Secret>,
+}
+
+/// A bearer token for the decision and admin API, with the id it is known by in the audit
+/// trail (`operator:<id>`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorToken {
+    pub id: String,
+    pub token: Secret,
+}
+
+/// Configuration of the HTTP edge.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Listen address (default `127.0.0.1:8080`).
+    pub bind: SocketAddr,
+    pub servicenow: ServiceNowAuth,
+    /// How far (seconds, either way) a signed webhook's timestamp may be from our clock.
+    pub replay_window_secs: u64,
+    /// The largest request body accepted, in bytes (default 64 KiB).
+    pub max_body_bytes: usize,
+    /// Bearer tokens for `/v1/requests/...`. Empty: that API refuses everyone.
+    pub operator_tokens: Vec<OperatorToken>,
+    /// ServiceNow tables a webhook may name (default `["sc_req_item"]`).
+    pub allowed_tables: Vec<String>,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Shortest secret or token accepted.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            servicenow: ServiceNowAuth::default(),
+            replay_window_secs: DEFAULT_REPLAY_WINDOW_SECS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            operator_tokens: Vec::new(),
+            allowed_tables: vec!["sc_req_item".to_owned()],
+        }
+    }
+}
+
+/// What is wrong with a configuration: one message per problem, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ingest configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl IngestConfig {
+    /// Checks the configuration. Deny by default: without a webhook credential nothing
+    /// could be authenticated, so that is an error, not an open door.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let sn = &self.servicenow;
+        if sn.shared_secret.is_none() && sn.hmac_secret.is_none() {
+            problems.push(
+                "ingest.servicenow.shared_secret or ingest.servicenow.hmac_secret must be set: \
+                 unauthenticated webhooks are refused"
+                    .to_owned(),
+            );
+        }
+        for (key, secret) in
+            [("ingest.servicenow.shared_secret", &sn.shared_secret), ("ingest.servicenow.hmac_secret", &sn.hmac_secret)]
+        {
+            if let Some(s) = secret
+                && s.expose().trim().chars().count() < MIN_SECRET_LEN
+            {
+                problems.push(format!("{key} must be at least {MIN_SECRET_LEN} characters"));
+            }
+        }
+        if !(1..=3600).contains(&self.replay_window_secs) {
+            problems.push(format!(
+                "ingest.replay_window_secs must be between 1 and 3600 (got {})",
+                self.replay_window_secs
+            ));
+        }
+        if !(256..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            problems
+                .push(format!("ingest.max_body_bytes must be between 256 and 16777216 (got {})", self.max_body_bytes));
+        }
+        let mut ids = HashSet::new();
+        let mut tokens = HashSet::new();
+        for (i, t) in self.operator_tokens.iter().enumerate() {
+            let id_ok = !t.id.is_empty()
+                && t.id.len() <= 64
+                && t.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+            if !id_ok {
+                problems.push(format!("ingest.operator_tokens[{i}].id must be 1-64 characters of [A-Za-z0-9._@-]"));
+            } else if !ids.insert(t.id.as_str()) {
+                problems.push(format!("ingest.operator_tokens[{i}].id {:?} is used twice", t.id));
+            }
+            if t.token.expose().chars().count() < MIN_SECRET_LEN {
+                problems
+                    .push(format!("ingest.operator_tokens[{i}].token must be at least {MIN_SECRET_LEN} characters"));
+            } else if !tokens.insert(t.token.expose()) {
+                problems.push(format!("ingest.operator_tokens[{i}].token is the same as another operator's token"));
+            }
+        }
+        if self.allowed_tables.is_empty() {
+            problems.push("ingest.allowed_tables must name at least one table".to_owned());
+        }
+        for (i, t) in self.allowed_tables.iter().enumerate() {
+            if t.is_empty()
+                || t.len() > 80
+                || !t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                problems.push(format!("ingest.allowed_tables[{i}] {t:?} is not a table name ([a-z0-9_], at most 80)"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn valid() -> IngestConfig {
+        IngestConfig {
+            servicenow: ServiceNowAuth { shared_secret: Some(Secret::new("a-long-enough-secret")), hmac_secret: None },
+            ..IngestConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_deny_until_a_webhook_credential_is_set() {
+        let c = IngestConfig::default();
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.allowed_tables, ["sc_req_item"]);
+        let err = c.validate().unwrap_err();
+        assert!(err.0[0].contains("ingest.servicenow.shared_secret"), "{err}");
+        assert!(valid().validate().is_ok());
+    }
+
+    #[test]
+    fn messages_name_the_key() {
+        let mut c = valid();
+        c.servicenow.hmac_secret = Some(Secret::new("short"));
+        c.replay_window_secs = 0;
+        c.max_body_bytes = 10;
+        c.allowed_tables = vec!["Bad Table".into()];
+        c.operator_tokens = vec![
+            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001") },
+            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001") },
+            OperatorToken { id: "bad id".into(), token: Secret::new("x") },
+        ];
+        let msg = c.validate().unwrap_err().to_string();
+        for key in [
+            "ingest.servicenow.hmac_secret",
+            "ingest.replay_window_secs",
+            "ingest.max_body_bytes",
+            "ingest.allowed_tables[0]",
+            "ingest.operator_tokens[1].id",
+            "ingest.operator_tokens[1].token",
+            "ingest.operator_tokens[2].id",
+            "ingest.operator_tokens[2].token",
+        ] {
+            assert!(msg.contains(key), "{key} missing from {msg}");
+        }
+    }
+
+    #[test]
+    fn deserialises_with_defaults_and_debug_redacts() {
+        let c: IngestConfig = serde_json::from_value(serde_json::json!({
+            "servicenow": {"hmac_secret": "hmac-key-hmac-key-1234"},
+            "operator_tokens": [{"id": "ops", "token": "operator-token-0001"}]
+        }))
+        .unwrap();
+        assert_eq!(c.replay_window_secs, 300);
+        assert_eq!(c.max_body_bytes, 65536);
+        assert!(c.validate().is_ok());
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hmac-key-hmac-key-1234") && !dbg.contains("operator-token-0001"), "{dbg}");
+        assert!(serde_json::from_value::<IngestConfig>(serde_json::json!({"bnid": "x"})).is_err(), "typos are errors");
+    }
+}

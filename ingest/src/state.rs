@@ -1,0 +1,123 @@
+//! What every handler shares: the queue, the configuration, a clock and the counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use grantline_queue::Queue;
+
+use crate::config::IngestConfig;
+
+/// Milliseconds since the Unix epoch. Tests substitute their own.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The state of the router. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Queue,
+    pub cfg: Arc<IngestConfig>,
+    pub clock: Clock,
+    pub metrics: Arc<IngestMetrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("queue", &self.queue).field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+/// The wall clock, in ms since the epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    })
+}
+
+impl AppState {
+    /// State with the wall clock and fresh counters.
+    pub fn new(queue: Queue, cfg: IngestConfig) -> Self {
+        Self { queue, cfg: Arc::new(cfg), clock: system_clock(), metrics: Arc::default() }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+}
+
+/// What happened to one webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// A new request was stored with its first job.
+    Accepted,
+    /// The ticket was known: the existing request id was returned, nothing written.
+    Duplicate,
+    /// Refused (4xx) with a stable code.
+    Rejected,
+    /// Failed on our side (5xx): nothing was accepted.
+    Error,
+}
+
+impl WebhookOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Accepted => "accepted",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::Rejected => "rejected",
+            WebhookOutcome::Error => "error",
+        }
+    }
+}
+
+/// The counters of this process, rendered at `/metrics`.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    accepted: AtomicU64,
+    duplicate: AtomicU64,
+    rejected: AtomicU64,
+    error: AtomicU64,
+    rejected_by_code: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl IngestMetrics {
+    pub fn record_webhook(&self, outcome: WebhookOutcome) {
+        let c = match outcome {
+            WebhookOutcome::Accepted => &self.accepted,
+            WebhookOutcome::Duplicate => &self.duplicate,
+            WebhookOutcome::Rejected => &self.rejected,
+            WebhookOutcome::Error => &self.error,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refused request (any route) by its error code.
+    pub fn record_rejection(&self, code: &'static str) {
+        if let Ok(mut m) = self.rejected_by_code.lock() {
+            *m.entry(code).or_insert(0) += 1;
+        }
+    }
+
+    /// Webhook deliveries by outcome.
+    pub fn webhooks(&self, outcome: WebhookOutcome) -> u64 {
+        let c = match outcome {
+            WebhookOutcome::Accepted => &self.accepted,
+            WebhookOutcome::Duplicate => &self.duplicate,
+            WebhookOutcome::Rejected => &self.rejected,
+            WebhookOutcome::Error => &self.error,
+        };
+        c.load(Ordering::Relaxed)
+    }
+
+    /// Refusals by code.
+    pub fn rejections(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected_by_code.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
