@@ -51,6 +51,65 @@ fn example_policy_uses_the_exported_ids() {
 }
 
 #[test]
+fn example_policy_declares_the_simulator_catalog_items() {
+    let p = example();
+    let entry = |name: &str| p.catalog().iter().find(|c| c.item == name);
+    let targets =
+        |name: &str| entry(name).unwrap_or_else(|| panic!("catalog item {name:?} is not declared")).targets.clone();
+    assert_eq!(targets(examples::CATALOG_ITEM_FINANCE_BI), ["GRP-FINANCE-BI-READ"]);
+    assert_eq!(targets(examples::CATALOG_ITEM_TEAM_ALPHA), ["team-alpha"]);
+    let undeclared = examples::CATALOG_ITEM_UNDECLARED.to_lowercase();
+    assert!(
+        !p.catalog()
+            .iter()
+            .any(|c| c.item.to_lowercase() == undeclared || c.aliases.iter().any(|a| a.to_lowercase() == undeclared)),
+        "{undeclared:?} must stay undeclared"
+    );
+}
+
+/// `pub const NAME: &str = "value";` lines of a source file.
+fn string_consts(source: &str) -> std::collections::BTreeMap<String, String> {
+    source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const ")?.split_once(": &str = \""))
+        .filter_map(|(name, rest)| Some((name.to_owned(), rest.strip_suffix("\";")?.to_owned())))
+        .collect()
+}
+
+#[test]
+fn example_ids_are_the_simulator_seed_ids() {
+    // The demo and the end-to-end tests run the example policy against the simulator's demo
+    // tenant; the two crates do not depend on each other, so compare the seed's source.
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sims/src/tenant.rs")).unwrap();
+    let ids = string_consts(&seed);
+    for (ours, theirs) in [
+        (examples::FINANCE_BI_READ_GROUP_ID, "GROUP_FINANCE_BI_READ"),
+        (examples::TEAM_ALPHA_GROUP_ID, "GROUP_TEAM_ALPHA"),
+        (examples::HELPDESK_GROUP_ID, "GROUP_HELPDESK"),
+        (examples::ACCESS_GOVERNANCE_GROUP_ID, "GROUP_ACCESS_GOVERNANCE"),
+        (examples::CATALOG_ITEM_FINANCE_BI, "CAT_ITEM_FINANCE_BI_NAME"),
+        (examples::CATALOG_ITEM_TEAM_ALPHA, "CAT_ITEM_TEAM_ALPHA_NAME"),
+        (examples::CATALOG_ITEM_UNDECLARED, "CAT_ITEM_UNMAPPED_NAME"),
+        (examples::ALEX_ID, "ALEX_ID"),
+        (examples::ALEX_UPN, "ALEX_UPN"),
+        (examples::SARA_ID, "SARA_ID"),
+        (examples::SARA_UPN, "SARA_UPN"),
+        (examples::PATTI_ID, "PATTI_ID"),
+        (examples::PATTI_UPN, "PATTI_UPN"),
+        (examples::MEGAN_ID, "MEGAN_ID"),
+        (examples::MEGAN_UPN, "MEGAN_UPN"),
+        (examples::CONTRACTOR_ID, "CONTRACTOR_ID"),
+        (examples::CONTRACTOR_UPN, "CONTRACTOR_UPN"),
+        (examples::ALLAN_ID, "ALLAN_ID"),
+        (examples::ALLAN_UPN, "ALLAN_UPN"),
+        (examples::GUEST_ID, "GUEST_ID"),
+        (examples::GUEST_UPN, "GUEST_UPN"),
+    ] {
+        assert_eq!(ids.get(theirs).map(String::as_str), Some(ours), "grantline_sims::ids::{theirs}");
+    }
+}
+
+#[test]
 fn version_is_the_hash_of_the_bytes() {
     let p = example();
     assert!(p.version().starts_with("sha256:"));
@@ -76,7 +135,7 @@ fn explain_shows_checks_decision_and_plan() {
         "rule      send-as-needs-manager-and-owner",
         "stage 1 \"manager and mailbox owner\": all of",
         &format!("- manager ({})", examples::SARA_ID),
-        &format!("- mailbox-owner ({})", examples::FIONA_UPN),
+        &format!("- mailbox-owner ({})", examples::PATTI_UPN),
         "decide within 72h, then escalate",
         "duration  30d, ends 2026-04-01T08:00:00Z",
         "window    inside change window \"finance-business-hours\"",

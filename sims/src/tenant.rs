@@ -10,6 +10,9 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Well-known ids, UPNs and credentials of the demo tenant.
+///
+/// The example policy (`deploy/policy.toml`) names these people, groups and catalog items with
+/// the same values; `grantline_shared::policy::examples` mirrors them.
 pub mod ids {
     /// The tenant (directory) id.
     pub const TENANT_ID: &str = "5a0c1f00-0000-4000-8000-000000000001";
@@ -22,10 +25,12 @@ pub mod ids {
     /// Sara Davis, Finance VP: Alex's manager. Manager: Patti Fernandez.
     pub const SARA_ID: &str = "10000000-0000-4000-8000-000000000002";
     pub const SARA_UPN: &str = "SaraD@contoso.com";
-    /// Patti Fernandez, CEO: has no manager (`GET /users/{id}/manager` is 404).
+    /// Patti Fernandez, CEO: has no manager (`GET /users/{id}/manager` is 404). In the example
+    /// policy: data owner of Finance BI Readers and owner of the finance@ shared mailbox.
     pub const PATTI_ID: &str = "10000000-0000-4000-8000-000000000003";
     pub const PATTI_UPN: &str = "PattiF@contoso.com";
-    /// Megan Bowen, Helpdesk agent, member of the Helpdesk group. Manager: Patti Fernandez.
+    /// Megan Bowen, Helpdesk agent, member of the Helpdesk group. Manager: Patti Fernandez. In the
+    /// example policy her Helpdesk membership auto-approves read-only on helpdesk@ and Team Alpha.
     pub const MEGAN_ID: &str = "10000000-0000-4000-8000-000000000004";
     pub const MEGAN_UPN: &str = "MeganB@contoso.com";
     /// Adele Vance, Retail: already a member of Team Alpha. Manager: Sara Davis.
@@ -46,6 +51,10 @@ pub mod ids {
     /// Isaiah Langer, Sales: an ordinary employee with no groups. Manager: Sara Davis.
     pub const ISAIAH_ID: &str = "10000000-0000-4000-8000-000000000010";
     pub const ISAIAH_UPN: &str = "IsaiahL@contoso.com";
+    /// Allan Deyoung, IT Admin: member of Access Governance (the example policy's fallback
+    /// approvers) and owner of the helpdesk@ shared mailbox. Manager: Patti Fernandez.
+    pub const ALLAN_ID: &str = "10000000-0000-4000-8000-000000000011";
+    pub const ALLAN_UPN: &str = "AllanD@contoso.com";
 
     /// Security group "Finance BI Readers" (mailNickname `GRP-FINANCE-BI-READ`).
     pub const GROUP_FINANCE_BI_READ: &str = "20000000-0000-4000-8000-000000000001";
@@ -65,6 +74,9 @@ pub mod ids {
     pub const GROUP_DISTRIBUTION: &str = "20000000-0000-4000-8000-000000000008";
     /// Microsoft 365 group "Project Falcon" (`groupTypes: ["Unified"]`).
     pub const GROUP_M365: &str = "20000000-0000-4000-8000-000000000009";
+    /// Security group "Access Governance": the example policy's fallback approvers; Allan Deyoung
+    /// is a member.
+    pub const GROUP_ACCESS_GOVERNANCE: &str = "20000000-0000-4000-8000-000000000010";
 
     /// grantline's app registration: GroupMember.ReadWrite.All, User.Read.All,
     /// User-LifeCycleInfo.Read.All (no RoleManagement.ReadWrite.Directory, no User.ReadWrite.All).
@@ -98,6 +110,9 @@ pub mod ids {
     pub const ALEX_SNOW_SYS_ID: &str = "10000000000040008000000000000001";
     pub const SARA_SNOW_SYS_ID: &str = "10000000000040008000000000000002";
     pub const MEGAN_SNOW_SYS_ID: &str = "10000000000040008000000000000004";
+    pub const PATTI_SNOW_SYS_ID: &str = "10000000000040008000000000000003";
+    pub const CONTRACTOR_SNOW_SYS_ID: &str = "10000000000040008000000000000009";
+    pub const ALLAN_SNOW_SYS_ID: &str = "10000000000040008000000000000011";
 
     /// Catalog item "Access to Finance BI" (variables: justification, duration_days).
     pub const CAT_ITEM_FINANCE_BI: &str = "0b36816197113110a24734000153af01";
@@ -428,6 +443,7 @@ impl Tenant {
                     .leaves_at(contractor_date),
             )
             .user(User::new(ISAIAH_ID, ISAIAH_UPN, "Isaiah Langer").job_title("Sales Rep").department("Sales"))
+            .user(User::new(ALLAN_ID, ALLAN_UPN, "Allan Deyoung").job_title("IT Admin").department("IT"))
             .group(
                 Group::security(GROUP_FINANCE_BI_READ, "Finance BI Readers", "GRP-FINANCE-BI-READ")
                     .description("Read access to the Finance BI workspace"),
@@ -459,8 +475,13 @@ impl Tenant {
                 g
             })
             .group(Group::unified(GROUP_M365, "Project Falcon", "ProjectFalcon", "ProjectFalcon@contoso.com"))
+            .group(
+                Group::security(GROUP_ACCESS_GOVERNANCE, "Access Governance", "AccessGovernance")
+                    .description("Decides access requests nobody else can"),
+            )
             .member(GROUP_TEAM_ALPHA, ADELE_ID)
             .member(GROUP_HELPDESK, MEGAN_ID)
+            .member(GROUP_ACCESS_GOVERNANCE, ALLAN_ID)
             .member(GROUP_DYNAMIC, ALEX_ID)
             .member(GROUP_DYNAMIC, SARA_ID)
             .member(GROUP_MAIL_ENABLED, SARA_ID)
@@ -472,6 +493,7 @@ impl Tenant {
             .manager(ADELE_ID, SARA_ID)
             .manager(ISAIAH_ID, SARA_ID)
             .manager(CONTRACTOR_ID, PATTI_ID)
+            .manager(ALLAN_ID, PATTI_ID)
             .build()
     }
 }
@@ -489,6 +511,43 @@ mod tests {
         assert_eq!(leaver.employee_leave_date_time.unwrap().to_string(), "2026-04-26T00:00:00Z");
         let c = t.users.iter().find(|u| u.id == ids::CONTRACTOR_ID).unwrap();
         assert_eq!(c.employee_leave_date_time.unwrap().to_string(), "2026-07-09T00:00:00Z");
-        assert_eq!(snow_sys_id(ids::ALEX_ID), ids::ALEX_SNOW_SYS_ID);
+        for (id, sys_id) in [
+            (ids::ALEX_ID, ids::ALEX_SNOW_SYS_ID),
+            (ids::SARA_ID, ids::SARA_SNOW_SYS_ID),
+            (ids::PATTI_ID, ids::PATTI_SNOW_SYS_ID),
+            (ids::MEGAN_ID, ids::MEGAN_SNOW_SYS_ID),
+            (ids::CONTRACTOR_ID, ids::CONTRACTOR_SNOW_SYS_ID),
+            (ids::ALLAN_ID, ids::ALLAN_SNOW_SYS_ID),
+        ] {
+            assert_eq!(snow_sys_id(id), sys_id);
+            assert!(t.users.iter().any(|u| u.id == id), "{id} is not seeded");
+        }
+    }
+
+    #[test]
+    fn demo_has_the_relationships_the_example_policy_relies_on() {
+        let t = Tenant::demo_at("2026-03-02T08:00:00Z".parse().unwrap());
+        let manager = |u: &str| t.managers.iter().find(|(user, _)| user == u).map(|(_, m)| m.as_str());
+        let member = |g: &str, u: &str| t.memberships.iter().any(|(group, m)| group == g && m == u);
+        let group = |id: &str| t.groups.iter().find(|g| g.id == id).unwrap();
+        assert_eq!(manager(ids::ALEX_ID), Some(ids::SARA_ID));
+        assert_eq!(manager(ids::MEGAN_ID), Some(ids::PATTI_ID));
+        assert_eq!(manager(ids::CONTRACTOR_ID), Some(ids::PATTI_ID));
+        assert!(member(ids::GROUP_HELPDESK, ids::MEGAN_ID));
+        assert!(!member(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID), "Megan joins Team Alpha in the demo");
+        assert!(member(ids::GROUP_ACCESS_GOVERNANCE, ids::ALLAN_ID));
+        for id in [ids::GROUP_FINANCE_BI_READ, ids::GROUP_TEAM_ALPHA, ids::GROUP_HELPDESK, ids::GROUP_ACCESS_GOVERNANCE]
+        {
+            let g = group(id);
+            assert!(
+                g.security_enabled && !g.mail_enabled && g.group_types.is_empty(),
+                "{} is a cloud security group",
+                g.display_name
+            );
+        }
+        assert_eq!(group(ids::GROUP_FINANCE_BI_READ).display_name, "Finance BI Readers");
+        assert_eq!(group(ids::GROUP_FINANCE_BI_READ).mail_nickname, "GRP-FINANCE-BI-READ");
+        let contractor = t.users.iter().find(|u| u.id == ids::CONTRACTOR_ID).unwrap();
+        assert_eq!(contractor.employee_leave_date_time.unwrap().to_string(), "2026-05-01T00:00:00Z");
     }
 }
