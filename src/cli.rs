@@ -27,6 +27,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Everything on one machine: simulators with a seeded tenant, all roles, sample tickets.
+    Demo {
+        #[arg(long, default_value = "deploy/policy.toml")]
+        policy: String,
+    },
     /// Run the step workers (scale by adding processes).
     Worker,
     /// Run the scheduler: lease reaping and retention for every queue, expired-grant sweep.
@@ -137,6 +142,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Policy { cmd } = &cli.command {
         return policy_cmd(cmd);
     }
+    if let Command::Demo { policy } = &cli.command {
+        crate::demo::run(policy).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Worker => {
@@ -203,7 +212,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Audit { cmd } => return audit_cmd(&cfg, cmd).await,
-        Command::Policy { .. } => {}
+        Command::Policy { .. } | Command::Demo { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -79,6 +79,24 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
         Some(o) if o != requested_for => directory_user(&svc, o).await?.map(|u| Principal::new(u.id, Some(&u.user_principal_name))),
         _ => None,
     };
+    // the groups the policy's conditions ask about: checked one by one in Graph, so the
+    // facts hold exactly what the rules need (no listing of every membership)
+    let policy = svc.policy.get();
+    let mut asked: Vec<String> = policy
+        .rules()
+        .iter()
+        .map(|r| &r.when)
+        .chain(policy.durations().iter().map(|d| &d.when))
+        .flat_map(|m| m.requester_member_of.iter().cloned())
+        .collect();
+    asked.sort();
+    asked.dedup();
+    let mut member_of = Vec::new();
+    for group in asked {
+        if svc.graph.is_member(&group, &user.id).await.map_err(job_error)?.value {
+            member_of.push(group);
+        }
+    }
     let requester = UserFacts {
         id: user.id.clone(),
         upn: user.user_principal_name.clone(),
@@ -87,7 +105,7 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
         account_enabled: user.account_enabled.unwrap_or(false),
         employee_leave_date_time: user.employee_leave_date_time,
         manager_id: manager.as_ref().map(|m| m.id.clone()),
-        member_of: Vec::new(),
+        member_of,
     };
     let mut facts = RequestFacts {
         now,
@@ -101,7 +119,6 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
         ai_suggested_target: first(&vars, &AI_VARS),
         target_group: None,
     };
-    let policy = svc.policy.get();
     // resolve the target first, then evaluate again with what the directory says of it
     let mut decision = policy::evaluate(&facts, &policy);
     let mut pre_existing = false;

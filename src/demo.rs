@@ -1,0 +1,196 @@
+//! `grantline demo`: everything on one machine. A private redis-server (or REDIS_URL), the
+//! simulators with the seeded Contoso tenant, the HTTP edge, the workers and the scheduler,
+//! then sample tickets rung through the real webhook; it prints each request's timeline as
+//! it happens and a final table, and exits 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use grantline_connectors::servicenow::ServiceNowAuth;
+use grantline_connectors::{EntraTokenConfig, GraphClient, GraphConfig, HttpConfig, Secret, ServiceNowClient, ServiceNowConfig};
+use grantline_queue::server::RedisServer;
+use grantline_queue::{Queue, QueueConfig};
+use grantline_shared::audit::AuditRecord;
+use grantline_shared::request::{fields, keys, RequestState};
+use grantline_sims::{ids, snow_sys_id, NewRitm, Sims, SimsConfig};
+use grantline_workers::{PolicyHandle, Services, WorkerOptions};
+use redis::AsyncCommands;
+
+/// Connector configuration for the simulators (the same clients talk to the real services).
+pub fn graph_config(sims: &Sims) -> GraphConfig {
+    GraphConfig {
+        base_url: sims.graph.v1_url(),
+        token: EntraTokenConfig {
+            authority: sims.login.base_url(),
+            tenant: ids::TENANT_ID.into(),
+            client_id: ids::APP_GRANTLINE_ID.into(),
+            client_secret: Secret::new(ids::APP_GRANTLINE_SECRET),
+            resource: "https://graph.microsoft.com".into(),
+            refresh_margin_secs: 300,
+        },
+        http: HttpConfig::default(),
+    }
+}
+
+pub fn servicenow_config(sims: &Sims) -> ServiceNowConfig {
+    ServiceNowConfig {
+        instance_url: sims.servicenow.base_url(),
+        auth: ServiceNowAuth::Basic { username: ids::SNOW_USER.into(), password: Secret::new(ids::SNOW_PASSWORD) },
+        http: HttpConfig::default(),
+    }
+}
+
+struct Sample {
+    label: &'static str,
+    ritm: NewRitm,
+}
+
+fn samples() -> Vec<Sample> {
+    vec![
+        Sample { label: "Alex: Finance BI", ritm: NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME) },
+        Sample { label: "Megan: Team Alpha", ritm: NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
+        Sample { label: "Contractor: Team Alpha", ritm: NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
+        Sample { label: "Adele: Team Alpha (already a member)", ritm: NewRitm::new(&snow_sys_id(ids::ADELE_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
+        Sample { label: "Diego (disabled): Finance BI", ritm: NewRitm::new(&snow_sys_id(ids::DISABLED_ID), ids::CAT_ITEM_FINANCE_BI_NAME) },
+        Sample { label: "Lee (left): Team Alpha", ritm: NewRitm::new(&snow_sys_id(ids::LEAVER_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
+        Sample { label: "Isaiah: Standing desk (not in the catalog)", ritm: NewRitm::new(&snow_sys_id(ids::ISAIAH_ID), ids::CAT_ITEM_UNMAPPED_NAME) },
+    ]
+}
+
+const SECRET: &str = "demo-webhook-secret-0123456789";
+
+pub async fn run(policy_path: &str) -> Result<()> {
+    let (_server, url) = match std::env::var("REDIS_URL") {
+        Ok(u) if !u.is_empty() => (None, u),
+        _ => {
+            let s = RedisServer::start().map_err(|e| anyhow!("{e}"))?;
+            let url = s.url();
+            (Some(s), url)
+        }
+    };
+    let sims = Sims::start(SimsConfig::demo()).await.map_err(|e| anyhow!("simulators: {e}"))?;
+    println!("simulators: login {}  graph {}  servicenow {}", sims.login.base_url(), sims.graph.v1_url(), sims.servicenow.base_url());
+    let cfg = QueueConfig {
+        namespace: format!("demo{:06x}", fastrand::u32(..0xffffff)),
+        dead_letter_queue: Some("alert".into()),
+        ..QueueConfig::default()
+    };
+    let queue = Queue::connect(&url, cfg).await.with_context(|| format!("redis at {url}"))?;
+    let policy = grantline_shared::policy::load_file(policy_path).map_err(|e| anyhow!("{e}"))?;
+    println!("policy: {policy_path} ({})", policy.version());
+    let clock = sims.clock().clone();
+    let svc = Arc::new(Services {
+        queue: queue.clone(),
+        graph: GraphClient::new(&graph_config(&sims))?,
+        servicenow: ServiceNowClient::new(&servicenow_config(&sims))?,
+        policy: PolicyHandle::new(policy),
+        clock: Arc::new(move || clock.now()),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx = stop_rx.clone();
+    let workers = tokio::spawn(grantline_workers::run_workers(svc.clone(), WorkerOptions::default(), async move {
+        let _ = rx.wait_for(|v| *v).await;
+    }));
+    let ingest_cfg = grantline_ingest::IngestConfig {
+        servicenow: grantline_ingest::ServiceNowAuth { shared_secret: Some(grantline_ingest::Secret::new(SECRET)), hmac_secret: None },
+        ..Default::default()
+    };
+    let app = grantline_ingest::router(grantline_ingest::AppState::new(queue.clone(), ingest_cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ingest_url = format!("http://{}", listener.local_addr()?);
+    let mut rx = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await;
+    });
+    println!("ingest: {ingest_url}\n");
+
+    let http = reqwest::Client::new();
+    let mut requests: Vec<(&str, String, String)> = Vec::new();
+    for s in samples() {
+        let created = sims.servicenow.state().create_ritm(s.ritm).map_err(|e| anyhow!("{e}"))?;
+        let body = serde_json::json!({"source": "servicenow", "event": "ritm.created",
+            "ritm": {"sys_id": created.sys_id, "number": created.number}});
+        let resp = http
+            .post(format!("{ingest_url}/v1/webhooks/servicenow"))
+            .header("X-Grantline-Secret", SECRET)
+            .json(&body)
+            .send()
+            .await?;
+        let v: serde_json::Value = resp.json().await?;
+        let id = v["request_id"].as_str().ok_or_else(|| anyhow!("webhook refused: {v}"))?.to_owned();
+        println!("{}  {:<44} request {id}", created.number, s.label);
+        requests.push((s.label, created.number, id));
+    }
+    println!();
+
+    // live timeline until every request rests
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut resting = 0;
+        for (_, number, id) in &requests {
+            let mut conn = queue.connection();
+            let entries: redis::streams::StreamRangeReply = conn.xrange_all(queue.namespace().key(&keys::audit(id))).await?;
+            let n = seen.entry(id.clone()).or_default();
+            for e in entries.ids.iter().skip(*n) {
+                if let Ok(r) = serde_json::from_str::<AuditRecord>(&e.get::<String>("record").unwrap_or_default()) {
+                    println!("{number}  {:<22} {:<26} {}", r.event.name(), r.actor, summary(&r));
+                }
+            }
+            *n = entries.ids.len();
+            let rec: HashMap<String, String> = conn.hgetall(queue.namespace().key(&keys::request(id))).await?;
+            let state = rec.get(fields::STATE).and_then(|s| RequestState::parse(s));
+            let idle = queue.metrics("update-ticket").await?.ready == 0;
+            if state.is_some_and(|s| s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)) && idle {
+                resting += 1;
+            }
+        }
+        if resting == requests.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!("\n{:<11} {:<44} {:<18} {}", "ticket", "request", "state", "why / what");
+    let mut table = BTreeMap::new();
+    for (label, number, id) in &requests {
+        let mut conn = queue.connection();
+        let rec: HashMap<String, String> = conn.hgetall(queue.namespace().key(&keys::request(id))).await?;
+        let state = rec.get(fields::STATE).cloned().unwrap_or_default();
+        let reason = rec.get(fields::REASON).cloned().unwrap_or_default();
+        let ticket = sims.servicenow.state().ritm(number).map(|r| format!("ticket state {}", r.state)).unwrap_or_default();
+        table.insert(number.clone(), format!("{:<11} {:<44} {:<18} {} ({ticket})", number, label, state, reason));
+    }
+    for line in table.values() {
+        println!("{line}");
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+    sims.shutdown().await;
+    Ok(())
+}
+
+fn summary(r: &AuditRecord) -> String {
+    let v = serde_json::to_value(&r.event).unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(o) = v.as_object() {
+        for (k, val) in o {
+            if k == "type" {
+                continue;
+            }
+            let s = match val {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if !s.is_empty() {
+                parts.push(format!("{k}={}", s.chars().take(70).collect::<String>()));
+            }
+        }
+    }
+    parts.join(" ")
+}
