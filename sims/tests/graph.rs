@@ -667,3 +667,29 @@ async fn state_helpers_change_what_graph_returns() {
     assert_eq!(body["department"], "Legal");
     sims.shutdown().await;
 }
+
+#[tokio::test]
+async fn users_filter_by_mail_finds_a_guest_by_their_home_address() {
+    let sims = start().await;
+    let token = common::grantline_token(&sims).await;
+    let list = |filter: &str| {
+        client()
+            .get(format!("{}/users", sims.graph.v1_url()))
+            .query(&[("$filter", filter), ("$select", "id,userPrincipalName,userType,mail")])
+            .bearer_auth(&token)
+            .send()
+    };
+    let resp = list("mail eq 'JORDAN@fabrikam.com'").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let value = body["value"].as_array().unwrap();
+    assert_eq!(value.len(), 1, "{body}");
+    assert_eq!(value[0]["id"], ids::GUEST_ID);
+    assert_eq!(value[0]["userPrincipalName"], ids::GUEST_UPN);
+    assert_eq!(value[0]["userType"], "Guest");
+    assert!(body.get("@odata.context").is_some());
+    let none: Value = list("mail eq 'nobody@fabrikam.com'").await.unwrap().json().await.unwrap();
+    assert_eq!(none["value"], json!([]));
+    // other filters are not modelled, and say so
+    assert_eq!(list("startswith(displayName,'A')").await.unwrap().status(), 501);
+}

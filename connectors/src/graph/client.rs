@@ -115,6 +115,32 @@ impl GraphClient {
         .await
     }
 
+    /// `GET /users?$filter=mail eq '…'`: finds a user by mail address. This is how a B2B
+    /// guest is found from the address an ITSM knows them by (their UPN is the `#EXT#`
+    /// form). `Ok(None)` when nobody has that address; the first match otherwise.
+    pub async fn find_user_by_mail(&self, mail: &str) -> Result<Correlated<Option<User>>, GraphError> {
+        non_empty("mail", mail)?;
+        let mut url = http::join_segments(&self.inner.base, &["users"]);
+        let filter = format!("mail eq '{}'", mail.replace('\'', "''"));
+        url.query_pairs_mut().append_pair("$filter", &filter);
+        let select = USER_SELECT.trim_start_matches("$select=");
+        url.query_pairs_mut().append_pair("$select", select);
+        let span = graph_span!("graph.find_user_by_mail", Method::GET, url);
+        traced(span, async {
+            let reply = self.execute(Method::GET, url, None).await?;
+            if !reply.status.is_success() {
+                return Err(api_error(reply));
+            }
+            #[derive(serde::Deserialize)]
+            struct Page {
+                #[serde(default)]
+                value: Vec<User>,
+            }
+            decode::<Page>(reply).map(|c| Correlated { value: c.value.value.into_iter().next(), correlation: c.correlation })
+        })
+        .await
+    }
+
     /// `GET /users/{id}/manager`. `Ok(None)` when no manager is set (404 naming `'manager'`);
     /// a 404 naming the user itself (the user does not exist) is a `graph.not_found` error.
     pub async fn get_manager(&self, user_id: &str) -> Result<Correlated<Option<DirectoryObject>>, GraphError> {

@@ -287,6 +287,13 @@ pub(crate) fn user_entity(u: &User, base: &str, select: Option<&[String]>, lifec
     o
 }
 
+/// A user inside a collection (no `@odata.context` of its own).
+pub(crate) fn user_collection_item(u: &User, select: Option<&[String]>, lifecycle: bool) -> Obj {
+    let mut o = Obj::new();
+    user_fields(u, select, lifecycle, &mut o);
+    o
+}
+
 pub(crate) fn group_entity(g: &Group, base: &str, select: Option<&[String]>) -> Obj {
     let mut o = Obj::new().with("@odata.context", context(base, "groups", select, true));
     group_fields(g, select, &mut o);

@@ -60,6 +60,9 @@ impl Ctx<'_> {
 /// A recognised Graph path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
+    /// `GET /users?$filter=mail eq '…'` (or `userPrincipalName eq '…'`): the lookup that
+    /// finds a B2B guest by the address their home organisation gave them.
+    Users,
     User(String),
     UserManager(String),
     UserMemberOf(String, String),
@@ -129,7 +132,8 @@ impl Route {
             [g, id, m, mid, r] if eq(g, "groups") && eq(m, "members") && eq(r, "$ref") => {
                 Ok(Route::GroupMemberRef((*id).to_owned(), (*mid).to_owned()))
             }
-            [set] if eq(set, "users") || eq(set, "groups") => {
+            [set] if eq(set, "users") => Ok(Route::Users),
+            [set] if eq(set, "groups") => {
                 Err(GraphError::new(501, "NotImplemented", format!("Listing {set} is not supported by the simulator.")))
             }
             [first, ..] if !eq(first, "users") && !eq(first, "groups") => Err(unknown(0)),
@@ -235,6 +239,7 @@ pub(crate) fn handle(
     let sel = select.as_deref();
     let m = &req.method;
     match route {
+        Route::Users if m == Method::GET => filter_users(sel, pairs, ctx, state),
         Route::User(key) if m == Method::GET => get_user(key, sel, ctx, state),
         Route::UserManager(key) if m == Method::GET => get_manager(key, sel, ctx, state),
         Route::UserMemberOf(uid, gid) if m == Method::GET => member_of(uid, gid, sel, ctx, state),
@@ -262,6 +267,43 @@ fn get_user(key: &str, sel: Option<&[String]>, ctx: &Ctx<'_>, state: &GraphState
     let dir = state.lock();
     let user = dir.user(key).ok_or_else(|| GraphError::not_found(key))?;
     Ok(ok(200, &odata::user_entity(user, ctx.base, sel, ctx.lifecycle)))
+}
+
+/// The `$filter` forms the simulator answers: `mail eq '…'` and `userPrincipalName eq '…'`
+/// (case-insensitive values, as in the directory). Anything else is 501.
+fn filter_users(
+    sel: Option<&[String]>,
+    pairs: &[(String, String)],
+    ctx: &Ctx<'_>,
+    state: &GraphState,
+) -> Result<SimResponse, GraphError> {
+    ctx.require(USER_READ)?;
+    if let Some(s) = sel {
+        odata::validate_select(s, true, false, "user")?;
+    }
+    let filter = pairs.iter().find(|(k, _)| eq(k, "$filter") || eq(k, "filter")).map(|(_, v)| v.trim().to_owned());
+    let Some(filter) = filter else {
+        return Err(GraphError::new(501, "NotImplemented", "Listing users without $filter is not supported by the simulator."));
+    };
+    let parsed = filter.split_once(" eq ").and_then(|(prop, value)| {
+        let value = value.trim().strip_prefix('\'')?.strip_suffix('\'')?.replace("''", "'");
+        Some((prop.trim().to_owned(), value))
+    });
+    let Some((prop, value)) = parsed.filter(|(p, _)| eq(p, "mail") || eq(p, "userPrincipalName")) else {
+        return Err(GraphError::new(501, "NotImplemented", format!("The simulator does not support the filter '{filter}'.")));
+    };
+    let dir = state.lock();
+    let matches: Vec<Val> = dir
+        .all_users()
+        .filter(|u| {
+            let field = if eq(&prop, "mail") { u.mail.as_deref().unwrap_or("") } else { u.user_principal_name.as_str() };
+            field.eq_ignore_ascii_case(&value)
+        })
+        .map(|u| Val::Obj(odata::user_collection_item(u, sel, ctx.lifecycle)))
+        .collect();
+    let mut body = Obj::new().with("@odata.context", odata::context(ctx.base, "users", sel, false));
+    body.push("value", Val::List(matches));
+    Ok(ok(200, &body))
 }
 
 fn get_manager(

@@ -95,6 +95,10 @@ impl Directory {
         self.users.insert(key(&u.id), u);
     }
 
+    pub(crate) fn all_users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
     /// A user by id or UPN (case-insensitive).
     pub(crate) fn user(&self, id_or_upn: &str) -> Option<&User> {
         let k = key(id_or_upn);

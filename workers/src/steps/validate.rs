@@ -41,11 +41,18 @@ fn group_facts(g: &Group) -> GroupFacts {
     }
 }
 
-/// A ServiceNow user reference resolved to a directory user (by email, which is the UPN).
+/// A ServiceNow user reference resolved to a directory user: by email as UPN (members),
+/// then by the `mail` property (B2B guests, whose UPN is the `#EXT#` form).
 async fn directory_user(svc: &Services, sys_id: &str) -> Result<Option<grantline_connectors::graph::User>, JobError> {
     let sn = svc.servicenow.get_user(sys_id).await.map_err(job_error)?;
     let upn = if sn.email.is_empty() { sn.user_name.clone() } else { sn.email.clone() };
-    Ok(svc.graph.get_user(&upn).await.map_err(job_error)?.value)
+    if let Some(u) = svc.graph.get_user(&upn).await.map_err(job_error)?.value {
+        return Ok(Some(u));
+    }
+    if sn.email.contains('@') {
+        return Ok(svc.graph.find_user_by_mail(&sn.email).await.map_err(job_error)?.value);
+    }
+    Ok(None)
 }
 
 pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
