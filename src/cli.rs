@@ -32,6 +32,16 @@ pub enum Command {
         #[arg(long, default_value = "deploy/policy.toml")]
         policy: String,
     },
+    /// Run every role in one process: ingest, workers and scheduler.
+    Run,
+    /// Run the HTTP edge: webhooks, request status, approval decisions, health, metrics.
+    Ingest,
+    /// Run the simulators (Entra login, Graph, ServiceNow) with the seeded demo tenant.
+    Sims {
+        /// Ports for login, Graph and ServiceNow (0 picks free ones).
+        #[arg(long, num_args = 3, default_values_t = [0u16, 0, 0])]
+        ports: Vec<u16>,
+    },
     /// Run the step workers (scale by adding processes).
     Worker,
     /// Run the scheduler: lease reaping and retention for every queue, expired-grant sweep.
@@ -146,14 +156,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         crate::demo::run(policy).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Sims { ports } = &cli.command {
+        let mut cfg = grantline_sims::SimsConfig::demo();
+        cfg.ports = grantline_sims::Ports { login: ports[0], graph: ports[1], servicenow: ports[2] };
+        grantline_sims::run_standalone(cfg).await.map_err(|e| anyhow!("simulators: {e}"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Run => {
+            // one shutdown signal fans out to the three roles
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            let svc = services(&cfg).await?;
+            let opts = worker_options(&cfg);
+            let q = svc.queue.clone();
+            let state = grantline_ingest::AppState::new(q.clone(), cfg.ingest.clone());
+            let ingest_cfg = cfg.ingest.clone();
+            let ingest_rx = rx.clone();
+            let ingest = tokio::spawn(async move { grantline_ingest::serve(&ingest_cfg, state, wait(ingest_rx)).await });
+            let scheduler = tokio::spawn(grantline_scheduler::run(q, Default::default(), wait(rx.clone())));
+            let workers = tokio::spawn(grantline_workers::run_workers(svc, opts, wait(rx.clone())));
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            let (i, s, w) = tokio::join!(ingest, scheduler, workers);
+            i?.map_err(|e| anyhow!("ingest: {e}"))?;
+            s?.map_err(|e| anyhow!("scheduler: {e}"))?;
+            w?.map_err(|e| anyhow!("workers: {e}"))?;
+        }
+        Command::Ingest => {
+            let q = queue(&cfg).await?;
+            let state = grantline_ingest::AppState::new(q, cfg.ingest.clone());
+            grantline_ingest::serve(&cfg.ingest, state, shutdown_signal()).await.map_err(|e| anyhow!("ingest: {e}"))?;
+        }
         Command::Worker => {
             let svc = services(&cfg).await?;
-            let opts = grantline_workers::WorkerOptions {
-                concurrency: cfg.workers.concurrency,
-                shutdown_timeout: std::time::Duration::from_secs(cfg.workers.shutdown_timeout_secs),
-            };
+            let opts = worker_options(&cfg);
             grantline_workers::run_workers(svc, opts, shutdown_signal()).await.map_err(|e| anyhow!("workers: {e}"))?;
         }
         Command::Scheduler => {
@@ -212,9 +252,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Audit { cmd } => return audit_cmd(&cfg, cmd).await,
-        Command::Policy { .. } | Command::Demo { .. } => {}
+        Command::Policy { .. } | Command::Demo { .. } | Command::Sims { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn worker_options(cfg: &Config) -> grantline_workers::WorkerOptions {
+    grantline_workers::WorkerOptions {
+        concurrency: cfg.workers.concurrency,
+        shutdown_timeout: std::time::Duration::from_secs(cfg.workers.shutdown_timeout_secs),
+    }
 }
 
 pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> {

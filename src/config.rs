@@ -18,6 +18,7 @@ pub struct Config {
     pub queue: QueueSettings,
     pub workers: WorkerSettings,
     pub policy: PolicySettings,
+    pub ingest: grantline_ingest::IngestConfig,
     pub graph: Option<GraphConfig>,
     pub servicenow: Option<ServiceNowConfig>,
 }
@@ -29,6 +30,7 @@ impl Default for Config {
             queue: QueueSettings::default(),
             workers: WorkerSettings::default(),
             policy: PolicySettings::default(),
+            ingest: grantline_ingest::IngestConfig::default(),
             graph: None,
             servicenow: None,
         }
@@ -159,6 +161,18 @@ pub fn overlay_env(tree: &mut toml::Table, vars: impl Iterator<Item = (String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_configuration_loads_with_every_key() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grantline.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let tree = text.parse::<toml::Table>().unwrap();
+        let cfg: Config = toml::Value::Table(tree).try_into().unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.queue.lease_ms, QueueSettings::default().lease_ms, "the example documents the defaults");
+        assert!(cfg.graph.is_some() && cfg.servicenow.is_some());
+        cfg.ingest.validate().unwrap();
+    }
 
     #[test]
     fn env_overrides_nest_and_validation_names_the_key() {
