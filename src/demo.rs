@@ -50,7 +50,10 @@ struct Sample {
 fn samples() -> Vec<Sample> {
     vec![
         Sample { label: "Alex: Finance BI", ritm: NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME) },
-        Sample { label: "Megan: Team Alpha", ritm: NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
+        Sample {
+            label: "Megan: Team Alpha for 20 seconds",
+            ritm: NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME).variable("duration", "20s"),
+        },
         Sample { label: "Contractor: Team Alpha", ritm: NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
         Sample { label: "Adele: Team Alpha (already a member)", ritm: NewRitm::new(&snow_sys_id(ids::ADELE_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
         Sample { label: "Diego (disabled): Finance BI", ritm: NewRitm::new(&snow_sys_id(ids::DISABLED_ID), ids::CAT_ITEM_FINANCE_BI_NAME) },
@@ -60,6 +63,7 @@ fn samples() -> Vec<Sample> {
 }
 
 const SECRET: &str = "demo-webhook-secret-0123456789";
+const OPERATOR: &str = "demo-operator-token-0123456789";
 
 pub async fn run(policy_path: &str) -> Result<()> {
     let (_server, url) = match std::env::var("REDIS_URL") {
@@ -95,6 +99,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
     }));
     let ingest_cfg = grantline_ingest::IngestConfig {
         servicenow: grantline_ingest::ServiceNowAuth { shared_secret: Some(grantline_ingest::Secret::new(SECRET)), hmac_secret: None },
+        operator_tokens: vec![grantline_ingest::OperatorToken { id: "demo".into(), token: grantline_ingest::Secret::new(OPERATOR) }],
         ..Default::default()
     };
     let app = grantline_ingest::router(grantline_ingest::AppState::new(queue.clone(), ingest_cfg));
@@ -128,12 +133,54 @@ pub async fn run(policy_path: &str) -> Result<()> {
     }
     println!();
 
-    // live timeline until every request rests
+    // live timeline until every request rests; then the data owner approves Alex's request
+    // through the decision API, and the timeline runs until the short grant has expired
     let mut seen: HashMap<String, usize> = HashMap::new();
+    follow(&queue, &requests, &mut seen, &|s, _| s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)).await?;
+    // approvers answer through the decision API, as a Teams or Slack callback would
+    for (index, approver, why) in [
+        (0, ids::PATTI_UPN, "as the data owner of Finance BI"),
+        (2, ids::PATTI_ID, "as the contractor's manager (by directory object id)"),
+    ] {
+        let (_, number, id) = &requests[index];
+        println!("\n{approver} approves {number} {why}\n");
+        let resp = http
+            .post(format!("{ingest_url}/v1/requests/{id}/decision"))
+            .bearer_auth(OPERATOR)
+            .json(&serde_json::json!({"approver": approver, "approve": true, "comment": "approved in the demo"}))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            println!("decision refused: {}", resp.text().await.unwrap_or_default());
+        }
+    }
+    // now a short grant rests only once removed; a long one once active
+    let soon = now_ms() + 60_000;
+    follow(&queue, &requests, &mut seen, &|s, end| {
+        s.is_terminal()
+            || matches!(s, RequestState::AwaitingApproval | RequestState::Completed | RequestState::Deferred)
+            || (s == RequestState::Active && end.is_some_and(|e| e > soon))
+    })
+    .await?;
+    print_table(&queue, &sims, &requests).await?;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+    sims.shutdown().await;
+    Ok(())
+}
+
+/// Prints new audit records of every request until each rests in a state `rests` accepts
+/// (a time-bound grant rests only once removed) or a minute passes.
+async fn follow(
+    queue: &Queue,
+    requests: &[(&str, String, String)],
+    seen: &mut HashMap<String, usize>,
+    rests: &dyn Fn(RequestState, Option<u64>) -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut resting = 0;
-        for (_, number, id) in &requests {
+        for (_, number, id) in requests {
             let mut conn = queue.connection();
             let entries: redis::streams::StreamRangeReply = conn.xrange_all(queue.namespace().key(&keys::audit(id))).await?;
             let n = seen.entry(id.clone()).or_default();
@@ -145,34 +192,55 @@ pub async fn run(policy_path: &str) -> Result<()> {
             *n = entries.ids.len();
             let rec: HashMap<String, String> = conn.hgetall(queue.namespace().key(&keys::request(id))).await?;
             let state = rec.get(fields::STATE).and_then(|s| RequestState::parse(s));
+            let end = rec.get(fields::END_MS).and_then(|e| e.parse().ok());
             let idle = queue.metrics("update-ticket").await?.ready == 0;
-            if state.is_some_and(|s| s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)) && idle {
+            if state.is_some_and(|s| rests(s, end)) && idle {
                 resting += 1;
             }
         }
         if resting == requests.len() || Instant::now() > deadline {
-            break;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    println!("\n{:<11} {:<44} {:<18} {}", "ticket", "request", "state", "why / what");
+async fn print_table(queue: &Queue, sims: &Sims, requests: &[(&str, String, String)]) -> Result<()> {
+    println!("\n{:<11} {:<40} {:<18} {}", "ticket", "request", "state", "outcome");
     let mut table = BTreeMap::new();
-    for (label, number, id) in &requests {
+    for (label, number, id) in requests {
         let mut conn = queue.connection();
         let rec: HashMap<String, String> = conn.hgetall(queue.namespace().key(&keys::request(id))).await?;
         let state = rec.get(fields::STATE).cloned().unwrap_or_default();
-        let reason = rec.get(fields::REASON).cloned().unwrap_or_default();
-        let ticket = sims.servicenow.state().ritm(number).map(|r| format!("ticket state {}", r.state)).unwrap_or_default();
-        table.insert(number.clone(), format!("{:<11} {:<44} {:<18} {} ({ticket})", number, label, state, reason));
+        let mut reason = rec.get(fields::REASON).cloned().unwrap_or_default();
+        if state == "active" {
+            if let Some(end) = rec.get(fields::END_MS).and_then(|e| e.parse::<i64>().ok()) {
+                let end = jiff::Timestamp::from_millisecond(end).map(|t| t.to_string()).unwrap_or_default();
+                reason = format!("granted until {end}; {reason}");
+            }
+        }
+        let ticket = sims
+            .servicenow
+            .state()
+            .ritm(number)
+            .map(|r| match r.state.as_str() {
+                "1" => "ticket open".to_owned(),
+                "2" => "ticket work in progress".to_owned(),
+                "3" => "ticket closed complete".to_owned(),
+                "4" => "ticket closed incomplete".to_owned(),
+                other => format!("ticket state {other}"),
+            })
+            .unwrap_or_default();
+        table.insert(number.clone(), format!("{:<11} {:<40} {:<18} {ticket}: {reason}", number, label, state));
     }
     for line in table.values() {
         println!("{line}");
     }
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
-    sims.shutdown().await;
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
 }
 
 fn summary(r: &AuditRecord) -> String {

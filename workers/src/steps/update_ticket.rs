@@ -29,6 +29,14 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
     let grant: Option<GrantReceipt> = rec.field(fields::GRANT);
     let end = rec.raw.get(fields::END_MS).and_then(|v| v.parse::<u64>().ok());
     let trace = format!("request {} · trace {}", rec.id, rec.trace_id);
+    // who approved: the recorded human decisions, or the rule that approved it
+    let approvals: Vec<serde_json::Value> = rec.field(fields::APPROVALS).unwrap_or_default();
+    let approvers: Vec<String> = approvals
+        .iter()
+        .filter(|a| a.get("approve").and_then(|v| v.as_bool()) == Some(true))
+        .filter_map(|a| a.get("approver").and_then(|v| v.as_str()).map(str::to_owned))
+        .collect();
+    let approved_by = if approvers.is_empty() { reason.clone() } else { format!("approved by {}", approvers.join(", ")) };
     let mut patch = RitmPatch::default();
     let body = match update {
         TicketUpdate::Denied => {
@@ -56,7 +64,7 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
             patch.stage = Some("complete".into());
             match &grant {
                 Some(g) => format!(
-                    "Granted and verified: {} added to {} ({}) at {}{}. Workflow: grantline; policy {version}. Expiry: {}. Approval: {reason}. Graph request-id {} client-request-id {}.",
+                    "Granted and verified: {} added to {} ({}) at {}{}. Workflow: grantline; policy {version}. Expiry: {}. Approval: {approved_by}. Graph request-id {} client-request-id {}.",
                     g.user_upn,
                     g.group_name,
                     g.group_id,
