@@ -1,6 +1,7 @@
 //! Runs one apalis worker per job kind in a Monitor, with graceful shutdown on SIGTERM and
 //! SIGINT: fetching stops, running jobs finish (up to the shutdown timeout), fetched but
-//! unstarted jobs go back to the queue at once.
+//! unstarted jobs go back to the queue at once. Every attempt runs inside a span named
+//! after its job kind, in the request's trace (see `tracing_layer.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +15,10 @@ use grantline_shared::jobs::*;
 
 use crate::services::Services;
 use crate::steps;
+
+#[path = "tracing_layer.rs"]
+pub mod tracing_layer;
+pub use tracing_layer::{JobSpan, JobSpanLayer};
 
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -38,6 +43,8 @@ macro_rules! register {
             WorkerBuilder::new(format!("{kind}-{}-{run}", svc.queue.worker_id()))
                 .backend(RedisBackend::<$payload>::new(&svc.queue, kind).batch(n))
                 .data(svc.clone())
+                // outside catch_panic, so a panic is recorded as the attempt span's error
+                .layer(JobSpanLayer)
                 .catch_panic()
                 .concurrency(n)
                 .build($handler)
