@@ -16,5 +16,5 @@ run paced-600 chains --n 24000 --rate 600
 run paced-1200 chains --n 36000 --rate 1200
 run aof-everysec chains --n 20000 --persistence everysec
 run aof-always chains --n 20000 --persistence always
-run kill-at-5s chains --n 20000 --kill-after-ms 5000
+run kill-at-1500ms chains --n 20000 --kill-after-ms 1500
 run delayed-1M delayed --m 1000000 --k 10000 --waiting 100000 --chains 20000

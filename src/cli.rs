@@ -95,12 +95,16 @@ pub enum AuditCmd {
 pub enum PolicyCmd {
     /// Parse and validate a policy file; errors name file, line and column.
     Check { file: PathBuf },
-    /// What would happen to a request (JSON facts) under a policy. Changes nothing.
+    /// What would happen to a request under a policy: from JSON facts (--request), or read
+    /// from a running ServiceNow and Graph (--ticket RITM..., using the configuration's
+    /// connectors). Changes nothing.
     Explain {
         #[arg(long)]
         policy: PathBuf,
+        #[arg(long, conflicts_with = "ticket", required_unless_present = "ticket")]
+        request: Option<PathBuf>,
         #[arg(long)]
-        request: PathBuf,
+        ticket: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -149,6 +153,10 @@ async fn queue(cfg: &Config) -> Result<Queue> {
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Policy { cmd: PolicyCmd::Explain { policy: file, ticket: Some(number), json, .. } } = &cli.command {
+        let cfg = Config::load(cli.config.as_deref())?;
+        return explain_ticket(&cfg, file, number, *json).await;
+    }
     if let Command::Policy { cmd } = &cli.command {
         return policy_cmd(cmd);
     }
@@ -172,6 +180,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let svc = services(&cfg).await?;
             let opts = worker_options(&cfg);
+            spawn_policy_watch(&cfg, &svc);
             let q = svc.queue.clone();
             let state = grantline_ingest::AppState::new(q.clone(), cfg.ingest.clone());
             let ingest_cfg = cfg.ingest.clone();
@@ -194,6 +203,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker => {
             let svc = services(&cfg).await?;
             let opts = worker_options(&cfg);
+            spawn_policy_watch(&cfg, &svc);
             grantline_workers::run_workers(svc, opts, shutdown_signal()).await.map_err(|e| anyhow!("workers: {e}"))?;
         }
         Command::Scheduler => {
@@ -255,6 +265,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy { .. } | Command::Demo { .. } | Command::Sims { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the policy on SIGHUP or when its file changes, for the life of the process.
+fn spawn_policy_watch(cfg: &Config, svc: &grantline_workers::Services) {
+    let (handle, queue) = (svc.policy.clone(), svc.queue.clone());
+    let path = PathBuf::from(&cfg.policy.path);
+    tokio::spawn(grantline_workers::policy_reload::watch(handle, path, queue, std::time::Duration::from_secs(2), std::future::pending()));
 }
 
 fn worker_options(cfg: &Config) -> grantline_workers::WorkerOptions {
@@ -340,6 +357,31 @@ async fn audit_cmd(cfg: &Config, cmd: AuditCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads a ticket back from ServiceNow, resolves it in Graph and explains the decision,
+/// exactly as the validate step would, without writing anything.
+async fn explain_ticket(cfg: &Config, file: &std::path::Path, number: &str, json: bool) -> Result<ExitCode> {
+    let p = policy::load_file(file).map_err(|e| anyhow!("{e}"))?;
+    let graph = cfg.graph.as_ref().ok_or_else(|| anyhow!("graph: configuration missing"))?;
+    let sn = cfg.servicenow.as_ref().ok_or_else(|| anyhow!("servicenow: configuration missing"))?;
+    let graph = grantline_connectors::GraphClient::new(graph)?;
+    let sn = grantline_connectors::ServiceNowClient::new(sn)?;
+    let ritm = sn.get_ritm_by_number(number).await.map_err(|e| anyhow!("{number}: {e}"))?;
+    let ev = grantline_workers::steps::validate::evaluate_ticket(&graph, &sn, &p, &ritm.sys_id, jiff::Timestamp::now())
+        .await
+        .map_err(|e| anyhow!("{number}: {e}"))?;
+    let Some(facts) = ev.facts else {
+        println!("{number}: the person the access is for was not found in the directory: denied");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let e = policy::explain(&facts, &p);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ticket": number, "facts": facts, "explanation": e}))?);
+    } else {
+        println!("{number}: {}\n{e}", ritm.short_description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn policy_cmd(cmd: &PolicyCmd) -> Result<ExitCode> {
     match cmd {
         PolicyCmd::Check { file } => match policy::load_file(file) {
@@ -352,8 +394,9 @@ fn policy_cmd(cmd: &PolicyCmd) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        PolicyCmd::Explain { policy: file, request, json } => {
+        PolicyCmd::Explain { policy: file, request, json, .. } => {
             let p = policy::load_file(file).map_err(|e| anyhow!("{e}"))?;
+            let request = request.as_ref().ok_or_else(|| anyhow!("give --request FILE.json or --ticket NUMBER"))?;
             let text = std::fs::read_to_string(request).with_context(|| format!("reading {}", request.display()))?;
             let facts: policy::RequestFacts = serde_json::from_str(&text).with_context(|| format!("{}: request facts", request.display()))?;
             let e = policy::explain(&facts, &p);

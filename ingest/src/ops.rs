@@ -113,6 +113,26 @@ const QUEUE_FAMILIES: &[Family] = &[
 ];
 
 /// Renders the Prometheus text exposition of the given queue figures and ingest counters.
+/// The policy in force and its failed reloads, as the workers record them in Redis
+/// (`policy:status`; see the workers' policy reload).
+async fn policy_status(state: &AppState) -> String {
+    use redis::AsyncCommands;
+    let mut conn = state.queue.connection();
+    let status: std::collections::HashMap<String, String> =
+        conn.hgetall(state.queue.namespace().key("policy:status")).await.unwrap_or_default();
+    let mut out = String::new();
+    if let Some(version) = status.get("version") {
+        let _ = writeln!(out, "# HELP grantline_policy_info The policy version in force in the workers.");
+        let _ = writeln!(out, "# TYPE grantline_policy_info gauge");
+        let _ = writeln!(out, "grantline_policy_info{{version=\"{}\"}} 1", escape(version));
+    }
+    let failures: u64 = status.get("reload_failures").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let _ = writeln!(out, "# HELP grantline_policy_reload_failures_total Policy files that failed to load (the previous policy stayed in force).");
+    let _ = writeln!(out, "# TYPE grantline_policy_reload_failures_total counter");
+    let _ = writeln!(out, "grantline_policy_reload_failures_total {failures}");
+    out
+}
+
 pub fn render(queues: &[QueueMetrics], state: &AppState, queue_scrape_ok: bool) -> String {
     let mut out = String::new();
     for f in QUEUE_FAMILIES {
@@ -165,7 +185,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             ok = false;
         }
     }
-    let mut resp = render(&figures, &state, ok).into_response();
+    let mut text = render(&figures, &state, ok);
+    text.push_str(&policy_status(&state).await);
+    let mut resp = text.into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp

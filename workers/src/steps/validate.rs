@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use apalis_core::task::data::Data;
-use grantline_connectors::graph::Group;
+use grantline_connectors::graph::{Group, User};
+use grantline_connectors::servicenow::Ritm;
+use grantline_connectors::{GraphClient, ServiceNowClient};
 use grantline_queue::{Handoff, JobError};
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::Validate;
-use grantline_shared::policy::{self, GroupFacts, Principal, RequestFacts, UserFacts};
+use grantline_shared::policy::{self, Decision, GroupFacts, Policy, Principal, RequestFacts, UserFacts};
 use grantline_shared::request::{fields, RequestState};
 
 use super::{already_done, job_error};
@@ -43,52 +45,53 @@ fn group_facts(g: &Group) -> GroupFacts {
 
 /// A ServiceNow user reference resolved to a directory user: by email as UPN (members),
 /// then by the `mail` property (B2B guests, whose UPN is the `#EXT#` form).
-async fn directory_user(svc: &Services, sys_id: &str) -> Result<Option<grantline_connectors::graph::User>, JobError> {
-    let sn = svc.servicenow.get_user(sys_id).await.map_err(job_error)?;
-    let upn = if sn.email.is_empty() { sn.user_name.clone() } else { sn.email.clone() };
-    if let Some(u) = svc.graph.get_user(&upn).await.map_err(job_error)?.value {
+async fn directory_user(graph: &GraphClient, sn: &ServiceNowClient, sys_id: &str) -> Result<Option<User>, JobError> {
+    let snu = sn.get_user(sys_id).await.map_err(job_error)?;
+    let upn = if snu.email.is_empty() { snu.user_name.clone() } else { snu.email.clone() };
+    if let Some(u) = graph.get_user(&upn).await.map_err(job_error)?.value {
         return Ok(Some(u));
     }
-    if sn.email.contains('@') {
-        return Ok(svc.graph.find_user_by_mail(&sn.email).await.map_err(job_error)?.value);
+    if snu.email.contains('@') {
+        return Ok(graph.find_user_by_mail(&snu.email).await.map_err(job_error)?.value);
     }
     Ok(None)
 }
 
-pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
-    let rec = load(&svc.queue, &job.request_id).await?;
-    if rec.state != RequestState::Received {
-        return Ok(already_done("validate", &rec.id, rec.state));
-    }
-    let ritm = svc.servicenow.get_ritm(&rec.ticket.sys_id).await.map_err(job_error)?;
-    let vars = svc.servicenow.get_variables(&rec.ticket.sys_id).await.map_err(job_error)?;
+/// What a ticket asks for, resolved against the directory and evaluated under a policy.
+/// Reads only: the validate step records it, `grantline policy explain --ticket` prints it.
+pub struct Evaluated {
+    pub ritm: Ritm,
+    /// None when the person the access is for is not in the directory.
+    pub facts: Option<RequestFacts>,
+    pub decision: Option<Decision>,
+    /// The requester was already a member of the target group.
+    pub pre_existing: bool,
+}
+
+pub async fn evaluate_ticket(
+    graph: &GraphClient,
+    sn: &ServiceNowClient,
+    policy: &Policy,
+    sys_id: &str,
+    now: jiff::Timestamp,
+) -> Result<Evaluated, JobError> {
+    let ritm = sn.get_ritm(sys_id).await.map_err(job_error)?;
+    let vars = sn.get_variables(&ritm.sys_id).await.map_err(job_error)?;
     let catalog_item = ritm.cat_item.as_ref().map(|c| c.display_value.clone()).unwrap_or_default();
     let requested_for = ritm.requested_for.as_ref().map(|r| r.value.clone()).unwrap_or_default();
     let opened_by = ritm.opened_by.as_ref().map(|r| r.value.clone()).filter(|v| !v.is_empty());
-    let now = svc.now();
-    let commit = StepCommit::new(&rec, "validate", svc.now_ms()).event(AuditEvent::TicketRead {
-        ticket: ritm.number.clone(),
-        catalog_item: catalog_item.clone(),
-        requested_for: ritm.requested_for.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
-        opened_by: ritm.opened_by.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
-    });
-
-    let Some(user) = directory_user(&svc, &requested_for).await? else {
-        let reason = "the person the access is for was not found in the directory".to_owned();
-        return commit
-            .event(AuditEvent::CheckEvaluated { code: "requester.exists".into(), passed: false, reason: reason.clone() })
-            .set(fields::REASON, reason)
-            .outcome(Outcome::Denied)
-            .into_handoff();
+    let Some(user) = directory_user(graph, sn, &requested_for).await? else {
+        return Ok(Evaluated { ritm, facts: None, decision: None, pre_existing: false });
     };
-    let manager = svc.graph.get_manager(&user.id).await.map_err(job_error)?.value;
+    let manager = graph.get_manager(&user.id).await.map_err(job_error)?.value;
     let opener = match opened_by.as_deref() {
-        Some(o) if o != requested_for => directory_user(&svc, o).await?.map(|u| Principal::new(u.id, Some(&u.user_principal_name))),
+        Some(o) if o != requested_for => {
+            directory_user(graph, sn, o).await?.map(|u| Principal::new(u.id, Some(&u.user_principal_name)))
+        }
         _ => None,
     };
     // the groups the policy's conditions ask about: checked one by one in Graph, so the
     // facts hold exactly what the rules need (no listing of every membership)
-    let policy = svc.policy.get();
     let mut asked: Vec<String> = policy
         .rules()
         .iter()
@@ -100,7 +103,7 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
     asked.dedup();
     let mut member_of = Vec::new();
     for group in asked {
-        if svc.graph.is_member(&group, &user.id).await.map_err(job_error)?.value {
+        if graph.is_member(&group, &user.id).await.map_err(job_error)?.value {
             member_of.push(group);
         }
     }
@@ -116,7 +119,7 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
     };
     let mut facts = RequestFacts {
         now,
-        requester: requester.clone(),
+        requester,
         opened_by: opener,
         catalog_item,
         target: first(&vars, &TARGET_VARS),
@@ -127,21 +130,41 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
         target_group: None,
     };
     // resolve the target first, then evaluate again with what the directory says of it
-    let mut decision = policy::evaluate(&facts, &policy);
+    let mut decision = policy::evaluate(&facts, policy);
     let mut pre_existing = false;
     if let Some(group_id) = decision.target.as_ref().and_then(|t| t.group_id.clone()) {
-        match svc.graph.get_group(&group_id).await.map_err(job_error)?.value {
-            Some(g) => {
-                facts.target_group = Some(group_facts(&g));
-                decision = policy::evaluate(&facts, &policy);
-                pre_existing = svc.graph.is_member(&group_id, &user.id).await.map_err(job_error)?.value;
-            }
-            None => {
-                // evaluated without group facts, the policy refuses an unknown group
-                decision = policy::evaluate(&facts, &policy);
-            }
+        // an unknown group keeps no facts, and the policy refuses a group without them
+        if let Some(g) = graph.get_group(&group_id).await.map_err(job_error)?.value {
+            facts.target_group = Some(group_facts(&g));
+            decision = policy::evaluate(&facts, policy);
+            pre_existing = graph.is_member(&group_id, &user.id).await.map_err(job_error)?.value;
         }
     }
+    Ok(Evaluated { ritm, facts: Some(facts), decision: Some(decision), pre_existing })
+}
+
+pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
+    let rec = load(&svc.queue, &job.request_id).await?;
+    if rec.state != RequestState::Received {
+        return Ok(already_done("validate", &rec.id, rec.state));
+    }
+    let policy = svc.policy.get();
+    let ev = evaluate_ticket(&svc.graph, &svc.servicenow, &policy, &rec.ticket.sys_id, svc.now()).await?;
+    let ritm = &ev.ritm;
+    let commit = StepCommit::new(&rec, "validate", svc.now_ms()).event(AuditEvent::TicketRead {
+        ticket: ritm.number.clone(),
+        catalog_item: ritm.cat_item.as_ref().map(|c| c.display_value.clone()).unwrap_or_default(),
+        requested_for: ritm.requested_for.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
+        opened_by: ritm.opened_by.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
+    });
+    let (Some(facts), Some(decision)) = (ev.facts, ev.decision) else {
+        let reason = "the person the access is for was not found in the directory".to_owned();
+        return commit
+            .event(AuditEvent::CheckEvaluated { code: "requester.exists".into(), passed: false, reason: reason.clone() })
+            .set(fields::REASON, reason)
+            .outcome(Outcome::Denied)
+            .into_handoff();
+    };
     let checks = decision.checks.iter().map(|c| AuditEvent::CheckEvaluated {
         code: c.code.clone(),
         passed: c.status != policy::CheckStatus::Fail,
@@ -163,10 +186,10 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
             level: decision.level.map(|l| l.to_string()).unwrap_or_default(),
             reason: reason.clone(),
         })
-        .set_json(fields::REQUESTER, &requester)?
+        .set_json(fields::REQUESTER, &facts.requester)?
         .set_json(fields::DECISION, &decision)?
         .set(fields::TARGET, target)
-        .set("pre_existing", pre_existing.to_string())
+        .set("pre_existing", ev.pre_existing.to_string())
         .set(fields::REASON, reason);
     commit.outcome(if allow { Outcome::Allowed } else { Outcome::Denied }).into_handoff()
 }
