@@ -22,11 +22,14 @@ pub enum AuditEvent {
         before_member: bool,
         after_member: bool,
         pre_existing: bool,
-        request_id: Option<String>,
+        /// Graph's `request-id` of the membership write (named apart from the record's own
+        /// `request_id`, which the event is flattened next to).
+        graph_request_id: Option<String>,
         client_request_id: String,
     },
     TicketUpdated { update: String, state: String },
-    RemovalScheduled { at_ms: u64 },
+    /// `remove_at_ms`: when the removal is due (named apart from the record's own `at_ms`).
+    RemovalScheduled { remove_at_ms: u64 },
     RemovalExecuted { group_id: String, user_id: String, removed: bool, kept_pre_existing: bool, trigger: String },
     StepFailed { kind: String, attempt: u32, code: String, message: String },
     Compensated { group_id: String, user_id: String, removed: bool },
@@ -151,6 +154,43 @@ mod tests {
         deleted.remove(2);
         assert_eq!(verify(&deleted, &head).broken_at, Some(2));
         assert_eq!(verify(&entries[..3], &head).broken_at, Some(3));
+    }
+
+    #[test]
+    fn every_event_reads_back_from_its_stored_form() {
+        // the event is flattened into the record: no event field may reuse a record field name
+        let events = [
+            AuditEvent::RequestReceived { system: "s".into(), ticket: "t".into(), sys_id: "x".into() },
+            AuditEvent::TicketRead { ticket: "t".into(), catalog_item: "c".into(), requested_for: "a".into(), opened_by: "b".into() },
+            AuditEvent::CheckEvaluated { code: "c".into(), passed: true, reason: "r".into() },
+            AuditEvent::DecisionMade { allow: true, policy_version: "v".into(), target: "t".into(), level: "member".into(), reason: "r".into() },
+            AuditEvent::ApprovalRequested { approvers: vec!["a".into()], reason: "r".into() },
+            AuditEvent::ApprovalRecorded { approver: "a".into(), approve: true, comment: "c".into() },
+            AuditEvent::SelfApprovalRefused { approver: "a".into() },
+            AuditEvent::GrantExecuted {
+                group_id: "g".into(),
+                user_id: "u".into(),
+                before_member: false,
+                after_member: true,
+                pre_existing: false,
+                graph_request_id: Some("graph-req".into()),
+                client_request_id: "client-req".into(),
+            },
+            AuditEvent::TicketUpdated { update: "granted".into(), state: "3".into() },
+            AuditEvent::RemovalScheduled { remove_at_ms: 42 },
+            AuditEvent::RemovalExecuted { group_id: "g".into(), user_id: "u".into(), removed: true, kept_pre_existing: false, trigger: "expiry".into() },
+            AuditEvent::StepFailed { kind: "k".into(), attempt: 1, code: "c".into(), message: "m".into() },
+            AuditEvent::Compensated { group_id: "g".into(), user_id: "u".into(), removed: true },
+            AuditEvent::DeadLettered { queue: "q".into(), job_id: "j".into(), dead_letter_id: "d".into() },
+        ];
+        // a new variant must be added above
+        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 14);
+        for event in events {
+            let r = AuditRecord { event, ..rec(1) };
+            let (fields, _) = entry(GENESIS, &r).unwrap();
+            let back: AuditRecord = serde_json::from_str(&fields[0].1).unwrap_or_else(|e| panic!("{}: {e}", fields[0].1));
+            assert_eq!(back, r);
+        }
     }
 
     #[test]

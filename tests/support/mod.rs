@@ -1,16 +1,23 @@
 //! End-to-end harness: a private redis-server, the simulators on port 0, the real
-//! connectors over HTTP, the HTTP edge and the workers, all in this process.
+//! connectors over HTTP, the HTTP edge and the workers, all in this process (or, for the
+//! scaling test, the workers as separate `grantline worker` processes).
+//!
+//! Nothing here sleeps to wait for an outcome: every `wait_*` helper polls with a deadline
+//! and fails with what it last saw.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grantline_connectors::{GraphClient, ServiceNowClient};
 use grantline_queue::server::RedisServer;
-use grantline_queue::{Queue, QueueConfig, RetryPolicy};
-use grantline_shared::request::{fields, keys, RequestState};
-use grantline_sims::{Sims, SimsConfig};
+use grantline_queue::{Queue, QueueConfig, QueueMetrics, RetryPolicy};
+use grantline_shared::audit::{self, AuditRecord};
+use grantline_shared::request::{RequestState, fields, keys};
+use grantline_sims::{Sims, SimsConfig, ids};
 use grantline_workers::{PolicyHandle, Services, WorkerOptions};
 use redis::AsyncCommands;
 use tokio::sync::oneshot;
@@ -20,6 +27,26 @@ pub const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policy.tom
 pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
 pub const OPERATOR_TOKEN: &str = "e2e-operator-token-0123456789";
 
+/// How long a chain that involves no expiry may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// How long a chain that waits for a short grant to expire may take.
+pub const WAIT_EXPIRY: Duration = Duration::from_secs(40);
+
+/// How a [`Stack`] is started.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// The policy file the workers load.
+    pub policy: PathBuf,
+    /// Run the step workers in this process (false: the test brings its own, e.g. processes).
+    pub workers: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self { policy: PathBuf::from(POLICY), workers: true }
+    }
+}
+
 pub struct Stack {
     pub ingest_url: String,
     pub http: reqwest::Client,
@@ -27,6 +54,7 @@ pub struct Stack {
     pub sims: Sims,
     pub queue: Queue,
     pub svc: Arc<Services>,
+    pub policy_path: PathBuf,
     stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -38,7 +66,12 @@ pub fn queue_config() -> QueueConfig {
         reap_every: Duration::from_millis(250),
         idle_wait: Duration::from_millis(500),
         dead_letter_queue: Some("alert".into()),
-        default_retry: RetryPolicy { max_attempts: 4, base: Duration::from_millis(50), cap: Duration::from_millis(400), max_throttled: 20 },
+        default_retry: RetryPolicy {
+            max_attempts: 4,
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(400),
+            max_throttled: 20,
+        },
         ..QueueConfig::default()
     };
     cfg.completed_retention = Duration::from_secs(60);
@@ -48,11 +81,21 @@ pub fn queue_config() -> QueueConfig {
 pub use grantline::demo::{graph_config, servicenow_config};
 
 impl Stack {
+    /// The example policy, workers in this process.
     pub async fn start() -> Stack {
+        Self::start_opts(StackOptions::default()).await
+    }
+
+    /// Another policy file, workers in this process.
+    pub async fn start_with(policy: impl AsRef<Path>) -> Stack {
+        Self::start_opts(StackOptions { policy: policy.as_ref().to_path_buf(), ..StackOptions::default() }).await
+    }
+
+    pub async fn start_opts(opts: StackOptions) -> Stack {
         let redis = RedisServer::start().expect("redis-server");
         let sims = Sims::start(SimsConfig::demo()).await.expect("simulators");
         let queue = Queue::connect(&redis.url(), queue_config()).await.expect("queue");
-        let policy = grantline_shared::policy::load_file(POLICY).expect("policy");
+        let policy = grantline_shared::policy::load_file(&opts.policy).expect("policy");
         let clock = sims.clock().clone();
         let svc = Arc::new(Services {
             queue: queue.clone(),
@@ -66,7 +109,10 @@ impl Stack {
                 shared_secret: Some(grantline_ingest::Secret::new(WEBHOOK_SECRET)),
                 hmac_secret: None,
             },
-            operator_tokens: vec![grantline_ingest::OperatorToken { id: "e2e".into(), token: grantline_ingest::Secret::new(OPERATOR_TOKEN) }],
+            operator_tokens: vec![grantline_ingest::OperatorToken {
+                id: "e2e".into(),
+                token: grantline_ingest::Secret::new(OPERATOR_TOKEN),
+            }],
             ..Default::default()
         };
         let app = grantline_ingest::router(grantline_ingest::AppState::new(queue.clone(), ingest_cfg));
@@ -80,8 +126,19 @@ impl Stack {
                 })
                 .await;
         });
-        let mut stack = Stack { ingest_url, http: reqwest::Client::new(), redis, sims, queue, svc, stops: vec![tx] };
-        stack.spawn_workers();
+        let mut stack = Stack {
+            ingest_url,
+            http: reqwest::Client::new(),
+            redis,
+            sims,
+            queue,
+            svc,
+            policy_path: opts.policy,
+            stops: vec![tx],
+        };
+        if opts.workers {
+            stack.spawn_workers();
+        }
         stack
     }
 
@@ -99,6 +156,27 @@ impl Stack {
         self.stops.push(tx);
     }
 
+    /// Moves the simulators' shared clock (which the in-process workers read) to the next
+    /// weekday between 09:00 and 16:00 in Amsterdam, the example policy's finance change
+    /// window, so that a Finance BI grant runs at once whatever day the suite runs. Leaves
+    /// the clock alone when it is already there.
+    pub fn set_clock_to_finance_business_hours(&self) {
+        let clock = self.sims.clock();
+        let tz = jiff::tz::TimeZone::get("Europe/Amsterdam").expect("time zone Europe/Amsterdam");
+        let now = jiff::Timestamp::now();
+        let mut t = now;
+        for _ in 0..(8 * 24 * 4) {
+            let local = t.to_zoned(tz.clone());
+            let weekday = local.weekday().to_monday_one_offset();
+            if weekday <= 5 && (9..16).contains(&local.hour()) {
+                clock.set_offset(t.duration_since(now));
+                return;
+            }
+            t = t.checked_add(jiff::SignedDuration::from_mins(15)).unwrap();
+        }
+        panic!("no weekday business hour within eight days of {now}");
+    }
+
     /// Creates a requested item in the ServiceNow simulator and rings the webhook, as a
     /// ServiceNow business rule would. Returns (ticket number, request id).
     pub async fn submit(&self, ritm: grantline_sims::NewRitm) -> (String, String) {
@@ -107,24 +185,53 @@ impl Stack {
         (created.number, id)
     }
 
-    /// POSTs the documented webhook payload for a ticket; returns the request id.
-    pub async fn ring(&self, sys_id: &str, number: &str) -> String {
-        let body = serde_json::json!({
-            "source": "servicenow", "event": "ritm.created", "instance": "contoso.service-now.com",
+    /// The documented webhook payload for a ticket.
+    pub fn webhook_body(sys_id: &str, number: &str) -> serde_json::Value {
+        serde_json::json!({
+            "source": "servicenow", "event": "ritm.created", "instance": ids::SNOW_INSTANCE,
             "ritm": { "sys_id": sys_id, "number": number },
             "sent_at": "2026-11-22T10:00:00Z"
-        });
+        })
+    }
+
+    /// POSTs raw bytes to the webhook with the given secret; returns the status and the body
+    /// (as JSON when it is JSON).
+    pub async fn post_webhook(&self, secret: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
         let resp = self
             .http
             .post(format!("{}/v1/webhooks/servicenow", self.ingest_url))
-            .header("X-Grantline-Secret", WEBHOOK_SECRET)
-            .json(&body)
+            .header("X-Grantline-Secret", secret)
+            .header("Content-Type", "application/json")
+            .body(body)
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 202, "webhook accepted");
-        let v: serde_json::Value = resp.json().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    /// POSTs the documented webhook payload for a ticket; returns the request id.
+    pub async fn ring(&self, sys_id: &str, number: &str) -> String {
+        let body = serde_json::to_vec(&Self::webhook_body(sys_id, number)).unwrap();
+        let (status, v) = self.post_webhook(WEBHOOK_SECRET, body).await;
+        assert_eq!(status, 202, "webhook accepted: {v}");
         v["request_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /v1/requests/{id}/decision` as the operator; returns the status and the body.
+    pub async fn decide(&self, id: &str, approver: &str, approve: bool) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/requests/{id}/decision", self.ingest_url))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&serde_json::json!({ "approver": approver, "approve": approve, "comment": "e2e decision" }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
     }
 
     /// The ticket's work notes, oldest first.
@@ -134,20 +241,49 @@ impl Stack {
 
     /// Waits until the ticket has at least `n` work notes.
     pub async fn wait_notes(&self, number: &str, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + WAIT;
         loop {
             let notes = self.work_notes(number);
             if notes.len() >= n {
                 return notes;
             }
-            assert!(Instant::now() < deadline, "ticket {number} has {} work notes, wanted {n}", notes.len());
+            assert!(
+                Instant::now() < deadline,
+                "ticket {number} has {} work notes, wanted {n}: {notes:#?}",
+                notes.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until one of the ticket's work notes contains `needle`; returns that note.
+    pub async fn wait_note(&self, number: &str, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let notes = self.work_notes(number);
+            if let Some(n) = notes.iter().find(|n| n.contains(needle)) {
+                return n.clone();
+            }
+            assert!(Instant::now() < deadline, "ticket {number} has no work note containing {needle:?}: {notes:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The requested item's state column ("3" closed complete, "4" closed incomplete, ...).
+    pub fn ritm_state(&self, number: &str) -> String {
+        self.sims.servicenow.state().ritm(number).expect("RITM").state
     }
 
     pub async fn record(&self, id: &str) -> HashMap<String, String> {
         let mut conn = self.queue.connection();
         conn.hgetall(self.queue.namespace().key(&keys::request(id))).await.unwrap()
+    }
+
+    /// A JSON field of the request record.
+    pub async fn json_field(&self, id: &str, field: &str) -> serde_json::Value {
+        let rec = self.record(id).await;
+        let raw = rec.get(field).unwrap_or_else(|| panic!("request {id} has no {field}: {rec:#?}"));
+        serde_json::from_str(raw).unwrap()
     }
 
     pub async fn state(&self, id: &str) -> Option<RequestState> {
@@ -167,10 +303,206 @@ impl Stack {
         }
     }
 
+    /// The request's audit trail, in order, after checking that its hash chain is intact and
+    /// ends at the record's head.
+    pub async fn audit(&self, id: &str) -> Vec<AuditRecord> {
+        let mut conn = self.queue.connection();
+        let ns = self.queue.namespace();
+        // the stream and the record's head in one transaction: a step may be appending
+        let (rec, stream): (HashMap<String, String>, redis::streams::StreamRangeReply) = redis::pipe()
+            .atomic()
+            .hgetall(ns.key(&keys::request(id)))
+            .xrange_all(ns.key(&keys::audit(id)))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let get = |e: &redis::streams::StreamId, f: &str| e.get::<String>(f).unwrap_or_default();
+        let chain: Vec<(String, String, String)> =
+            stream.ids.iter().map(|e| (get(e, "record"), get(e, "prev"), get(e, "hash"))).collect();
+        let head = rec.get(fields::AUDIT_HEAD).cloned().unwrap_or_else(|| audit::GENESIS.to_owned());
+        let v = audit::verify(&chain, &head);
+        assert!(v.broken_at.is_none(), "audit chain of {id} is broken: {v:?}");
+        let trace_id = rec.get(fields::TRACE_ID).cloned().unwrap_or_default();
+        let records: Vec<AuditRecord> = chain.iter().map(|(r, _, _)| serde_json::from_str(r).unwrap()).collect();
+        for r in &records {
+            assert_eq!(r.request_id, id);
+            assert_eq!(r.trace_id, trace_id, "every audit record carries the request's trace id: {r:?}");
+        }
+        records
+    }
+
+    /// The names of the request's audit events, in order.
+    pub async fn audit_events(&self, id: &str) -> Vec<&'static str> {
+        self.audit(id).await.iter().map(|r| r.event.name()).collect()
+    }
+
+    pub async fn metrics(&self, queue: &str) -> QueueMetrics {
+        self.queue.metrics(queue).await.unwrap()
+    }
+
+    /// Polls `probe` until it returns `Some`, failing with `what` after `within`.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until a queue has nothing ready, in flight or (when `delayed_too`) delayed.
+    pub async fn wait_queue_idle(&self, queue: &str, delayed_too: bool) -> QueueMetrics {
+        self.wait_for(&format!("queue {queue} to drain"), WAIT, || async {
+            let m = self.metrics(queue).await;
+            (m.ready == 0 && m.in_flight == 0 && (!delayed_too || m.delayed == 0)).then_some(m)
+        })
+        .await
+    }
+
+    /// Every key in the private Redis, sorted.
+    pub async fn redis_keys(&self) -> BTreeSet<String> {
+        let mut conn = self.queue.connection();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+        keys.into_iter().collect()
+    }
+
+    /// How many times `user` appears among the direct members of `group` in Graph.
+    pub fn memberships(&self, group: &str, user: &str) -> usize {
+        self.sims.graph.state().members(group).iter().filter(|m| m.as_str() == user).count()
+    }
+
+    /// The environment of a `grantline worker` process pointed at this stack's Redis
+    /// namespace, simulators and policy.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        let cfg = self.queue.config();
+        let retry = &cfg.default_retry;
+        [
+            ("GRANTLINE__REDIS_URL", self.redis.url()),
+            ("GRANTLINE__QUEUE__NAMESPACE", cfg.namespace.clone()),
+            ("GRANTLINE__QUEUE__LEASE_MS", cfg.lease.as_millis().to_string()),
+            ("GRANTLINE__QUEUE__MAX_ATTEMPTS", retry.max_attempts.to_string()),
+            ("GRANTLINE__QUEUE__BACKOFF_BASE_MS", retry.base.as_millis().to_string()),
+            ("GRANTLINE__QUEUE__BACKOFF_CAP_MS", retry.cap.as_millis().to_string()),
+            ("GRANTLINE__WORKERS__SHUTDOWN_TIMEOUT_SECS", "10".to_owned()),
+            ("GRANTLINE__POLICY__PATH", self.policy_path.display().to_string()),
+            ("GRANTLINE__GRAPH__BASE_URL", self.sims.graph.v1_url()),
+            ("GRANTLINE__GRAPH__TOKEN__AUTHORITY", self.sims.login.base_url()),
+            ("GRANTLINE__GRAPH__TOKEN__TENANT", ids::TENANT_ID.to_owned()),
+            ("GRANTLINE__GRAPH__TOKEN__CLIENT_ID", ids::APP_GRANTLINE_ID.to_owned()),
+            ("GRANTLINE__GRAPH__TOKEN__CLIENT_SECRET", ids::APP_GRANTLINE_SECRET.to_owned()),
+            ("GRANTLINE__SERVICENOW__INSTANCE_URL", self.sims.servicenow.base_url()),
+            ("GRANTLINE__SERVICENOW__AUTH__KIND", "basic".to_owned()),
+            ("GRANTLINE__SERVICENOW__AUTH__USERNAME", ids::SNOW_USER.to_owned()),
+            ("GRANTLINE__SERVICENOW__AUTH__PASSWORD", ids::SNOW_PASSWORD.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     pub async fn shutdown(mut self) {
         for s in self.stops.drain(..) {
             let _ = s.send(());
         }
         self.sims.clone().shutdown().await;
     }
+}
+
+/// A directory of its own for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "grantline-e2e-{label}-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Catalog item (in the test-local policy and in the ServiceNow simulator) whose targets are
+/// the seeded role-assignable and dynamic groups; the ticket's `target` variable picks one.
+pub const CAT_ITEM_PRIVILEGED: &str = "Privileged group membership";
+pub const TARGET_ROLE_ASSIGNABLE: &str = "tier1-helpdesk-admins";
+pub const TARGET_DYNAMIC: &str = "all-finance-dynamic";
+
+/// Writes the example policy extended with catalog entries for the seeded role-assignable
+/// and dynamic groups (tagged business-owned, so an ordinary approval rule would match them
+/// if the hard group checks did not refuse them). Returns the file's path.
+pub fn write_extended_policy(dir: &TempDir) -> PathBuf {
+    let mut text = std::fs::read_to_string(POLICY).unwrap();
+    text.push_str(&format!(
+        r#"
+
+# --- test-local additions: catalog entries that resolve to groups the hard rules refuse ---
+[groups.{TARGET_ROLE_ASSIGNABLE}]
+id = "{role}"
+display_name = "Tier-1 Helpdesk Admins"
+tags = ["business-owned"]
+owners.app = ["{sara}"]
+
+[groups.{TARGET_DYNAMIC}]
+id = "{dynamic}"
+display_name = "All Finance (dynamic)"
+tags = ["business-owned"]
+owners.app = ["{sara}"]
+
+[[catalog]]
+item = "{CAT_ITEM_PRIVILEGED}"
+targets = ["{TARGET_ROLE_ASSIGNABLE}", "{TARGET_DYNAMIC}"]
+"#,
+        role = ids::GROUP_ROLE_ASSIGNABLE,
+        dynamic = ids::GROUP_DYNAMIC,
+        sara = ids::SARA_UPN,
+    ));
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Stack {
+    /// Adds the catalog item of [`write_extended_policy`] to the ServiceNow simulator.
+    pub fn add_privileged_catalog_item(&self) {
+        self.sims
+            .servicenow
+            .state()
+            .insert(
+                "sc_cat_item",
+                &[
+                    ("name", CAT_ITEM_PRIVILEGED),
+                    ("short_description", "Membership of an administrative group"),
+                    ("active", "true"),
+                ],
+            )
+            .unwrap();
+    }
+}
+
+/// The check codes that failed in a stored decision.
+pub fn failing_checks(decision: &serde_json::Value) -> Vec<String> {
+    decision["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("decision without checks: {decision:#}"))
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .filter_map(|c| c["code"].as_str().map(str::to_owned))
+        .collect()
 }

@@ -86,7 +86,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             before_member: before,
             after_member: after,
             pre_existing,
-            request_id: receipt.graph_request_id.clone(),
+            graph_request_id: receipt.graph_request_id.clone(),
             client_request_id: receipt.client_request_id.clone(),
         })
         .set_json(fields::GRANT, &receipt)?

@@ -31,7 +31,7 @@ pub async fn run(job: ScheduleRemoval, svc: Data<Arc<Services>>) -> Result<Hando
         .ok_or_else(|| JobError::permanent("request.permanent_grant", "the grant has no end"))?;
     let end_ms = u64::try_from(end.as_millisecond()).unwrap_or(0);
     StepCommit::new(&rec, "schedule-removal", svc.now_ms())
-        .event(AuditEvent::RemovalScheduled { at_ms: end_ms })
+        .event(AuditEvent::RemovalScheduled { remove_at_ms: end_ms })
         .set(fields::END_MS, end_ms.to_string())
         .write(Write::new(WriteCmd::ZAdd, keys::EXPIRING, [end_ms.to_string(), rec.id.clone()]))
         .expiry_at(end_ms)

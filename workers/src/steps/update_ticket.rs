@@ -27,7 +27,13 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
     let version = decision.as_ref().map(|d| d.policy_version.clone()).unwrap_or_default();
     let reason = rec.raw.get(fields::REASON).cloned().unwrap_or_default();
     let grant: Option<GrantReceipt> = rec.field(fields::GRANT);
-    let end = rec.raw.get(fields::END_MS).and_then(|v| v.parse::<u64>().ok());
+    // the end is recorded by schedule-removal, which runs after the "granted" note: until
+    // then it is derived the same way schedule-removal derives it
+    let end = rec.raw.get(fields::END_MS).and_then(|v| v.parse::<u64>().ok()).or_else(|| {
+        let start = jiff::Timestamp::from_millisecond(i64::try_from(grant.as_ref()?.granted_ms).ok()?).ok()?;
+        let end = decision.as_ref()?.duration.as_ref()?.end_for_start(start)?;
+        u64::try_from(end.as_millisecond()).ok()
+    });
     let trace = format!("request {} · trace {}", rec.id, rec.trace_id);
     // who approved: the recorded human decisions, or the rule that approved it
     let approvals: Vec<serde_json::Value> = rec.field(fields::APPROVALS).unwrap_or_default();
@@ -55,7 +61,15 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
         TicketUpdate::Rejected => {
             patch.state = Some(ritm_state::CLOSED_INCOMPLETE.into());
             patch.approval = Some("rejected".into());
-            format!("Request rejected: {reason}")
+            // a human rejection names who rejected and why; otherwise (expiry) the reason
+            match approvals.iter().rev().find(|a| a.get("approve").and_then(|v| v.as_bool()) == Some(false)) {
+                Some(a) => {
+                    let who = a.get("approver").and_then(|v| v.as_str()).unwrap_or("an approver");
+                    let comment = a.get("comment").and_then(|v| v.as_str()).filter(|c| !c.trim().is_empty());
+                    format!("Request rejected by {who}{}", comment.map(|c| format!(": {c}")).unwrap_or_default())
+                }
+                None => format!("Request rejected: {reason}"),
+            }
         }
         TicketUpdate::Deferred => format!("Approved; execution deferred: {reason}"),
         TicketUpdate::Granted => {

@@ -1,0 +1,287 @@
+//! End to end, the refusals and failures: policy denials (each with its reason on the ticket
+//! and nothing granted), bad input at the edge (nothing written), Graph throttling (retried
+//! without spending attempts) and a Graph outage (dead letter, failed, manual intervention).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use grantline_shared::audit::AuditEvent;
+use grantline_shared::request::{RequestState, fields};
+use grantline_sims::{FaultRule, Method, NewRitm, ids, snow_sys_id};
+use support::{Stack, StackOptions, TempDir, WAIT, WEBHOOK_SECRET, failing_checks};
+
+const MEMBER_REF: &str = "/v1.0/groups/*/members/$ref";
+
+/// Graph membership writes (`POST .../members/$ref`) as the simulator logged them.
+fn member_adds(stack: &Stack) -> Vec<grantline_sims::LoggedRequest> {
+    stack.sims.graph.requests().into_iter().filter(|r| r.method == "POST" && r.path.contains("/members/")).collect()
+}
+
+/// A denial: the request is denied with `code` among the failing checks, the audit trail
+/// records the refusal, the ticket is closed incomplete with a note carrying `words`, and
+/// nothing reached approval or Graph (`user`'s membership of `group` is what the seed says).
+async fn assert_denied(stack: &Stack, number: &str, id: &str, code: &str, words: &[&str], group: &str, user: &str) {
+    let seeded = grantline_sims::Tenant::demo().memberships.iter().any(|(g, m)| g == group && m == user);
+    let rec = stack.wait_state(id, RequestState::Denied, WAIT).await;
+    let raw = rec.get(fields::DECISION).unwrap_or_else(|| panic!("no decision was recorded: {rec:#?}"));
+    let decision: serde_json::Value = serde_json::from_str(raw).unwrap();
+    assert_eq!(decision["outcome"], "deny");
+    let failing = failing_checks(&decision);
+    assert!(failing.iter().any(|c| c == code), "{code} is not among the failing checks {failing:?}");
+
+    let trail = stack.audit(id).await;
+    assert!(
+        trail
+            .iter()
+            .any(|r| matches!(&r.event, AuditEvent::CheckEvaluated { code: c, passed: false, .. } if c == code)),
+        "the audit trail records the failed {code}"
+    );
+    assert!(trail.iter().any(|r| matches!(&r.event, AuditEvent::DecisionMade { allow: false, .. })));
+
+    let note = stack.wait_note(number, "denied").await;
+    for w in words {
+        assert!(note.to_lowercase().contains(&w.to_lowercase()), "the note lacks {w:?}: {note}");
+    }
+    assert!(note.contains(decision["policy_version"].as_str().unwrap()), "the note names the policy version: {note}");
+    assert_eq!(stack.ritm_state(number), "4", "closed incomplete");
+
+    // nothing granted, nothing even asked
+    for q in ["request-approval", "execute-grant"] {
+        assert_eq!(stack.metrics(q).await.enqueued_total, 0, "{q}");
+    }
+    assert!(member_adds(stack).is_empty(), "no membership write reached Graph");
+    assert_eq!(stack.sims.graph.state().counters().writes_applied, 0, "the directory is unchanged");
+    assert_eq!(stack.sims.graph.state().is_member(group, user), seeded);
+    assert!(!trail.iter().any(|r| r.event.name() == "grant_executed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_account_is_denied_with_the_reason_on_the_ticket() {
+    let stack = Stack::start().await;
+    assert!(stack.sims.graph.state().user(ids::DISABLED_ID).is_some(), "the account exists");
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::DISABLED_ID), ids::CAT_ITEM_FINANCE_BI_NAME)).await;
+    assert_denied(
+        &stack,
+        &number,
+        &id,
+        "identity.enabled",
+        &["disabled"],
+        ids::GROUP_FINANCE_BI_READ,
+        ids::DISABLED_ID,
+    )
+    .await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_is_denied() {
+    let stack = Stack::start().await;
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::LEAVER_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    assert_denied(
+        &stack,
+        &number,
+        &id,
+        "identity.leaving",
+        &["leave date", "has passed"],
+        ids::GROUP_TEAM_ALPHA,
+        ids::LEAVER_ID,
+    )
+    .await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_item_the_policy_does_not_map_is_denied() {
+    let stack = Stack::start().await;
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::ISAIAH_ID), ids::CAT_ITEM_UNMAPPED_NAME)).await;
+    // no group to look at: assert on every group that nothing was added
+    assert_denied(
+        &stack,
+        &number,
+        &id,
+        "catalog.item",
+        &["Standing desk", "not declared"],
+        ids::GROUP_TEAM_ALPHA,
+        ids::ISAIAH_ID,
+    )
+    .await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_assignable_group_is_refused_with_the_pim_channel() {
+    let dir = TempDir::new("role-assignable");
+    let stack = Stack::start_with(support::write_extended_policy(&dir)).await;
+    stack.add_privileged_catalog_item();
+    assert_eq!(stack.sims.graph.state().group(ids::GROUP_ROLE_ASSIGNABLE).unwrap().is_assignable_to_role, Some(true));
+    let ritm = NewRitm::new(&snow_sys_id(ids::ALEX_ID), support::CAT_ITEM_PRIVILEGED)
+        .variable("target", support::TARGET_ROLE_ASSIGNABLE);
+    let (number, id) = stack.submit(ritm).await;
+    assert_denied(
+        &stack,
+        &number,
+        &id,
+        "group.role_assignable",
+        &["role-assignable", "Privileged Identity Management"],
+        ids::GROUP_ROLE_ASSIGNABLE,
+        ids::ALEX_ID,
+    )
+    .await;
+    let decision = stack.json_field(&id, fields::DECISION).await;
+    assert_eq!(
+        decision["target"]["group_id"],
+        ids::GROUP_ROLE_ASSIGNABLE,
+        "the ticket's target variable picked the group"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamic_group_is_refused_with_the_rule_owner_channel() {
+    let dir = TempDir::new("dynamic");
+    let stack = Stack::start_with(support::write_extended_policy(&dir)).await;
+    stack.add_privileged_catalog_item();
+    let ritm = NewRitm::new(&snow_sys_id(ids::ALEX_ID), support::CAT_ITEM_PRIVILEGED)
+        .variable("target", support::TARGET_DYNAMIC);
+    let (number, id) = stack.submit(ritm).await;
+    assert_denied(
+        &stack,
+        &number,
+        &id,
+        "group.dynamic",
+        &["dynamic membership", "membership rule"],
+        ids::GROUP_DYNAMIC,
+        ids::ALEX_ID,
+    )
+    .await;
+    let decision = stack.json_field(&id, fields::DECISION).await;
+    assert_eq!(decision["target"]["group_id"], ids::GROUP_DYNAMIC);
+    stack.shutdown().await;
+}
+
+/// The ServiceNow user row of the guest carries the guest's home address, not the `#EXT#`
+/// UPN; validate must still find the directory account and refuse it as a guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_is_denied_as_a_guest() {
+    let stack = Stack::start().await;
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::GUEST_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    assert_denied(&stack, &number, &id, "identity.guest", &["guest"], ids::GROUP_TEAM_ALPHA, ids::GUEST_ID).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_at_the_webhook_changes_nothing() {
+    // no workers yet: whatever appears in Redis comes from the edge
+    let mut stack = Stack::start_opts(StackOptions { workers: false, ..StackOptions::default() }).await;
+    let created = stack
+        .sims
+        .servicenow
+        .state()
+        .create_ritm(NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME))
+        .unwrap();
+    let good = serde_json::to_vec(&Stack::webhook_body(&created.sys_id, &created.number)).unwrap();
+    let before = stack.redis_keys().await;
+
+    let mut oversized = Stack::webhook_body(&created.sys_id, &created.number);
+    oversized["padding"] = serde_json::Value::String("x".repeat(128 * 1024));
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("wrong shared secret", "not-the-webhook-secret-000", good.clone(), 401, "auth.bad_secret"),
+        ("oversized body", WEBHOOK_SECRET, serde_json::to_vec(&oversized).unwrap(), 413, "request.too_large"),
+        ("malformed JSON", WEBHOOK_SECRET, br#"{"ritm": {"sys_id": "#.to_vec(), 400, "request.malformed_json"),
+        (
+            "not a sys_id",
+            WEBHOOK_SECRET,
+            br#"{"ritm": {"sys_id": "../../etc", "number": "RITM0010001"}}"#.to_vec(),
+            422,
+            "request.invalid_field",
+        ),
+    ];
+    for (what, secret, body, status, code) in cases {
+        let (got, answer) = stack.post_webhook(secret, body).await;
+        assert_eq!((got, answer["code"].as_str()), (status, Some(code)), "{what}: {answer}");
+        let after = stack.redis_keys().await;
+        assert_eq!(after, before, "{what} wrote to Redis");
+    }
+    assert!(stack.work_notes(&created.number).is_empty());
+    assert_eq!(stack.ritm_state(&created.number), "1");
+
+    // the ticket itself was never taken: the genuine delivery is a new request that runs
+    let (status, accepted) = stack.post_webhook(WEBHOOK_SECRET, good).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["duplicate"], false);
+    let id = accepted["request_id"].as_str().unwrap().to_owned();
+    stack.spawn_workers();
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID), 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_throttling_is_waited_out_without_spending_attempts() {
+    let stack = Stack::start().await;
+    stack
+        .sims
+        .graph
+        .faults()
+        .push(FaultRule::respond(429).on(Method::POST, MEMBER_REF).header("Retry-After", "1").times(2));
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+
+    let m = stack.metrics("execute-grant").await;
+    assert_eq!((m.throttled_total, m.retried_total, m.dead_total), (2, 0, 0), "{m:?}");
+    assert_eq!((m.enqueued_total, m.completed_total), (1, 1), "{m:?}");
+    let adds = member_adds(&stack);
+    assert_eq!(adds.iter().map(|r| r.status).collect::<Vec<_>>(), [429, 429, 204], "{adds:#?}");
+    for pair in adds.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= jiff::SignedDuration::from_millis(950), "Retry-After was not honoured: {gap:?}");
+    }
+    assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID), 1);
+    let trail = stack.audit(&id).await;
+    assert_eq!(trail.iter().filter(|r| r.event.name() == "grant_executed").count(), 1);
+    assert_eq!(stack.ritm_state(&number), "3");
+    stack.wait_note(&number, "Granted and verified").await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_outage_dead_letters_the_grant_and_asks_for_manual_intervention() {
+    let stack = Stack::start().await;
+    stack.sims.graph.faults().push(FaultRule::respond(503).on(Method::POST, MEMBER_REF).forever());
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    let rec = stack.wait_state(&id, RequestState::Failed, WAIT).await;
+    assert!(rec[fields::REASON].contains("execute-grant failed for good after 4 attempt(s)"), "{rec:#?}");
+
+    // the dead letter keeps the payload and every attempt's error
+    let letters = stack.queue.dead_letters("execute-grant", None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let letter = &letters[0];
+    assert_eq!(letter.payload["request_id"], id.as_str());
+    assert_eq!((letter.attempts, letter.reason.as_str()), (4, "retries exhausted"));
+    assert_eq!(letter.errors.len(), 4);
+    assert!(letter.errors.iter().all(|e| e.class == "transient"), "{:#?}", letter.errors);
+    let m = stack.metrics("execute-grant").await;
+    assert_eq!((m.retried_total, m.dead_total, m.throttled_total), (3, 1, 0), "{m:?}");
+    assert_eq!(member_adds(&stack).len(), 4, "one Graph write per attempt");
+    let alerts = stack.wait_queue_idle("alert", false).await;
+    assert_eq!((alerts.enqueued_total, alerts.completed_total), (1, 1), "one alert per dead letter: {alerts:?}");
+
+    // nothing granted; the audit trail says what happened
+    assert!(!stack.sims.graph.state().is_member(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID));
+    assert!(!rec.contains_key(fields::GRANT));
+    let trail = stack.audit(&id).await;
+    assert!(!trail.iter().any(|r| r.event.name() == "grant_executed"));
+    assert!(trail.iter().any(|r| matches!(
+        &r.event,
+        AuditEvent::DeadLettered { queue, dead_letter_id, .. } if queue == "execute-grant" && *dead_letter_id == letter.id
+    )));
+
+    // the ticket goes to manual intervention, still open
+    let note = stack.wait_note(&number, "Manual intervention").await;
+    assert!(note.contains("execute-grant"), "{note}");
+    assert_eq!(stack.ritm_state(&number), "2");
+    // and stays failed: nothing further runs
+    let settled = stack.wait_queue_idle("update-ticket", true).await;
+    assert_eq!(settled.completed_total, 1);
+    assert_eq!(stack.state(&id).await, Some(RequestState::Failed));
+    stack.shutdown().await;
+}
