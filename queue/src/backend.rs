@@ -16,6 +16,8 @@ use apalis_core::task::metadata::MetadataStore;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
+use std::future::Future;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use redis::aio::MultiplexedConnection;
@@ -44,6 +46,12 @@ pub struct RedisBackend<T> {
     buffer: VecDeque<Task<T>>,
     fetching: Option<BoxFuture<'static, Result<Fetched<T>, QueueError>>>,
     waiting: Option<BoxFuture<'static, Option<MultiplexedConnection>>>,
+    /// Fires at the earliest due time of the delayed set. Redis checks blocked commands'
+    /// timeouts only when its event loop wakes (every 100 ms at the default `hz`), so due
+    /// times are kept by a local timer while the BLPOP stays pending for wake-ups.
+    due: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last fetch returned work: fetch again without waiting.
+    more: bool,
     closing: Option<BoxFuture<'static, ()>>,
     blocker: Option<MultiplexedConnection>,
     failures: u32,
@@ -81,6 +89,8 @@ impl<T> RedisBackend<T> {
             buffer: VecDeque::new(),
             fetching: None,
             waiting: None,
+            due: None,
+            more: false,
             closing: None,
             blocker: None,
             failures: 0,
@@ -258,12 +268,17 @@ impl<T: DeserializeOwned + Send + 'static> Backend for RedisBackend<T> {
                         self.failures = 0;
                         if fetched.tasks.is_empty() {
                             let idle = self.queue.config().idle_wait;
-                            let until_due = fetched
+                            self.due = fetched
                                 .next_due
                                 .map(|due| Duration::from_millis(due.saturating_sub(fetched.server_now)))
-                                .unwrap_or(idle);
-                            self.start_wait(idle.min(until_due));
+                                .filter(|d| *d < idle)
+                                .map(|d| Box::pin(tokio::time::sleep(d)));
+                            if self.waiting.is_none() {
+                                self.start_wait(idle);
+                            }
                         } else {
+                            // there may be more: fetch again as soon as these are handed out
+                            self.more = true;
                             self.buffer.extend(fetched.tasks);
                         }
                     }
@@ -277,15 +292,25 @@ impl<T: DeserializeOwned + Send + 'static> Backend for RedisBackend<T> {
                 }
                 continue;
             }
+            let mut wake = std::mem::take(&mut self.more) || (self.waiting.is_none() && self.due.is_none());
             if let Some(w) = self.waiting.as_mut() {
-                match w.poll_unpin(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(conn) => {
-                        self.blocker = conn;
-                        self.waiting = None;
-                    }
+                if let Poll::Ready(conn) = w.poll_unpin(cx) {
+                    self.blocker = conn;
+                    self.waiting = None;
+                    wake = true;
                 }
             }
+            if let Some(t) = self.due.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    // the wake-up wait stays pending; the fetch promotes what fell due
+                    self.due = None;
+                    wake = true;
+                }
+            }
+            if !wake {
+                return Poll::Pending;
+            }
+            self.due = None;
             self.start_fetch();
         }
     }
@@ -312,6 +337,7 @@ impl<T: DeserializeOwned + Send + 'static> Backend for RedisBackend<T> {
                 }
             }
             self.waiting = None;
+            self.due = None;
             if self.buffer.is_empty() {
                 return Poll::Ready(Ok(()));
             }
