@@ -1,7 +1,7 @@
 //! The queue client: producers, the atomic commit and hand-off, dead-letter
 //! administration and metrics. Cheap to clone; one per process is enough.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -179,49 +179,87 @@ impl Queue {
         }
     }
 
-    /// Enqueues many jobs in one pipelined round trip; each is atomic on its own and gets
-    /// its own outcome.
+    /// Enqueues many jobs, each atomic on its own with its own outcome, in one pipelined
+    /// round trip: one script call per queue and chunk of jobs.
     pub async fn push_many(&self, jobs: Vec<NewJob>) -> Result<Vec<PushOutcome>, QueueError> {
+        const CHUNK: usize = 500;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        let mut ids = Vec::with_capacity(jobs.len());
-        let mut queues = BTreeSet::new();
-        for job in jobs {
-            queues.insert(job.queue.clone());
-            let (keys, args, job_ids) = self.build_exec(None, &Handoff::default().then(job))?;
-            ids.push(job_ids.into_iter().next().unwrap_or_default());
-            let mut inv = SCRIPTS.exec.prepare_invoke();
-            for k in &keys {
-                inv.key(k);
-            }
-            for a in &args {
-                inv.arg(a);
-            }
-            pipe.invoke_script(&inv);
+        // group by queue, keeping each job's position for its outcome
+        let mut by_queue: BTreeMap<String, Vec<(usize, NewJob)>> = BTreeMap::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            by_queue.entry(job.queue.clone()).or_default().push((i, job));
         }
-        for q in &queues {
-            self.register(q).await?;
+        let total = by_queue.values().map(Vec::len).sum();
+        let ttl = ms(self.inner.cfg.idempotency_ttl).max(1).to_string();
+        let mut pipe = redis::pipe();
+        let mut calls: Vec<Vec<(usize, String)>> = Vec::new();
+        for (queue, entries) in &by_queue {
+            self.register(queue).await?;
+            let q = self.inner.ns.queue(queue);
+            for chunk in entries.chunks(CHUNK) {
+                let mut keys = vec![q.ready.clone(), q.delayed.clone(), q.jobs.clone(), q.signal.clone(), q.stats.clone()];
+                let mut args = Vec::with_capacity(1 + chunk.len() * 5);
+                args.push(ttl.clone());
+                let mut ids = Vec::with_capacity(chunk.len());
+                for (pos, job) in chunk {
+                    let id = job.id.clone().unwrap_or_else(new_id);
+                    validate_id(&id)?;
+                    let (due, delay) = match job.run_at {
+                        RunAt::Now => (0, 0),
+                        RunAt::After(d) => (0, ms(d).max(1)),
+                        RunAt::At(t) => (t, 0),
+                    };
+                    let idem = match &job.idempotency_key {
+                        Some(k) if k.is_empty() || k.len() > 512 => {
+                            return Err(QueueError::InvalidJob("idempotency key must be 1-512 bytes".into()));
+                        }
+                        Some(k) => {
+                            keys.push(q.idempotency(k));
+                            keys.len().to_string()
+                        }
+                        None => "0".to_owned(),
+                    };
+                    args.extend([id.clone(), job.envelope()?, due.to_string(), delay.to_string(), idem]);
+                    ids.push((*pos, id));
+                }
+                let mut inv = SCRIPTS.push.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                for a in &args {
+                    inv.arg(a);
+                }
+                pipe.invoke_script(&inv);
+                calls.push(ids);
+            }
         }
         let mut conn = self.inner.conn.clone();
         let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
             Ok(v) => v,
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                SCRIPTS.exec.load_async(&mut conn).await?;
+                SCRIPTS.push.load_async(&mut conn).await?;
                 pipe.query_async(&mut conn).await?
             }
             Err(e) => return Err(e.into()),
         };
-        replies
-            .into_iter()
-            .zip(ids)
-            .map(|(v, id)| match parse_commit(v, vec![id])? {
-                CommitOutcome::Applied { mut ids } => Ok(PushOutcome::Enqueued { id: ids.pop().unwrap_or_default() }),
-                CommitOutcome::Duplicate { id, existing } => Ok(PushOutcome::Duplicate { id, existing }),
-                CommitOutcome::GuardFailed { .. } => Err(QueueError::Protocol("unexpected guard failure".into())),
-            })
-            .collect()
+        let mut out: Vec<Option<PushOutcome>> = vec![None; total];
+        for (reply, ids) in replies.into_iter().zip(calls) {
+            let results = match reply {
+                Value::Array(items) => items,
+                other => return Err(QueueError::Protocol(format!("unexpected reply from push: {other:?}"))),
+            };
+            for ((pos, id), r) in ids.into_iter().zip(results) {
+                let existing = string(&r).unwrap_or_default();
+                out[pos] = Some(if existing.is_empty() {
+                    PushOutcome::Enqueued { id }
+                } else {
+                    PushOutcome::Duplicate { id, existing }
+                });
+            }
+        }
+        out.into_iter().map(|o| o.ok_or_else(|| QueueError::Protocol("a job got no outcome".into()))).collect()
     }
 
     /// Applies jobs, writes and guards as one atomic step (for example: a request record,

@@ -13,6 +13,7 @@ fn script(body: &str) -> Script {
 
 pub(crate) struct Scripts {
     pub exec: Script,
+    pub push: Script,
     pub fetch: Script,
     pub fail: Script,
     pub reap: Script,
@@ -24,6 +25,7 @@ pub(crate) struct Scripts {
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     exec: script(include_str!("lua/exec.lua")),
+    push: script(include_str!("lua/push.lua")),
     fetch: script(include_str!("lua/fetch.lua")),
     fail: script(include_str!("lua/fail.lua")),
     reap: script(include_str!("lua/reap.lua")),

@@ -247,3 +247,25 @@ async fn throttled_retries_do_not_consume_attempts() {
     let m = q.metrics("flaky").await.unwrap();
     assert_eq!((m.throttled_total, m.dead), (4, 0));
 }
+
+#[tokio::test]
+async fn push_many_reports_each_duplicate_in_place_across_queues() {
+    let e = env(fast_config()).await;
+    let q = &e.queue;
+    q.push(NewJob::new("a", &Ping { n: 0 }).unwrap().idempotency_key("taken")).await.unwrap();
+    let jobs = vec![
+        NewJob::new("a", &Ping { n: 1 }).unwrap().idempotency_key("taken"),
+        NewJob::new("b", &Ping { n: 2 }).unwrap(),
+        NewJob::new("a", &Ping { n: 3 }).unwrap().idempotency_key("fresh"),
+        NewJob::new("a", &Ping { n: 4 }).unwrap().idempotency_key("fresh"),
+        NewJob::new("b", &Ping { n: 5 }).unwrap().delay(Duration::from_secs(60)),
+    ];
+    let out = q.push_many(jobs).await.unwrap();
+    let kinds: Vec<&str> = out.iter().map(|o| if matches!(o, PushOutcome::Enqueued { .. }) { "new" } else { "dup" }).collect();
+    assert_eq!(kinds, ["dup", "new", "new", "dup", "new"]);
+    let PushOutcome::Enqueued { id: fresh } = &out[2] else { unreachable!() };
+    assert_eq!(out[3], PushOutcome::Duplicate { id: match &out[3] { PushOutcome::Duplicate { id, .. } => id.clone(), _ => String::new() }, existing: fresh.clone() });
+    let (a, b) = (q.metrics("a").await.unwrap(), q.metrics("b").await.unwrap());
+    assert_eq!((a.ready, a.enqueued_total), (2, 2));
+    assert_eq!((b.ready, b.delayed, b.enqueued_total), (1, 1, 2));
+}
