@@ -201,6 +201,8 @@ pub enum Guard {
     FieldAbsent { key: String, field: String },
     /// The key does not exist.
     KeyAbsent { key: String },
+    /// The string key holds the value (for example: this worker still holds a lock).
+    KeyEquals { key: String, value: String },
 }
 
 /// Jobs, writes and guards applied as one atomic step: by a producer (`Queue::commit`) or,

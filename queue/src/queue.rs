@@ -571,6 +571,7 @@ impl Queue {
                 Guard::FieldIn { key, field, values } => (key, "hin", field.as_str(), values.clone()),
                 Guard::FieldAbsent { key, field } => (key, "habs", field.as_str(), vec![]),
                 Guard::KeyAbsent { key } => (key, "kabs", "", vec![]),
+                Guard::KeyEquals { key, value } => (key, "keq", "", vec![value.clone()]),
             };
             args.push("G".into());
             args.push(keys.idx(ns.key(key)));

@@ -118,6 +118,18 @@ async fn guards_and_idempotency_make_a_commit_all_or_nothing() {
         .write(Write::hset("req:1", [("state", "validating")]))
         .then(NewJob::new("validate", &Ping { n: 2 }).unwrap().idempotency_key("sn:RITM1"));
     assert!(matches!(q.commit(second).await.unwrap(), CommitOutcome::Duplicate { .. }));
+    // a lock held as a string key: only its holder's commit applies
+    let mut conn0 = q.connection();
+    let _: () = conn0.set(q.namespace().key("lock:x"), "token-a").await.unwrap();
+    let by = |t: &str| {
+        Handoff::done()
+            .guard(Guard::KeyEquals { key: "lock:x".into(), value: t.into() })
+            .write(Write::new(WriteCmd::Del, "lock:x", Vec::<String>::new()))
+    };
+    assert_eq!(q.commit(by("token-b")).await.unwrap(), CommitOutcome::GuardFailed { index: 0 });
+    assert!(matches!(q.commit(by("token-a")).await.unwrap(), CommitOutcome::Applied { .. }));
+    let gone: bool = conn0.exists(q.namespace().key("lock:x")).await.unwrap();
+    assert!(!gone, "the holder's commit released it");
     let mut conn = q.connection();
     let state: String = conn.hget(q.namespace().key("req:1"), "state").await.unwrap();
     assert_eq!(state, "received", "a refused commit writes nothing");
@@ -170,6 +182,33 @@ async fn transient_failures_retry_then_dead_letter_with_history_and_one_alert() 
     let m = q.metrics("flaky").await.unwrap();
     assert_eq!((m.dead, m.ready), (0, 1));
     assert!(q.dead_letters("flaky", None, 10).await.unwrap().is_empty());
+    assert!(q.redrive("flaky", &dead.id).await.unwrap().is_none(), "a dead letter is redriven once");
+}
+
+#[tokio::test]
+async fn dead_letters_redrive_all_and_discard() {
+    let e = env(retry_config()).await;
+    let q = e.queue.clone();
+    for n in 0..3 {
+        q.push(NewJob::new("flaky", &Ping { n }).unwrap()).await.unwrap();
+    }
+    let w = spawn_worker!("flaky", RedisBackend::<Ping>::new(&q, "flaky"), 3, |_p: Ping| async {
+        Err::<(), _>(JobError::permanent("policy.denied", "no"))
+    });
+    eventually(Duration::from_secs(10), "three dead letters", || {
+        let q = q.clone();
+        async move { (q.metrics("flaky").await.unwrap().dead == 3).then_some(()) }
+    })
+    .await;
+    w.shutdown().await;
+    let dead = q.dead_letters("flaky", None, 10).await.unwrap();
+    assert!(q.discard("flaky", &dead[0].id).await.unwrap());
+    assert!(!q.discard("flaky", &dead[0].id).await.unwrap(), "gone for good");
+    assert_eq!(q.redrive_all("flaky").await.unwrap(), 2);
+    let m = q.metrics("flaky").await.unwrap();
+    assert_eq!((m.dead, m.ready, m.redriven_total), (0, 2, 2));
+    // each dead letter raised exactly one alert, redrives do not raise more
+    assert_eq!(q.metrics("alert").await.unwrap().ready, 3);
 }
 
 #[tokio::test]

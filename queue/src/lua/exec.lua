@@ -9,7 +9,7 @@
 -- ARGV[4..] = ops, each an opcode followed by its operands (key operands are KEYS indexes):
 --   G keyidx op field nvals v1..vn     guard: op is 'heq' (hash field equals v1), 'hin'
 --                                      (field is one of v1..vn), 'habs' (field absent),
---                                      'kabs' (key absent)
+--                                      'kabs' (key absent), 'keq' (string key equals v1)
 --   J ready delayed jobs signal stats idemidx id env due_ms delay_ms idem_ttl_ms
 --                                      enqueue a job (due_ms 0 and delay_ms 0: ready now)
 --   W cmd keyidx nargs a1..an          write, cmd from a fixed allow-list
@@ -31,6 +31,8 @@ while i <= #ARGV do
     local ok
     if gop == 'kabs' then
       ok = redis.call('EXISTS', key) == 0
+    elseif gop == 'keq' then
+      ok = redis.call('GET', key) == ARGV[i + 5]
     else
       local v = redis.call('HGET', key, field)
       if gop == 'habs' then
