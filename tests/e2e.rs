@@ -241,8 +241,7 @@ async fn an_existing_membership_is_recorded_as_pre_existing() {
     assert!(stack.sims.graph.state().is_member(ids::GROUP_TEAM_ALPHA, ids::ADELE_ID), "seed: Adele is in Team Alpha");
     let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::ADELE_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
     stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
-    // Team Alpha needs the manager's approval: Sara is Adele's manager. The plan names the
-    // manager by directory object id (what Graph's /manager returns), so she answers by id.
+    // Team Alpha needs the manager's approval: Sara is Adele's manager (by directory id here)
     let (status, body) = stack.decide(&id, ids::SARA_ID, true).await;
     assert_eq!(status, 200, "{body}");
     stack.wait_state(&id, RequestState::Active, WAIT).await;
@@ -352,5 +351,46 @@ async fn a_pre_existing_membership_is_kept_at_expiry() {
     );
     let note = stack.wait_note(&number, "Access period ended").await;
     assert!(note.contains("kept membership of Team Alpha"), "{note}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_approves_by_upn_and_the_grant_ends_on_the_leave_date() {
+    let stack = Stack::start().await;
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    // Patti is the contractor's manager; a chat callback may carry her UPN rather than her id
+    let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
+    assert_eq!(status, 200, "{body}");
+    let rec = stack.wait_state(&id, RequestState::Active, WAIT).await;
+    let leave = stack.sims.graph.state().user(ids::CONTRACTOR_ID).unwrap().employee_leave_date_time.unwrap();
+    let end: i64 = rec[fields::END_MS].parse().unwrap();
+    assert_eq!(end, leave.as_millisecond(), "the grant ends on the contractor's leave date");
+    let note = stack.wait_note(&number, "Granted and verified").await;
+    assert!(note.contains("the requester's leave date"), "the ticket says why it ends then: {note}");
+    assert!(note.contains(ids::PATTI_UPN), "and who approved: {note}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_two_requests_rely_on_stays_until_the_last_one_ends() {
+    let stack = Stack::start().await;
+    let team_alpha = |duration: &str| {
+        NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME).variable("duration", duration)
+    };
+    let (short_number, short) = stack.submit(team_alpha("5s")).await;
+    let (_, long) = stack.submit(team_alpha("30d")).await;
+    stack.wait_state(&long, RequestState::Active, WAIT).await;
+    stack.wait_state(&short, RequestState::Removed, WAIT_EXPIRY).await;
+    // the short grant ended, but the long one still needs the membership
+    assert!(stack.sims.graph.state().is_member(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID), "still a member");
+    let trail = stack.audit(&short).await;
+    assert!(
+        trail.iter().any(|r| matches!(&r.event, AuditEvent::RemovalExecuted { removed: false, kept_for, .. } if kept_for.contains(&long))),
+        "the removal was kept for the other request"
+    );
+    let note = stack.wait_note(&short_number, "Access period ended").await;
+    assert!(note.contains("still needed by request") && note.contains(&long), "{note}");
+    assert_eq!(member_removals(&stack), 0, "no DELETE reached Graph");
     stack.shutdown().await;
 }

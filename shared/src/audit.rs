@@ -30,7 +30,16 @@ pub enum AuditEvent {
     TicketUpdated { update: String, state: String },
     /// `remove_at_ms`: when the removal is due (named apart from the record's own `at_ms`).
     RemovalScheduled { remove_at_ms: u64 },
-    RemovalExecuted { group_id: String, user_id: String, removed: bool, kept_pre_existing: bool, trigger: String },
+    RemovalExecuted {
+        group_id: String,
+        user_id: String,
+        removed: bool,
+        kept_pre_existing: bool,
+        /// Other requests that still hold the membership (it stays until the last lets go).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept_for: Vec<String>,
+        trigger: String,
+    },
     StepFailed { kind: String, attempt: u32, code: String, message: String },
     Compensated { group_id: String, user_id: String, removed: bool },
     DeadLettered { queue: String, job_id: String, dead_letter_id: String },
@@ -178,7 +187,7 @@ mod tests {
             },
             AuditEvent::TicketUpdated { update: "granted".into(), state: "3".into() },
             AuditEvent::RemovalScheduled { remove_at_ms: 42 },
-            AuditEvent::RemovalExecuted { group_id: "g".into(), user_id: "u".into(), removed: true, kept_pre_existing: false, trigger: "expiry".into() },
+            AuditEvent::RemovalExecuted { group_id: "g".into(), user_id: "u".into(), removed: true, kept_pre_existing: false, kept_for: vec!["r2".into()], trigger: "expiry".into() },
             AuditEvent::StepFailed { kind: "k".into(), attempt: 1, code: "c".into(), message: "m".into() },
             AuditEvent::Compensated { group_id: "g".into(), user_id: "u".into(), removed: true },
             AuditEvent::DeadLettered { queue: "q".into(), job_id: "j".into(), dead_letter_id: "d".into() },

@@ -15,6 +15,7 @@ use grantline_shared::policy::{Decision, UserFacts};
 use grantline_shared::request::{fields, RequestState};
 
 use super::{already_done, job_error};
+use crate::membership::{holders, holders_key, locked, MembershipLock};
 use crate::record::{load, GrantReceipt, StepCommit};
 use crate::services::Services;
 
@@ -40,59 +41,77 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             .outcome(Outcome::Deferred)
             .into_handoff();
     }
-    // effect ledger: a marker written before the change, so a retry after a crash between
-    // the change and its acknowledgement knows the membership it finds may be its own
-    let ledger = svc.queue.namespace().key(&format!("ledger:{}:execute-grant:{group_id}:{}", rec.id, requester.id));
-    let mut conn = svc.queue.connection();
-    let first_attempt: bool = redis::cmd("SET")
-        .arg(&ledger)
-        .arg(now_ms)
-        .arg("NX")
-        .query_async::<Option<String>>(&mut conn)
-        .await
-        .map_err(|e| JobError::transient("redis.unavailable", e.to_string()))?
-        .is_some();
-    let before = svc.graph.is_member(&group_id, &requester.id).await.map_err(job_error)?.value;
-    let added = svc.graph.add_member(&group_id, &requester.id).await.map_err(job_error)?;
-    // read back: the 204 is the source of truth, but a grant is recorded only once visible
-    let mut after = false;
-    for i in 0..5u32 {
-        after = svc.graph.is_member(&group_id, &requester.id).await.map_err(job_error)?.value;
-        if after {
-            break;
+    // one membership, many requests: grant and removal of it are serialised
+    let lock = MembershipLock::acquire(&svc.queue, &group_id, &requester.id, &rec.id, "execute-grant").await?;
+    locked(lock, &svc.queue, async {
+        // effect ledger: a marker written before the change, so a retry after a crash between
+        // the change and its acknowledgement knows the membership it finds may be its own
+        let ledger = svc.queue.namespace().key(&format!("ledger:{}:execute-grant:{group_id}:{}", rec.id, requester.id));
+        let mut conn = svc.queue.connection();
+        let first_attempt: bool = redis::cmd("SET")
+            .arg(&ledger)
+            .arg(now_ms)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .map_err(|e| JobError::transient("redis.unavailable", e.to_string()))?
+            .is_some();
+        let before = svc.graph.is_member(&group_id, &requester.id).await.map_err(job_error)?.value;
+        let added = svc.graph.add_member(&group_id, &requester.id).await.map_err(job_error)?;
+        // read back: the 204 is the source of truth, but a grant is recorded only once visible
+        let mut after = false;
+        for i in 0..5u32 {
+            after = svc.graph.is_member(&group_id, &requester.id).await.map_err(job_error)?.value;
+            if after {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 << i)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200 << i)).await;
-    }
-    if !after {
-        return Err(JobError::transient("grant.not_visible", "the membership is not visible yet; will verify again"));
-    }
-    // pre-existing: a member before our first attempt (a later attempt may find its own add)
-    let validated_pre_existing = rec.raw.get("pre_existing").is_some_and(|v| v == "true");
-    let pre_existing = if first_attempt { before || added.value == AddOutcome::AlreadyMember } else { validated_pre_existing };
-    let receipt = GrantReceipt {
-        group_id: group_id.clone(),
-        group_name: target.display_name.clone(),
-        user_id: requester.id.clone(),
-        user_upn: requester.upn.clone(),
-        pre_existing,
-        granted_ms: now_ms,
-        graph_request_id: added.correlation.request_id.clone(),
-        client_request_id: added.correlation.client_request_id.clone(),
-    };
-    StepCommit::new(&rec, "execute-grant", now_ms)
-        .event(AuditEvent::GrantExecuted {
-            group_id,
+        if !after {
+            return Err(JobError::transient("grant.not_visible", "the membership is not visible yet; will verify again"));
+        }
+        // pre-existing: a member before grantline (our first attempt may find its own add on a
+        // retry, hence the ledger); a membership other grantline requests hold is shared, not
+        // pre-existing, and this request becomes one more holder
+        let others: Vec<String> = holders(&svc.queue, &group_id, &requester.id).await?.into_iter().filter(|h| *h != rec.id).collect();
+        let validated_pre_existing = rec.raw.get("pre_existing").is_some_and(|v| v == "true");
+        let pre_existing = if !others.is_empty() {
+            false
+        } else if first_attempt {
+            before || added.value == AddOutcome::AlreadyMember
+        } else {
+            validated_pre_existing
+        };
+        let receipt = GrantReceipt {
+            group_id: group_id.clone(),
+            group_name: target.display_name.clone(),
             user_id: requester.id.clone(),
-            before_member: before,
-            after_member: after,
+            user_upn: requester.upn.clone(),
             pre_existing,
-            graph_request_id: receipt.graph_request_id.clone(),
-            client_request_id: receipt.client_request_id.clone(),
-        })
-        .set_json(fields::GRANT, &receipt)?
-        .write(grantline_queue::Write::new(grantline_queue::WriteCmd::Del, ledger_rel(&rec.id, &receipt), Vec::<String>::new()))
-        .outcome(Outcome::Granted)
-        .into_handoff()
+            granted_ms: now_ms,
+            graph_request_id: added.correlation.request_id.clone(),
+            client_request_id: added.correlation.client_request_id.clone(),
+        };
+        let commit = StepCommit::new(&rec, "execute-grant", now_ms)
+            .event(AuditEvent::GrantExecuted {
+                group_id: group_id.clone(),
+                user_id: requester.id.clone(),
+                before_member: before,
+                after_member: after,
+                pre_existing,
+                graph_request_id: receipt.graph_request_id.clone(),
+                client_request_id: receipt.client_request_id.clone(),
+            })
+            .set_json(fields::GRANT, &receipt)?
+            .write(grantline_queue::Write::new(grantline_queue::WriteCmd::Del, ledger_rel(&rec.id, &receipt), Vec::<String>::new()));
+        let commit = if pre_existing {
+            commit
+        } else {
+            commit.write(grantline_queue::Write::new(grantline_queue::WriteCmd::SAdd, holders_key(&group_id, &requester.id), [rec.id.clone()]))
+        };
+        commit.outcome(Outcome::Granted).into_handoff()
+    })
+    .await
 }
 
 fn ledger_rel(request_id: &str, g: &GrantReceipt) -> String {

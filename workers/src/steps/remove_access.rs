@@ -1,5 +1,6 @@
-//! remove-access: remove only what grantline added (never a membership that existed
-//! before), verify by reading back, and note the ticket.
+//! remove-access: let go of this request's hold on the membership. It is removed (and the
+//! removal verified) only when grantline added it and no other request still holds it; a
+//! membership that existed before is never removed. The ticket is noted either way.
 
 use std::sync::Arc;
 
@@ -10,7 +11,8 @@ use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::RemoveAccess;
 use grantline_shared::request::{fields, keys, RequestState};
 
-use super::{already_done, job_error};
+use super::already_done;
+use crate::membership::{forget_write, let_go, locked, MembershipLock};
 use crate::record::{load, GrantReceipt, StepCommit};
 use crate::services::Services;
 
@@ -20,24 +22,24 @@ pub async fn run(job: RemoveAccess, svc: Data<Arc<Services>>) -> Result<Handoff,
         return Ok(already_done("remove-access", &rec.id, rec.state));
     }
     let grant: GrantReceipt = rec.field(fields::GRANT).ok_or_else(|| JobError::permanent("request.no_grant", "no grant"))?;
-    let mut removed = false;
-    if !grant.pre_existing {
-        svc.graph.remove_member(&grant.group_id, &grant.user_id).await.map_err(job_error)?;
-        if svc.graph.is_member(&grant.group_id, &grant.user_id).await.map_err(job_error)?.value {
-            return Err(JobError::transient("removal.not_visible", "the membership is still visible; will verify again"));
-        }
-        removed = true;
-    }
-    let trigger = serde_json::to_value(job.trigger).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    StepCommit::new(&rec, "remove-access", svc.now_ms())
-        .event(AuditEvent::RemovalExecuted {
-            group_id: grant.group_id.clone(),
-            user_id: grant.user_id.clone(),
-            removed,
-            kept_pre_existing: grant.pre_existing,
-            trigger,
-        })
-        .write(Write::new(WriteCmd::ZRem, keys::EXPIRING, [rec.id.clone()]))
-        .outcome(Outcome::Removed)
-        .into_handoff()
+    let lock = MembershipLock::acquire(&svc.queue, &grant.group_id, &grant.user_id, &rec.id, "remove-access").await?;
+    locked(lock, &svc.queue, async {
+        let release = let_go(&svc, &grant, &rec.id).await?;
+        let trigger = serde_json::to_value(job.trigger).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        StepCommit::new(&rec, "remove-access", svc.now_ms())
+            .event(AuditEvent::RemovalExecuted {
+                group_id: grant.group_id.clone(),
+                user_id: grant.user_id.clone(),
+                removed: release.removed,
+                kept_pre_existing: release.kept_pre_existing,
+                kept_for: release.kept_for.clone(),
+                trigger,
+            })
+            .set_json("removal", &release)?
+            .write(forget_write(&grant, &rec.id))
+            .write(Write::new(WriteCmd::ZRem, keys::EXPIRING, [rec.id.clone()]))
+            .outcome(Outcome::Removed)
+            .into_handoff()
+    })
+    .await
 }

@@ -84,7 +84,7 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
                     g.group_id,
                     ms_to_text(g.granted_ms),
                     if g.pre_existing { " (the membership already existed; it will not be removed by this request)" } else { "" },
-                    end.map(ms_to_text).unwrap_or_else(|| "none (permanent)".into()),
+                    end.map(ms_to_text).map(|e| format!("{e}{}", duration_note(decision.as_ref()))).unwrap_or_else(|| "none (permanent)".into()),
                     g.graph_request_id.clone().unwrap_or_default(),
                     g.client_request_id,
                 ),
@@ -92,6 +92,12 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
             }
         }
         TicketUpdate::Removed => match &grant {
+            Some(g) if removal_kept_for(rec).is_some() => format!(
+                "Access period ended: {} keeps membership of {} for now: still needed by request(s) {}.",
+                g.user_upn,
+                g.group_name,
+                removal_kept_for(rec).unwrap_or_default().join(", ")
+            ),
             Some(g) if g.pre_existing => format!("Access period ended: {} kept membership of {} (it existed before this request).", g.user_upn, g.group_name),
             Some(g) => format!("Access period ended: {} removed from {} and verified.", g.user_upn, g.group_name),
             None => "Access period ended.".to_owned(),
@@ -102,6 +108,22 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
         }
     };
     (marker.clone(), RitmPatch { work_notes: Some(format!("{marker} {body} ({trace})")), ..patch })
+}
+
+/// The other requests that kept a membership alive at this request's removal.
+fn removal_kept_for(rec: &RequestRecord) -> Option<Vec<String>> {
+    let removal: serde_json::Value = rec.field("removal")?;
+    let kept: Vec<String> = serde_json::from_value(removal.get("kept_for")?.clone()).ok()?;
+    (!kept.is_empty()).then_some(kept)
+}
+
+/// Why the grant ends when it does, when the policy changed what was asked.
+fn duration_note(decision: Option<&Decision>) -> &'static str {
+    match decision.and_then(|d| d.duration.as_ref()) {
+        Some(d) if d.shortened_to_cap => " (shortened to the policy's maximum)",
+        Some(d) if d.ends_on_leave_date => " (the requester's leave date)",
+        _ => "",
+    }
 }
 
 pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
