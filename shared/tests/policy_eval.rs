@@ -211,6 +211,7 @@ fn user(id: &str) -> UserFacts {
         account_enabled: true,
         employee_leave_date_time: None,
         manager_id: Some("mgr".into()),
+        manager_upn: None,
         member_of: Vec::new(),
     }
 }

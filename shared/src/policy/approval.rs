@@ -324,7 +324,14 @@ fn resolve(spec: &ApproverSpec, target: &Target, facts: &RequestFacts, excluded:
     let (group_id, listed, missing) = match spec {
         ApproverSpec::Manager => (
             None,
-            facts.requester.manager_id.iter().filter(|m| !m.trim().is_empty()).cloned().collect::<Vec<_>>(),
+            facts
+                .requester
+                .manager_id
+                .iter()
+                .chain(facts.requester.manager_upn.iter())
+                .filter(|m| !m.trim().is_empty())
+                .cloned()
+                .collect::<Vec<_>>(),
             "the requester has no manager on record",
         ),
         ApproverSpec::MailboxOwner => (None, target.owners.mailbox.clone(), "the target declares no mailbox owner"),

@@ -71,6 +71,9 @@ pub struct UserFacts {
     /// The manager's object id; `None` when Graph answered 404 (no manager).
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "managerId")]
     pub manager_id: Option<String>,
+    /// The manager's UPN, so a manager may answer by either identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "managerUpn")]
+    pub manager_upn: Option<String>,
     /// Object ids of the groups the requester is a (transitive) member of.
     #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "memberOf")]
     pub member_of: Vec<String>,

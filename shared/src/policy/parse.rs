@@ -220,6 +220,8 @@ struct RawUser {
     #[serde(default)]
     manager_id: Option<String>,
     #[serde(default)]
+    manager_upn: Option<String>,
+    #[serde(default)]
     member_of: Vec<String>,
 }
 
@@ -870,6 +872,7 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                     account_enabled: u.account_enabled,
                     employee_leave_date_time: u.employee_leave_date_time.map(|t| t.0),
                     manager_id: u.manager_id,
+                    manager_upn: u.manager_upn,
                     member_of: u.member_of,
                 },
             )

@@ -115,6 +115,7 @@ pub async fn evaluate_ticket(
         account_enabled: user.account_enabled.unwrap_or(false),
         employee_leave_date_time: user.employee_leave_date_time,
         manager_id: manager.as_ref().map(|m| m.id.clone()),
+        manager_upn: manager.as_ref().and_then(|m| m.user_principal_name.clone()),
         member_of,
     };
     let mut facts = RequestFacts {
