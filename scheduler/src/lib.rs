@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use grantline_queue::{NewJob, PushOutcome, Queue, QueueError};
 use grantline_shared::jobs::{JobPayload, RemovalTrigger, RemoveAccess};
-use grantline_shared::request::keys;
+use grantline_shared::request::{fields, keys};
+use grantline_shared::trace::TRACEPARENT;
 use grantline_shared::JobKind;
 use redis::AsyncCommands;
 
@@ -33,8 +34,14 @@ pub async fn sweep_expired(queue: &Queue, now_ms: u64, grace: Duration) -> Resul
     let due: Vec<String> = conn.zrangebyscore_limit(queue.namespace().key(keys::EXPIRING), "-inf", cutoff, 0, 1000).await?;
     let mut enqueued = 0;
     for request_id in due {
-        let job = NewJob::new(RemoveAccess::KIND.as_str(), &RemoveAccess { request_id: request_id.clone(), trigger: RemovalTrigger::Expiry })?
+        // the removal joins the request's trace
+        let traceparent: Option<String> =
+            conn.hget(queue.namespace().key(&keys::request(&request_id)), fields::TRACEPARENT).await?;
+        let mut job = NewJob::new(RemoveAccess::KIND.as_str(), &RemoveAccess { request_id: request_id.clone(), trigger: RemovalTrigger::Expiry })?
             .idempotency_key(format!("sweep:{request_id}"));
+        if let Some(tp) = traceparent.filter(|t| !t.is_empty()) {
+            job = job.meta(TRACEPARENT, tp);
+        }
         if let PushOutcome::Enqueued { .. } = queue.push(job).await? {
             tracing::warn!(request_id, "expired grant had no removal; enqueued one");
             enqueued += 1;
