@@ -13,6 +13,30 @@ use redis::AsyncCommands;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy.toml");
 
+struct Setup {
+    redis: RedisServer,
+    q: Queue,
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    good: String,
+    handle: PolicyHandle,
+    v1: String,
+}
+
+/// A private Redis, a copy of the example policy in a temp dir, and the policy loaded from it.
+async fn setup() -> Setup {
+    let redis = RedisServer::start().unwrap();
+    let q = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("grantline-policy-{:08x}", fastrand_u32()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    let good = std::fs::read_to_string(EXAMPLE).unwrap();
+    std::fs::write(&path, &good).unwrap();
+    let handle = PolicyHandle::new(grantline_shared::policy::load_file(&path).unwrap());
+    let v1 = handle.get().version().to_owned();
+    Setup { redis, q, dir, path, good, handle, v1 }
+}
+
 async fn status(q: &Queue) -> HashMap<String, String> {
     let mut conn = q.connection();
     conn.hgetall(q.namespace().key(policy_reload::STATUS_KEY)).await.unwrap()
@@ -28,15 +52,7 @@ async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
 
 #[tokio::test]
 async fn a_broken_file_keeps_the_previous_policy_and_a_good_change_is_picked_up() {
-    let redis = RedisServer::start().unwrap();
-    let q = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("grantline-policy-{:08x}", fastrand_u32()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.toml");
-    let good = std::fs::read_to_string(EXAMPLE).unwrap();
-    std::fs::write(&path, &good).unwrap();
-    let handle = PolicyHandle::new(grantline_shared::policy::load_file(&path).unwrap());
-    let v1 = handle.get().version().to_owned();
+    let Setup { redis: _redis, q, dir, path, good, handle, v1 } = setup().await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn(policy_reload::watch(handle.clone(), path.clone(), q.clone(), Duration::from_millis(50), async {
         let _ = rx.await;
@@ -76,15 +92,7 @@ async fn a_broken_file_keeps_the_previous_policy_and_a_good_change_is_picked_up(
 
 #[tokio::test]
 async fn sighup_reloads_at_once() {
-    let redis = RedisServer::start().unwrap();
-    let q = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("grantline-policy-{:08x}", fastrand_u32()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.toml");
-    let good = std::fs::read_to_string(EXAMPLE).unwrap();
-    std::fs::write(&path, &good).unwrap();
-    let handle = PolicyHandle::new(grantline_shared::policy::load_file(&path).unwrap());
-    let v1 = handle.get().version().to_owned();
+    let Setup { redis: _redis, q, dir, path, good, handle, v1 } = setup().await;
     // file polling an hour apart: only the signal can trigger this reload
     let watcher = tokio::spawn(policy_reload::watch(handle.clone(), path.clone(), q.clone(), Duration::from_secs(3600), std::future::pending()));
     tokio::time::sleep(Duration::from_millis(100)).await; // the handler is installed
