@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use grantline_queue::Queue;
 use grantline_shared::audit::{self, AuditRecord};
@@ -70,7 +70,9 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCmd {
-    List { queue: Option<String> },
+    List {
+        queue: Option<String>,
+    },
     Retry {
         queue: String,
         /// Dead-letter id (omit with --all)
@@ -78,7 +80,10 @@ pub enum DlqCmd {
         #[arg(long)]
         all: bool,
     },
-    Discard { queue: String, id: String },
+    Discard {
+        queue: String,
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,7 +190,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let state = grantline_ingest::AppState::new(q.clone(), cfg.ingest.clone());
             let ingest_cfg = cfg.ingest.clone();
             let ingest_rx = rx.clone();
-            let ingest = tokio::spawn(async move { grantline_ingest::serve(&ingest_cfg, state, wait(ingest_rx)).await });
+            let ingest =
+                tokio::spawn(async move { grantline_ingest::serve(&ingest_cfg, state, wait(ingest_rx)).await });
             let scheduler = tokio::spawn(grantline_scheduler::run(q, Default::default(), wait(rx.clone())));
             let workers = tokio::spawn(grantline_workers::run_workers(svc, opts, wait(rx.clone())));
             shutdown_signal().await;
@@ -219,11 +225,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("{:<18} {:>8} {:>9} {:>8} {:>6} {:>11} {:>10} {:>8}", "queue", "ready", "in-flight", "delayed", "dead", "oldest-ms", "completed", "retried");
+                println!(
+                    "{:<18} {:>8} {:>9} {:>8} {:>6} {:>11} {:>10} {:>8}",
+                    "queue", "ready", "in-flight", "delayed", "dead", "oldest-ms", "completed", "retried"
+                );
                 for m in all {
                     println!(
                         "{:<18} {:>8} {:>9} {:>8} {:>6} {:>11} {:>10} {:>8}",
-                        m.queue, m.ready, m.in_flight, m.delayed, m.dead, m.oldest_ready_age_ms, m.completed_total, m.retried_total
+                        m.queue,
+                        m.ready,
+                        m.in_flight,
+                        m.delayed,
+                        m.dead,
+                        m.oldest_ready_age_ms,
+                        m.completed_total,
+                        m.retried_total
                     );
                 }
             }
@@ -271,7 +287,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 fn spawn_policy_watch(cfg: &Config, svc: &grantline_workers::Services) {
     let (handle, queue) = (svc.policy.clone(), svc.queue.clone());
     let path = PathBuf::from(&cfg.policy.path);
-    tokio::spawn(grantline_workers::policy_reload::watch(handle, path, queue, std::time::Duration::from_secs(2), std::future::pending()));
+    tokio::spawn(grantline_workers::policy_reload::watch(
+        handle,
+        path,
+        queue,
+        std::time::Duration::from_secs(2),
+        std::future::pending(),
+    ));
 }
 
 fn worker_options(cfg: &Config) -> grantline_workers::WorkerOptions {
@@ -282,8 +304,12 @@ fn worker_options(cfg: &Config) -> grantline_workers::WorkerOptions {
 }
 
 pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> {
-    let graph = cfg.graph.as_ref().ok_or_else(|| anyhow!("graph: configuration missing (graph.base_url, graph.token.*)"))?;
-    let sn = cfg.servicenow.as_ref().ok_or_else(|| anyhow!("servicenow: configuration missing (servicenow.instance_url, servicenow.auth)"))?;
+    let graph =
+        cfg.graph.as_ref().ok_or_else(|| anyhow!("graph: configuration missing (graph.base_url, graph.token.*)"))?;
+    let sn = cfg
+        .servicenow
+        .as_ref()
+        .ok_or_else(|| anyhow!("servicenow: configuration missing (servicenow.instance_url, servicenow.auth)"))?;
     let policy = policy::load_file(&cfg.policy.path).map_err(|e| anyhow!("{e}"))?;
     Ok(Arc::new(grantline_workers::Services {
         queue: queue(cfg).await?,
@@ -375,7 +401,10 @@ async fn explain_ticket(cfg: &Config, file: &std::path::Path, number: &str, json
     };
     let e = policy::explain(&facts, &p);
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ticket": number, "facts": facts, "explanation": e}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ticket": number, "facts": facts, "explanation": e}))?
+        );
     } else {
         println!("{number}: {}\n{e}", ritm.short_description);
     }
@@ -398,7 +427,8 @@ fn policy_cmd(cmd: &PolicyCmd) -> Result<ExitCode> {
             let p = policy::load_file(file).map_err(|e| anyhow!("{e}"))?;
             let request = request.as_ref().ok_or_else(|| anyhow!("give --request FILE.json or --ticket NUMBER"))?;
             let text = std::fs::read_to_string(request).with_context(|| format!("reading {}", request.display()))?;
-            let facts: policy::RequestFacts = serde_json::from_str(&text).with_context(|| format!("{}: request facts", request.display()))?;
+            let facts: policy::RequestFacts =
+                serde_json::from_str(&text).with_context(|| format!("{}: request facts", request.display()))?;
             let e = policy::explain(&facts, &p);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&e)?);

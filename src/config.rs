@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use grantline_connectors::{GraphConfig, ServiceNowConfig};
 use grantline_queue::{QueueConfig, RetryPolicy};
 use serde::Deserialize;
@@ -141,7 +141,11 @@ pub fn overlay_env(tree: &mut toml::Table, vars: impl Iterator<Item = (String, S
     for (k, v) in vars {
         let Some(path) = k.strip_prefix("GRANTLINE__") else { continue };
         let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        let value = format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or(toml::Value::String(v));
+        let value = format!("v = {v}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(v));
         let mut node = &mut *tree;
         for (i, part) in parts.iter().enumerate() {
             if i + 1 == parts.len() {

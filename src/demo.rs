@@ -7,14 +7,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result, anyhow};
 use grantline_connectors::servicenow::ServiceNowAuth;
-use grantline_connectors::{EntraTokenConfig, GraphClient, GraphConfig, HttpConfig, Secret, ServiceNowClient, ServiceNowConfig};
+use grantline_connectors::{
+    EntraTokenConfig, GraphClient, GraphConfig, HttpConfig, Secret, ServiceNowClient, ServiceNowConfig,
+};
 use grantline_queue::server::RedisServer;
 use grantline_queue::{Queue, QueueConfig};
 use grantline_shared::audit::AuditRecord;
-use grantline_shared::request::{fields, keys, RequestState};
-use grantline_sims::{ids, snow_sys_id, NewRitm, Sims, SimsConfig};
+use grantline_shared::request::{RequestState, fields, keys};
+use grantline_sims::{NewRitm, Sims, SimsConfig, ids, snow_sys_id};
 use grantline_workers::{PolicyHandle, Services, WorkerOptions};
 use redis::AsyncCommands;
 
@@ -49,16 +51,34 @@ struct Sample {
 
 fn samples() -> Vec<Sample> {
     vec![
-        Sample { label: "Alex: Finance BI", ritm: NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME) },
+        Sample {
+            label: "Alex: Finance BI",
+            ritm: NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME),
+        },
         Sample {
             label: "Megan: Team Alpha for 20 seconds",
             ritm: NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME).variable("duration", "20s"),
         },
-        Sample { label: "Contractor: Team Alpha", ritm: NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
-        Sample { label: "Adele: Team Alpha (already a member)", ritm: NewRitm::new(&snow_sys_id(ids::ADELE_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
-        Sample { label: "Diego (disabled): Finance BI", ritm: NewRitm::new(&snow_sys_id(ids::DISABLED_ID), ids::CAT_ITEM_FINANCE_BI_NAME) },
-        Sample { label: "Lee (left): Team Alpha", ritm: NewRitm::new(&snow_sys_id(ids::LEAVER_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME) },
-        Sample { label: "Isaiah: Standing desk (not in the catalog)", ritm: NewRitm::new(&snow_sys_id(ids::ISAIAH_ID), ids::CAT_ITEM_UNMAPPED_NAME) },
+        Sample {
+            label: "Contractor: Team Alpha",
+            ritm: NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME),
+        },
+        Sample {
+            label: "Adele: Team Alpha (already a member)",
+            ritm: NewRitm::new(&snow_sys_id(ids::ADELE_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME),
+        },
+        Sample {
+            label: "Diego (disabled): Finance BI",
+            ritm: NewRitm::new(&snow_sys_id(ids::DISABLED_ID), ids::CAT_ITEM_FINANCE_BI_NAME),
+        },
+        Sample {
+            label: "Lee (left): Team Alpha",
+            ritm: NewRitm::new(&snow_sys_id(ids::LEAVER_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME),
+        },
+        Sample {
+            label: "Isaiah: Standing desk (not in the catalog)",
+            ritm: NewRitm::new(&snow_sys_id(ids::ISAIAH_ID), ids::CAT_ITEM_UNMAPPED_NAME),
+        },
     ]
 }
 
@@ -75,7 +95,12 @@ pub async fn run(policy_path: &str) -> Result<()> {
         }
     };
     let sims = Sims::start(SimsConfig::demo()).await.map_err(|e| anyhow!("simulators: {e}"))?;
-    println!("simulators: login {}  graph {}  servicenow {}", sims.login.base_url(), sims.graph.v1_url(), sims.servicenow.base_url());
+    println!(
+        "simulators: login {}  graph {}  servicenow {}",
+        sims.login.base_url(),
+        sims.graph.v1_url(),
+        sims.servicenow.base_url()
+    );
     let cfg = QueueConfig {
         namespace: format!("demo{:06x}", fastrand::u32(..0xffffff)),
         dead_letter_queue: Some("alert".into()),
@@ -98,8 +123,14 @@ pub async fn run(policy_path: &str) -> Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     }));
     let ingest_cfg = grantline_ingest::IngestConfig {
-        servicenow: grantline_ingest::ServiceNowAuth { shared_secret: Some(grantline_ingest::Secret::new(SECRET)), hmac_secret: None },
-        operator_tokens: vec![grantline_ingest::OperatorToken { id: "demo".into(), token: grantline_ingest::Secret::new(OPERATOR) }],
+        servicenow: grantline_ingest::ServiceNowAuth {
+            shared_secret: Some(grantline_ingest::Secret::new(SECRET)),
+            hmac_secret: None,
+        },
+        operator_tokens: vec![grantline_ingest::OperatorToken {
+            id: "demo".into(),
+            token: grantline_ingest::Secret::new(OPERATOR),
+        }],
         ..Default::default()
     };
     let app = grantline_ingest::router(grantline_ingest::AppState::new(queue.clone(), ingest_cfg));
@@ -107,10 +138,11 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let ingest_url = format!("http://{}", listener.local_addr()?);
     let mut rx = stop_rx.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|v| *v).await;
-        })
-        .await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await;
     });
     println!("ingest: {ingest_url}\n");
 
@@ -136,7 +168,10 @@ pub async fn run(policy_path: &str) -> Result<()> {
     // live timeline until every request rests; then the data owner approves Alex's request
     // through the decision API, and the timeline runs until the short grant has expired
     let mut seen: HashMap<String, usize> = HashMap::new();
-    follow(&queue, &requests, &mut seen, &|s, _| s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)).await?;
+    follow(&queue, &requests, &mut seen, &|s, _| {
+        s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)
+    })
+    .await?;
     // approvers answer through the decision API, as a Teams or Slack callback would
     for (index, approver, why) in [
         (0, ids::PATTI_UPN, "as the data owner of Finance BI"),
@@ -182,7 +217,8 @@ async fn follow(
         let mut resting = 0;
         for (_, number, id) in requests {
             let mut conn = queue.connection();
-            let entries: redis::streams::StreamRangeReply = conn.xrange_all(queue.namespace().key(&keys::audit(id))).await?;
+            let entries: redis::streams::StreamRangeReply =
+                conn.xrange_all(queue.namespace().key(&keys::audit(id))).await?;
             let n = seen.entry(id.clone()).or_default();
             for e in entries.ids.iter().skip(*n) {
                 if let Ok(r) = serde_json::from_str::<AuditRecord>(&e.get::<String>("record").unwrap_or_default()) {
@@ -206,18 +242,18 @@ async fn follow(
 }
 
 async fn print_table(queue: &Queue, sims: &Sims, requests: &[(&str, String, String)]) -> Result<()> {
-    println!("\n{:<11} {:<40} {:<18} {}", "ticket", "request", "state", "outcome");
+    println!("\n{:<11} {:<40} {:<18} outcome", "ticket", "request", "state");
     let mut table = BTreeMap::new();
     for (label, number, id) in requests {
         let mut conn = queue.connection();
         let rec: HashMap<String, String> = conn.hgetall(queue.namespace().key(&keys::request(id))).await?;
         let state = rec.get(fields::STATE).cloned().unwrap_or_default();
         let mut reason = rec.get(fields::REASON).cloned().unwrap_or_default();
-        if state == "active" {
-            if let Some(end) = rec.get(fields::END_MS).and_then(|e| e.parse::<i64>().ok()) {
-                let end = jiff::Timestamp::from_millisecond(end).map(|t| t.to_string()).unwrap_or_default();
-                reason = format!("granted until {end}; {reason}");
-            }
+        if state == "active"
+            && let Some(end) = rec.get(fields::END_MS).and_then(|e| e.parse::<i64>().ok())
+        {
+            let end = jiff::Timestamp::from_millisecond(end).map(|t| t.to_string()).unwrap_or_default();
+            reason = format!("granted until {end}; {reason}");
         }
         let ticket = sims
             .servicenow

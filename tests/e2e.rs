@@ -357,7 +357,8 @@ async fn a_pre_existing_membership_is_kept_at_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_approves_by_upn_and_the_grant_ends_on_the_leave_date() {
     let stack = Stack::start().await;
-    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    let (number, id) =
+        stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
     stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
     // Patti is the contractor's manager; a chat callback may carry her UPN rather than her id
     let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;

@@ -4,14 +4,18 @@
 
 use std::process::Command;
 
-use grantline_sims::{ids, snow_sys_id, NewRitm, Sims, SimsConfig};
+use grantline_sims::{NewRitm, Sims, SimsConfig, ids, snow_sys_id};
 
 const BIN: &str = env!("CARGO_BIN_EXE_grantline");
 const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policy.toml");
 
 fn grantline(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN).args(args).env("RUST_LOG", "off").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn temp(name: &str, text: &str) -> std::path::PathBuf {
@@ -27,7 +31,8 @@ fn check_accepts_the_example_and_rejects_a_malformed_file_with_its_line() {
     let (code, out, _) = grantline(&["policy", "check", POLICY]);
     assert_eq!(code, 0);
     assert!(out.starts_with("ok: ") && out.contains("sha256:"), "{out}");
-    let bad = temp("bad.toml", "schema_version = 1\n\n[groups.finance]\nid = \"not-a-guid\"\ndisplay_name = \"Finance\"\n");
+    let bad =
+        temp("bad.toml", "schema_version = 1\n\n[groups.finance]\nid = \"not-a-guid\"\ndisplay_name = \"Finance\"\n");
     let (code, _, err) = grantline(&["policy", "check", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("bad.toml:4:"), "names file and line: {err}");
@@ -50,7 +55,8 @@ fn explain_from_facts_prints_the_checks_decision_and_plan() {
         "target_group": { "id": ids::GROUP_TEAM_ALPHA, "group_types": [], "mail_enabled": false, "security_enabled": true }
     });
     let path = temp("facts.json", &facts.to_string());
-    let (code, out, err) = grantline(&["policy", "explain", "--policy", POLICY, "--request", path.to_str().unwrap(), "--json"]);
+    let (code, out, err) =
+        grantline(&["policy", "explain", "--policy", POLICY, "--request", path.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let text = v.to_string();
@@ -95,7 +101,10 @@ async fn explain_a_live_ticket_reads_servicenow_and_graph_and_changes_nothing() 
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["ticket"], created.number.as_str());
     assert_eq!(v["facts"]["requester"]["id"], ids::MEGAN_ID);
-    assert!(v["facts"]["requester"]["member_of"].to_string().contains(ids::GROUP_HELPDESK), "membership was read: {stdout}");
+    assert!(
+        v["facts"]["requester"]["member_of"].to_string().contains(ids::GROUP_HELPDESK),
+        "membership was read: {stdout}"
+    );
     assert!(stdout.contains("helpdesk-joins-team-alpha"), "{stdout}");
     // nothing changed: no directory write, no ticket note
     assert_eq!(sims.graph.state().counters().writes_applied, writes_before);

@@ -133,6 +133,8 @@ pub fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Err
 
 /// The stable suffix of a machine code for a non-success status (`graph.` + this, for example).
 pub fn status_code_name(status: StatusCode) -> &'static str {
+    // specific codes first, then their class
+    #[allow(clippy::match_overlapping_arm)]
     match status.as_u16() {
         400 => "bad_request",
         401 => "unauthorized",

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Configuration: defaults, deserialization, validation, and secrets that never print.
 
 mod common;

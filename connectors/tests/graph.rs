@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The Graph client against fixture servers that answer with the bodies and headers of
 //! apis.md section 2.
 
@@ -438,8 +439,11 @@ async fn empty_ids_are_refused_before_sending() {
 // ---------------------------------------------------------------------------------------
 // Spans: one per call, with the documented fields.
 
+/// Closed spans (name and fields), and span id -> index while open.
+type SpanLog = Arc<Mutex<Vec<(String, HashMap<String, String>)>>>;
+
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, HashMap<String, String>)>>>, Arc<Mutex<HashMap<u64, usize>>>);
+struct Spans(SpanLog, Arc<Mutex<HashMap<u64, usize>>>);
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The ServiceNow client against fixture servers that answer with the bodies and headers of
 //! apis.md section 4.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The client-credentials token provider against a fixture token endpoint.
 
 mod common;

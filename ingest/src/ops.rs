@@ -127,7 +127,10 @@ async fn policy_status(state: &AppState) -> String {
         let _ = writeln!(out, "grantline_policy_info{{version=\"{}\"}} 1", escape(version));
     }
     let failures: u64 = status.get("reload_failures").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let _ = writeln!(out, "# HELP grantline_policy_reload_failures_total Policy files that failed to load (the previous policy stayed in force).");
+    let _ = writeln!(
+        out,
+        "# HELP grantline_policy_reload_failures_total Policy files that failed to load (the previous policy stayed in force)."
+    );
     let _ = writeln!(out, "# TYPE grantline_policy_reload_failures_total counter");
     let _ = writeln!(out, "grantline_policy_reload_failures_total {failures}");
     out

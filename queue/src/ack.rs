@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
-use futures::future::BoxFuture;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
 use crate::job::{Handoff, IntoHandoff, JobError};
@@ -129,7 +129,12 @@ async fn settle(queue: &Queue, keys: &QueueKeys, lease: &Lease, outcome: Result<
     }
 }
 
-async fn record_failure(queue: &Queue, keys: &QueueKeys, lease: &Lease, err: &JobError) -> Result<(), crate::QueueError> {
+async fn record_failure(
+    queue: &Queue,
+    keys: &QueueKeys,
+    lease: &Lease,
+    err: &JobError,
+) -> Result<(), crate::QueueError> {
     match queue.fail(keys, &lease.member, &lease.id, lease.attempt, err).await? {
         FailOutcome::Retry { .. } => {
             tracing::info!(queue = %keys, job = %lease.id, attempt = lease.attempt, code = err.code(), "attempt failed; retry scheduled")

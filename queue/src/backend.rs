@@ -11,26 +11,26 @@ use std::time::Duration;
 
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::metadata::MetadataStore;
 use apalis_core::task::task_id::TaskId;
-use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
 use std::future::Future;
 
-use futures::future::BoxFuture;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
+use crate::QueueError;
 use crate::ack::{AckLayer, Lease};
 use crate::config::QueueConfig;
-use crate::job::{now_ms, Envelope, JobError, NewJob, PushOutcome, RunAt};
+use crate::job::{Envelope, JobError, NewJob, PushOutcome, RunAt, now_ms};
 use crate::keys::QueueKeys;
-use crate::queue::{ms, string, Queue};
+use crate::queue::{Queue, ms, string};
 use crate::scripts::SCRIPTS;
-use crate::QueueError;
 
 struct Fetched<T> {
     tasks: Vec<Task<T>>,
@@ -179,7 +179,12 @@ async fn fetch<T: DeserializeOwned>(queue: Queue, keys: QueueKeys, batch: usize)
         .invoke(
             &SCRIPTS.fetch,
             &[keys.ready.clone(), keys.inflight.clone(), keys.jobs.clone(), keys.delayed.clone(), keys.signal.clone()],
-            &[batch.to_string(), ms(cfg.lease).to_string(), queue.worker_id().to_owned(), cfg.promote_batch.to_string()],
+            &[
+                batch.to_string(),
+                ms(cfg.lease).to_string(),
+                queue.worker_id().to_owned(),
+                cfg.promote_batch.to_string(),
+            ],
         )
         .await?;
     let items = match v {
@@ -227,7 +232,9 @@ async fn fetch<T: DeserializeOwned>(queue: Queue, keys: QueueKeys, batch: usize)
 
 async fn release(queue: Queue, keys: QueueKeys, members: Vec<String>) {
     for attempt in 0..5u32 {
-        let r = queue.invoke(&SCRIPTS.release, &[keys.inflight.clone(), keys.ready.clone(), keys.signal.clone()], &members).await;
+        let r = queue
+            .invoke(&SCRIPTS.release, &[keys.inflight.clone(), keys.ready.clone(), keys.signal.clone()], &members)
+            .await;
         match r {
             Ok(_) => {
                 tracing::info!(queue = %keys, returned = members.len(), "returned unstarted jobs to the queue");
@@ -252,7 +259,11 @@ impl<T: DeserializeOwned + Send + 'static> Backend for RedisBackend<T> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         loop {
             if let Some(task) = self.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(task)));
@@ -284,7 +295,7 @@ impl<T: DeserializeOwned + Send + 'static> Backend for RedisBackend<T> {
                     }
                     Err(e) => {
                         self.failures = self.failures.saturating_add(1);
-                        if self.failures == 1 || self.failures % 20 == 0 {
+                        if self.failures == 1 || self.failures.is_multiple_of(20) {
                             tracing::warn!(queue = %self.keys, error = %e, failures = self.failures, "fetch failed; backing off");
                         }
                         self.start_backoff();
@@ -293,19 +304,19 @@ impl<T: DeserializeOwned + Send + 'static> Backend for RedisBackend<T> {
                 continue;
             }
             let mut wake = std::mem::take(&mut self.more) || (self.waiting.is_none() && self.due.is_none());
-            if let Some(w) = self.waiting.as_mut() {
-                if let Poll::Ready(conn) = w.poll_unpin(cx) {
-                    self.blocker = conn;
-                    self.waiting = None;
-                    wake = true;
-                }
+            if let Some(w) = self.waiting.as_mut()
+                && let Poll::Ready(conn) = w.poll_unpin(cx)
+            {
+                self.blocker = conn;
+                self.waiting = None;
+                wake = true;
             }
-            if let Some(t) = self.due.as_mut() {
-                if t.as_mut().poll(cx).is_ready() {
-                    // the wake-up wait stays pending; the fetch promotes what fell due
-                    self.due = None;
-                    wake = true;
-                }
+            if let Some(t) = self.due.as_mut()
+                && t.as_mut().poll(cx).is_ready()
+            {
+                // the wake-up wait stays pending; the fetch promotes what fell due
+                self.due = None;
+                wake = true;
             }
             if !wake {
                 return Poll::Pending;

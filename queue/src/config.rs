@@ -109,7 +109,10 @@ impl QueueConfig {
         let ns_ok = !self.namespace.is_empty()
             && self.namespace.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !ns_ok {
-            return Err(format!("queue.namespace: {:?} must be non-empty and use only letters, digits, '-', '_' or '.'", self.namespace));
+            return Err(format!(
+                "queue.namespace: {:?} must be non-empty and use only letters, digits, '-', '_' or '.'",
+                self.namespace
+            ));
         }
         if self.renew_every.saturating_mul(2) >= self.lease {
             return Err(format!(
@@ -120,7 +123,9 @@ impl QueueConfig {
         if self.fetch_batch == 0 || self.promote_batch == 0 {
             return Err("queue.fetch_batch and queue.promote_batch must be at least 1".into());
         }
-        for (kind, p) in std::iter::once(("default", &self.default_retry)).chain(self.retry.iter().map(|(k, v)| (k.as_str(), v))) {
+        for (kind, p) in
+            std::iter::once(("default", &self.default_retry)).chain(self.retry.iter().map(|(k, v)| (k.as_str(), v)))
+        {
             if p.max_attempts == 0 {
                 return Err(format!("queue.retry.{kind}.max_attempts must be at least 1"));
             }
@@ -135,7 +140,12 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded_jittered_and_respects_retry_after() {
-        let p = RetryPolicy { max_attempts: 5, base: Duration::from_millis(100), cap: Duration::from_secs(1), max_throttled: 3 };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            max_throttled: 3,
+        };
         for attempt in 1..=12 {
             let ceiling = Duration::from_millis(100 * (1u64 << (attempt - 1).min(30))).min(Duration::from_secs(1));
             for _ in 0..200 {
@@ -155,8 +165,7 @@ mod tests {
         assert!(c.validate().is_ok());
         c.renew_every = c.lease;
         assert!(c.validate().unwrap_err().contains("queue.renew_every"));
-        let mut c = QueueConfig::default();
-        c.namespace = "a b".into();
+        let c = QueueConfig { namespace: "a b".into(), ..QueueConfig::default() };
         assert!(c.validate().unwrap_err().contains("queue.namespace"));
     }
 }

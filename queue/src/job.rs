@@ -15,7 +15,11 @@ pub fn validate_id(id: &str) -> Result<(), QueueError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if ok { Ok(()) } else { Err(QueueError::InvalidJob(format!("job id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(QueueError::InvalidJob(format!("job id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]")))
+    }
 }
 
 /// A fresh, time-ordered job id.
@@ -109,7 +113,8 @@ pub(crate) fn now_ms() -> u64 {
 
 impl NewJob {
     pub(crate) fn envelope(&self) -> Result<String, QueueError> {
-        serde_json::to_string(&Envelope { p: &self.payload, m: self.metadata.clone(), c: now_ms() }).map_err(QueueError::Encode)
+        serde_json::to_string(&Envelope { p: &self.payload, m: self.metadata.clone(), c: now_ms() })
+            .map_err(QueueError::Encode)
     }
 }
 
@@ -171,7 +176,10 @@ impl Write {
         Self { cmd, key: key.into(), args: args.into_iter().map(Into::into).collect() }
     }
     /// HSET key f1 v1 f2 v2 ...
-    pub fn hset<K: Into<String>, V: Into<String>>(key: impl Into<String>, fields: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn hset<K: Into<String>, V: Into<String>>(
+        key: impl Into<String>,
+        fields: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         let mut args = Vec::new();
         for (k, v) in fields {
             args.push(k.into());
@@ -180,7 +188,10 @@ impl Write {
         Self { cmd: WriteCmd::HSet, key: key.into(), args }
     }
     /// XADD key * f1 v1 ... (never capped: streams given here are audit material).
-    pub fn xadd<K: Into<String>, V: Into<String>>(key: impl Into<String>, fields: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn xadd<K: Into<String>, V: Into<String>>(
+        key: impl Into<String>,
+        fields: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         let mut args = vec!["*".to_owned()];
         for (k, v) in fields {
             args.push(k.into());
@@ -280,12 +291,16 @@ impl JobError {
     }
     pub fn code(&self) -> &str {
         match self {
-            JobError::Transient { code, .. } | JobError::Throttled { code, .. } | JobError::Permanent { code, .. } => code,
+            JobError::Transient { code, .. } | JobError::Throttled { code, .. } | JobError::Permanent { code, .. } => {
+                code
+            }
         }
     }
     pub fn message(&self) -> &str {
         match self {
-            JobError::Transient { message, .. } | JobError::Throttled { message, .. } | JobError::Permanent { message, .. } => message,
+            JobError::Transient { message, .. }
+            | JobError::Throttled { message, .. }
+            | JobError::Permanent { message, .. } => message,
         }
     }
     pub fn retry_after(&self) -> Option<Duration> {
@@ -312,18 +327,30 @@ pub struct AttemptError {
 /// The result of a push or commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushOutcome {
-    Enqueued { id: String },
+    Enqueued {
+        id: String,
+    },
     /// The idempotency key or the id was taken: nothing was written.
-    Duplicate { id: String, existing: String },
+    Duplicate {
+        id: String,
+        existing: String,
+    },
 }
 
 /// The result of a commit with guards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
-    Applied { ids: Vec<String> },
-    Duplicate { id: String, existing: String },
+    Applied {
+        ids: Vec<String>,
+    },
+    Duplicate {
+        id: String,
+        existing: String,
+    },
     /// The guard at this index (0-based) did not hold: nothing was written.
-    GuardFailed { index: usize },
+    GuardFailed {
+        index: usize,
+    },
 }
 
 #[cfg(test)]

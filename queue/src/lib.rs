@@ -32,8 +32,8 @@ pub use ack::{AckLayer, AckService};
 pub use backend::RedisBackend;
 pub use config::{QueueConfig, RetryPolicy};
 pub use job::{
-    new_id, successor_id, validate_id, AttemptError, CommitOutcome, Guard, Handoff, IntoHandoff, JobError, NewJob,
-    PushOutcome, RunAt, Write, WriteCmd,
+    AttemptError, CommitOutcome, Guard, Handoff, IntoHandoff, JobError, NewJob, PushOutcome, RunAt, Write, WriteCmd,
+    new_id, successor_id, validate_id,
 };
 pub use keys::{Namespace, QueueKeys};
 pub use queue::{DeadLetter, FailOutcome, Queue, QueueMetrics};

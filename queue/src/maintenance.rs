@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use crate::queue::{ms, Inner, Queue};
-use crate::scripts::SCRIPTS;
 use crate::QueueError;
+use crate::queue::{Inner, Queue, ms};
+use crate::scripts::SCRIPTS;
 
 impl Queue {
     /// Marks a queue as consumed by this process and starts the maintenance loop once.
@@ -34,10 +34,10 @@ impl Queue {
     }
 
     pub(crate) fn forget_lease(&self, queue: &str, member: &str) {
-        if let Ok(mut l) = self.inner.leases.lock() {
-            if let Some(set) = l.get_mut(queue) {
-                set.remove(member);
-            }
+        if let Ok(mut l) = self.inner.leases.lock()
+            && let Some(set) = l.get_mut(queue)
+        {
+            set.remove(member);
         }
     }
 
@@ -61,7 +61,9 @@ impl Queue {
     /// Renews every lease this process holds. Returns how many were renewed.
     pub(crate) async fn renew_leases(&self) -> Result<u64, QueueError> {
         let snapshot: HashMap<String, Vec<String>> = match self.inner.leases.lock() {
-            Ok(l) => l.iter().filter(|(_, s)| !s.is_empty()).map(|(q, s)| (q.clone(), s.iter().cloned().collect())).collect(),
+            Ok(l) => {
+                l.iter().filter(|(_, s)| !s.is_empty()).map(|(q, s)| (q.clone(), s.iter().cloned().collect())).collect()
+            }
             Err(_) => return Ok(0),
         };
         let lease_ms = ms(self.config().lease).to_string();

@@ -9,14 +9,14 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
+use crate::QueueError;
 use crate::config::QueueConfig;
 use crate::job::{
-    new_id, now_ms, successor_id, validate_id, AttemptError, CommitOutcome, Envelope, Guard, Handoff, JobError, NewJob,
-    PushOutcome, RunAt,
+    AttemptError, CommitOutcome, Envelope, Guard, Handoff, JobError, NewJob, PushOutcome, RunAt, new_id, now_ms,
+    successor_id, validate_id,
 };
 use crate::keys::{Namespace, QueueKeys};
 use crate::scripts::SCRIPTS;
-use crate::QueueError;
 
 /// A handle on one namespace of queues in one Redis.
 #[derive(Clone)]
@@ -26,7 +26,10 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("namespace", &self.inner.cfg.namespace).field("worker", &self.inner.worker_id).finish()
+        f.debug_struct("Queue")
+            .field("namespace", &self.inner.cfg.namespace)
+            .field("worker", &self.inner.worker_id)
+            .finish()
     }
 }
 
@@ -47,10 +50,10 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.maintenance.lock() {
-            if let Some(h) = m.take() {
-                h.abort();
-            }
+        if let Ok(mut m) = self.maintenance.lock()
+            && let Some(h) = m.take()
+        {
+            h.abort();
         }
     }
 }
@@ -175,7 +178,9 @@ impl Queue {
         match self.commit(Handoff::default().then(job)).await? {
             CommitOutcome::Applied { mut ids } => Ok(PushOutcome::Enqueued { id: ids.pop().unwrap_or_default() }),
             CommitOutcome::Duplicate { id, existing } => Ok(PushOutcome::Duplicate { id, existing }),
-            CommitOutcome::GuardFailed { .. } => Err(QueueError::Protocol("guard failed on a push without guards".into())),
+            CommitOutcome::GuardFailed { .. } => {
+                Err(QueueError::Protocol("guard failed on a push without guards".into()))
+            }
         }
     }
 
@@ -199,7 +204,8 @@ impl Queue {
             self.register(queue).await?;
             let q = self.inner.ns.queue(queue);
             for chunk in entries.chunks(CHUNK) {
-                let mut keys = vec![q.ready.clone(), q.delayed.clone(), q.jobs.clone(), q.signal.clone(), q.stats.clone()];
+                let mut keys =
+                    vec![q.ready.clone(), q.delayed.clone(), q.jobs.clone(), q.signal.clone(), q.stats.clone()];
                 let mut args = Vec::with_capacity(1 + chunk.len() * 5);
                 args.push(ttl.clone());
                 let mut ids = Vec::with_capacity(chunk.len());
@@ -274,7 +280,13 @@ impl Queue {
         parse_commit(v, ids)
     }
 
-    pub(crate) async fn ack(&self, keys: &QueueKeys, member: &str, id: &str, h: &Handoff) -> Result<AckOutcome, QueueError> {
+    pub(crate) async fn ack(
+        &self,
+        keys: &QueueKeys,
+        member: &str,
+        id: &str,
+        h: &Handoff,
+    ) -> Result<AckOutcome, QueueError> {
         for j in &h.jobs {
             self.register(&j.queue).await?;
         }
@@ -400,11 +412,11 @@ impl Queue {
         let (mut forgotten, mut trimmed) = (0, 0);
         loop {
             let v = self
-                .invoke(&SCRIPTS.janitor, &[keys.done.clone(), keys.jobs.clone(), keys.dead.clone()], &[
-                    cutoff.to_string(),
-                    "1000".into(),
-                    dead_cutoff.to_string(),
-                ])
+                .invoke(
+                    &SCRIPTS.janitor,
+                    &[keys.done.clone(), keys.jobs.clone(), keys.dead.clone()],
+                    &[cutoff.to_string(), "1000".into(), dead_cutoff.to_string()],
+                )
                 .await?;
             let n = ints(&v);
             let f = n.first().copied().unwrap_or(0);
@@ -424,15 +436,7 @@ impl Queue {
     pub async fn metrics(&self, queue: &str) -> Result<QueueMetrics, QueueError> {
         let k = self.inner.ns.queue(queue);
         let mut conn = self.inner.conn.clone();
-        let (ready, in_flight, delayed, dead, oldest, stats, time): (
-            u64,
-            u64,
-            u64,
-            u64,
-            Option<String>,
-            HashMap<String, u64>,
-            (u64, u64),
-        ) = redis::pipe()
+        let (ready, in_flight, delayed, dead, oldest, stats, time): MetricsReply = redis::pipe()
             .llen(&k.ready)
             .zcard(&k.inflight)
             .zcard(&k.delayed)
@@ -472,12 +476,23 @@ impl Queue {
 
     /// Dead letters of a queue, oldest first, starting after `after` (a stream id) or at
     /// the beginning.
-    pub async fn dead_letters(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
         let k = self.inner.ns.queue(queue);
         let mut conn = self.inner.conn.clone();
         let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
-        let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(&k.dead).arg(start).arg("+").arg("COUNT").arg(count).query_async(&mut conn).await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&k.dead)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
         Ok(reply.ids.into_iter().map(|e| dead_letter(queue, e)).collect())
     }
 
@@ -485,9 +500,11 @@ impl Queue {
     pub async fn redrive(&self, queue: &str, dead_letter_id: &str) -> Result<Option<String>, QueueError> {
         let k = self.inner.ns.queue(queue);
         let v = self
-            .invoke(&SCRIPTS.redrive, &[k.dead.clone(), k.jobs.clone(), k.ready.clone(), k.signal.clone(), k.stats.clone()], &[
-                dead_letter_id.to_owned(),
-            ])
+            .invoke(
+                &SCRIPTS.redrive,
+                &[k.dead.clone(), k.jobs.clone(), k.ready.clone(), k.signal.clone(), k.stats.clone()],
+                &[dead_letter_id.to_owned()],
+            )
             .await?;
         Ok(strings(&v).into_iter().next())
     }
@@ -529,7 +546,12 @@ impl Queue {
         Ok(())
     }
 
-    pub(crate) async fn invoke(&self, script: &redis::Script, keys: &[String], args: &[String]) -> Result<Value, QueueError> {
+    pub(crate) async fn invoke(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Value, QueueError> {
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(k);
@@ -542,11 +564,7 @@ impl Queue {
     }
 
     /// Builds KEYS and ARGV for exec.lua; returns them with the ids of the jobs it enqueues.
-    fn build_exec(
-        &self,
-        ack: Option<(&QueueKeys, &str, &str)>,
-        h: &Handoff,
-    ) -> Result<(Vec<String>, Vec<String>, Vec<String>), QueueError> {
+    fn build_exec(&self, ack: Option<(&QueueKeys, &str, &str)>, h: &Handoff) -> Result<ExecCall, QueueError> {
         let ns = &self.inner.ns;
         let mut keys = KeyIndex::default();
         let mut args = Vec::new();
@@ -645,6 +663,13 @@ impl KeyIndex {
     }
 }
 
+/// LLEN ready, ZCARD in-flight, ZCARD delayed, XLEN dead, the oldest ready element, the
+/// counters, and the server's TIME.
+type MetricsReply = (u64, u64, u64, u64, Option<String>, HashMap<String, u64>, (u64, u64));
+
+/// KEYS, ARGV and the ids of the jobs of one exec.lua call.
+type ExecCall = (Vec<String>, Vec<String>, Vec<String>);
+
 pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -697,7 +722,7 @@ fn dead_letter(queue: &str, e: redis::streams::StreamId) -> DeadLetter {
     };
     DeadLetter {
         id: e.id.clone(),
-        queue: get("queue").is_empty().then(|| queue.to_owned()).unwrap_or_else(|| get("queue")),
+        queue: if get("queue").is_empty() { queue.to_owned() } else { get("queue") },
         job_id: get("id"),
         attempts: get("attempts").parse().unwrap_or(0),
         reason: get("reason"),

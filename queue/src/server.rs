@@ -25,7 +25,9 @@ pub struct RedisServer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("redis-server was not found ({0}); install it (Debian/Ubuntu: apt-get install redis-server) or set REDIS_URL")]
+    #[error(
+        "redis-server was not found ({0}); install it (Debian/Ubuntu: apt-get install redis-server) or set REDIS_URL"
+    )]
     NotInstalled(String),
     #[error("redis-server did not accept connections on port {port} within {secs} s")]
     NotReady { port: u16, secs: u64 },
@@ -45,7 +47,8 @@ impl RedisServer {
 
     pub fn start_with(persistence: Persistence) -> Result<Self, ServerError> {
         let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
-        let dir = std::env::temp_dir().join(format!("grantline-redis-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        let dir =
+            std::env::temp_dir().join(format!("grantline-redis-{}-{:08x}", std::process::id(), fastrand::u32(..)));
         std::fs::create_dir_all(&dir)?;
         let mut s = Self { child: None, port: free_port()?, dir, persistence, binary };
         s.spawn()?;
@@ -75,10 +78,10 @@ impl RedisServer {
         let deadline = Instant::now() + within;
         let client = redis::Client::open(self.url()).map_err(|e| ServerError::NotInstalled(e.to_string()))?;
         while Instant::now() < deadline {
-            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Ok(());
-                }
+            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200))
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

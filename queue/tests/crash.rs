@@ -55,7 +55,8 @@ impl Drop for Worker {
 
 async fn push_chains(q: &Queue, n: u64) {
     for start in (0..n).step_by(1000) {
-        let jobs = (start..(start + 1000).min(n)).map(|c| NewJob::new(QUEUE, &Step { c, k: 1, t0: 0.0 }).unwrap()).collect();
+        let jobs =
+            (start..(start + 1000).min(n)).map(|c| NewJob::new(QUEUE, &Step { c, k: 1, t0: 0.0 }).unwrap()).collect();
         q.push_many(jobs).await.unwrap();
     }
 }
@@ -111,7 +112,10 @@ async fn sigkilled_workers_lose_nothing_and_fork_nothing() {
             worker = Worker::start(&server.url(), "crash", Some(LEASE_MS), 0);
             // the dead worker's leases come back within the lease time (plus a reaper tick)
             while leases_of(&q, &dead_id).await > 0 {
-                assert!(killed_at.elapsed() < Duration::from_millis(LEASE_MS + 1500), "jobs of a killed worker not recovered in time");
+                assert!(
+                    killed_at.elapsed() < Duration::from_millis(LEASE_MS + 1500),
+                    "jobs of a killed worker not recovered in time"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             eprintln!("kill {kills}: {held} leases held, recovered in {:?}", killed_at.elapsed());
@@ -127,7 +131,9 @@ async fn sigkilled_workers_lose_nothing_and_fork_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_lease_recovers_a_killed_worker_within_ten_seconds() {
     let server = RedisServer::start().unwrap();
-    let q = Queue::connect(&server.url(), QueueConfig { namespace: "crashdefault".into(), ..QueueConfig::default() }).await.unwrap();
+    let q = Queue::connect(&server.url(), QueueConfig { namespace: "crashdefault".into(), ..QueueConfig::default() })
+        .await
+        .unwrap();
     q.watch(QUEUE).await.unwrap();
     push_chains(&q, 200).await;
     // slow handlers keep jobs in flight at the moment of the kill
@@ -178,7 +184,10 @@ async fn redis_restart_loses_nothing_and_workers_resume_by_themselves() {
         if n > before {
             resumed = Some(up.elapsed());
         }
-        assert!(up.elapsed() < Duration::from_secs(2), "workers did not resume within 2 s ({n} finished, {before} before)");
+        assert!(
+            up.elapsed() < Duration::from_secs(2),
+            "workers did not resume within 2 s ({n} finished, {before} before)"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("resumed {resumed:?} after Redis came back");

@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -25,7 +25,16 @@ async fn push_reports_duplicates_and_queue_names_are_kind_strings() {
     let a = q.push(NewJob::new("validate", &Ping { n: 1 }).unwrap().idempotency_key("servicenow:RITM1")).await.unwrap();
     let PushOutcome::Enqueued { id } = a else { panic!("{a:?}") };
     let b = q.push(NewJob::new("validate", &Ping { n: 2 }).unwrap().idempotency_key("servicenow:RITM1")).await.unwrap();
-    assert_eq!(b, PushOutcome::Duplicate { id: match &b { PushOutcome::Duplicate { id, .. } => id.clone(), _ => String::new() }, existing: id.clone() });
+    assert_eq!(
+        b,
+        PushOutcome::Duplicate {
+            id: match &b {
+                PushOutcome::Duplicate { id, .. } => id.clone(),
+                _ => String::new(),
+            },
+            existing: id.clone()
+        }
+    );
     // an explicit id that exists is a duplicate too
     let c = q.push(NewJob::new("validate", &Ping { n: 3 }).unwrap().with_id(id.clone())).await.unwrap();
     assert!(matches!(c, PushOutcome::Duplicate { .. }));
@@ -58,7 +67,10 @@ async fn delayed_jobs_wait_in_redis_and_run_when_due() {
             s.fetch_add(1, Ordering::SeqCst);
         }
     });
-    eventually(Duration::from_secs(5), "delayed job ran", || async { (seen.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "delayed job ran", || async {
+        (seen.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(500), "ran too early: {waited:?}");
     assert!(waited < Duration::from_millis(1500), "ran too late: {waited:?}");
@@ -114,7 +126,11 @@ async fn guards_and_idempotency_make_a_commit_all_or_nothing() {
     assert!(matches!(q.commit(first.clone()).await.unwrap(), CommitOutcome::Applied { .. }));
     assert_eq!(q.commit(first).await.unwrap(), CommitOutcome::GuardFailed { index: 0 });
     let second = Handoff::done()
-        .guard(Guard::FieldIn { key: "req:1".into(), field: "state".into(), values: vec!["received".into(), "validating".into()] })
+        .guard(Guard::FieldIn {
+            key: "req:1".into(),
+            field: "state".into(),
+            values: vec!["received".into(), "validating".into()],
+        })
         .write(Write::hset("req:1", [("state", "validating")]))
         .then(NewJob::new("validate", &Ping { n: 2 }).unwrap().idempotency_key("sn:RITM1"));
     assert!(matches!(q.commit(second).await.unwrap(), CommitOutcome::Duplicate { .. }));
@@ -122,9 +138,11 @@ async fn guards_and_idempotency_make_a_commit_all_or_nothing() {
     let mut conn0 = q.connection();
     let _: () = conn0.set(q.namespace().key("lock:x"), "token-a").await.unwrap();
     let by = |t: &str| {
-        Handoff::done()
-            .guard(Guard::KeyEquals { key: "lock:x".into(), value: t.into() })
-            .write(Write::new(WriteCmd::Del, "lock:x", Vec::<String>::new()))
+        Handoff::done().guard(Guard::KeyEquals { key: "lock:x".into(), value: t.into() }).write(Write::new(
+            WriteCmd::Del,
+            "lock:x",
+            Vec::<String>::new(),
+        ))
     };
     assert_eq!(q.commit(by("token-b")).await.unwrap(), CommitOutcome::GuardFailed { index: 0 });
     assert!(matches!(q.commit(by("token-a")).await.unwrap(), CommitOutcome::Applied { .. }));
@@ -140,7 +158,12 @@ fn retry_config() -> QueueConfig {
     let mut cfg = fast_config();
     cfg.retry.insert(
         "flaky".into(),
-        RetryPolicy { max_attempts: 3, base: Duration::from_millis(20), cap: Duration::from_millis(50), max_throttled: 5 },
+        RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(50),
+            max_throttled: 5,
+        },
     );
     cfg.dead_letter_queue = Some("alert".into());
     cfg
@@ -228,7 +251,11 @@ async fn permanent_failure_is_not_retried_and_retry_after_is_a_floor() {
                 _ => {
                     let seen = t.lock().unwrap().iter().filter(|(n, _)| *n == 2).count();
                     if seen == 1 {
-                        Err(JobError::Transient { code: "graph.503".into(), message: "busy".into(), retry_after: Some(Duration::from_millis(700)) })
+                        Err(JobError::Transient {
+                            code: "graph.503".into(),
+                            message: "busy".into(),
+                            retry_after: Some(Duration::from_millis(700)),
+                        })
                     } else {
                         Ok(())
                     }
@@ -263,18 +290,23 @@ async fn throttled_retries_do_not_consume_attempts() {
     let calls = Arc::new(AtomicU32::new(0));
     let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (c, a) = (calls.clone(), attempts.clone());
-    let w = spawn_worker!("flaky", RedisBackend::<Ping>::new(&q, "flaky"), 1, move |_p: Ping, att: apalis_core::task::attempt::Attempt| {
-        let (c, a) = (c.clone(), a.clone());
-        async move {
-            a.lock().unwrap().push(att.current());
-            // four 429s, more than max_attempts (3), then success
-            if c.fetch_add(1, Ordering::SeqCst) < 4 {
-                Err(JobError::throttled("graph.throttled", "429", Some(Duration::from_millis(30))))
-            } else {
-                Ok(())
+    let w = spawn_worker!(
+        "flaky",
+        RedisBackend::<Ping>::new(&q, "flaky"),
+        1,
+        move |_p: Ping, att: apalis_core::task::attempt::Attempt| {
+            let (c, a) = (c.clone(), a.clone());
+            async move {
+                a.lock().unwrap().push(att.current());
+                // four 429s, more than max_attempts (3), then success
+                if c.fetch_add(1, Ordering::SeqCst) < 4 {
+                    Err(JobError::throttled("graph.throttled", "429", Some(Duration::from_millis(30))))
+                } else {
+                    Ok(())
+                }
             }
         }
-    });
+    );
     eventually(Duration::from_secs(10), "completed after throttling", || {
         let q = q.clone();
         async move { (q.metrics("flaky").await.unwrap().completed_total == 1).then_some(()) }
@@ -300,10 +332,20 @@ async fn push_many_reports_each_duplicate_in_place_across_queues() {
         NewJob::new("b", &Ping { n: 5 }).unwrap().delay(Duration::from_secs(60)),
     ];
     let out = q.push_many(jobs).await.unwrap();
-    let kinds: Vec<&str> = out.iter().map(|o| if matches!(o, PushOutcome::Enqueued { .. }) { "new" } else { "dup" }).collect();
+    let kinds: Vec<&str> =
+        out.iter().map(|o| if matches!(o, PushOutcome::Enqueued { .. }) { "new" } else { "dup" }).collect();
     assert_eq!(kinds, ["dup", "new", "new", "dup", "new"]);
     let PushOutcome::Enqueued { id: fresh } = &out[2] else { unreachable!() };
-    assert_eq!(out[3], PushOutcome::Duplicate { id: match &out[3] { PushOutcome::Duplicate { id, .. } => id.clone(), _ => String::new() }, existing: fresh.clone() });
+    assert_eq!(
+        out[3],
+        PushOutcome::Duplicate {
+            id: match &out[3] {
+                PushOutcome::Duplicate { id, .. } => id.clone(),
+                _ => String::new(),
+            },
+            existing: fresh.clone()
+        }
+    );
     let (a, b) = (q.metrics("a").await.unwrap(), q.metrics("b").await.unwrap());
     assert_eq!((a.ready, a.enqueued_total), (2, 2));
     assert_eq!((b.ready, b.delayed, b.enqueued_total), (1, 1, 2));

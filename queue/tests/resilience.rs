@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use apalis_core::backend::TaskSink;
@@ -29,14 +29,18 @@ async fn a_redis_stall_shorter_than_five_seconds_does_not_kill_a_worker() {
         }
     });
     q.push(NewJob::new("stall", &Job { n: 1 }).unwrap()).await.unwrap();
-    eventually(Duration::from_secs(5), "first job", || async { (done.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "first job", || async { (done.load(Ordering::SeqCst) == 1).then_some(()) })
+        .await;
     let server = e.server.as_ref().expect("this test stalls its own redis-server");
     let pid = server.pid().unwrap();
     std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap();
     tokio::time::sleep(Duration::from_millis(4500)).await;
     std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status().unwrap();
     q.push(NewJob::new("stall", &Job { n: 2 }).unwrap()).await.unwrap();
-    eventually(Duration::from_secs(5), "a job after the stall", || async { (done.load(Ordering::SeqCst) == 2).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "a job after the stall", || async {
+        (done.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
     assert!(!w.handle.is_finished(), "the worker is still running");
     w.shutdown().await;
 }
@@ -59,7 +63,8 @@ async fn graceful_shutdown_finishes_running_jobs_and_returns_unstarted_ones() {
             f.fetch_add(1, Ordering::SeqCst);
         }
     });
-    eventually(Duration::from_secs(5), "two running", || async { (started.load(Ordering::SeqCst) == 2).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "two running", || async { (started.load(Ordering::SeqCst) == 2).then_some(()) })
+        .await;
     let t = Instant::now();
     w.shutdown().await;
     assert!(t.elapsed() < Duration::from_secs(2), "shutdown waited only for running jobs");
@@ -92,7 +97,10 @@ async fn a_job_that_kills_its_worker_ends_in_the_dead_letters() {
                 std::future::pending::<()>().await;
             }
         });
-        eventually(Duration::from_secs(10), "picked up", || async { (picked.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+        eventually(Duration::from_secs(10), "picked up", || async {
+            (picked.load(Ordering::SeqCst) == 1).then_some(())
+        })
+        .await;
         w.handle.abort();
         let _ = w.handle.await;
         drop(q);
@@ -127,7 +135,10 @@ async fn retention_expires_finished_jobs_and_idempotency_keys() {
     let w = spawn_worker!("kept", RedisBackend::<Job>::new(&q, "kept"), 4, |_j: Job| async {});
     let keys = q.keys("kept");
     let mut conn = q.connection();
-    eventually(Duration::from_secs(5), "completed", || async { (q.metrics("kept").await.unwrap().completed_total == 20).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "completed", || async {
+        (q.metrics("kept").await.unwrap().completed_total == 20).then_some(())
+    })
+    .await;
     // kept for the retention time, then forgotten by the janitor
     let kept: u64 = conn.zcard(&keys.done).await.unwrap();
     assert!(kept > 0);
@@ -135,7 +146,8 @@ async fn retention_expires_finished_jobs_and_idempotency_keys() {
         let mut conn = conn.clone();
         let keys = keys.clone();
         async move {
-            let (jobs, done): (u64, u64) = redis::pipe().hlen(&keys.jobs).zcard(&keys.done).query_async(&mut conn).await.unwrap();
+            let (jobs, done): (u64, u64) =
+                redis::pipe().hlen(&keys.jobs).zcard(&keys.done).query_async(&mut conn).await.unwrap();
             (jobs == 0 && done == 0).then_some(())
         }
     })
@@ -181,9 +193,7 @@ async fn apalis_task_sink_pushes_work_and_duplicates_are_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_delayed_jobs_due_in_the_same_second_drain_without_error() {
     const M: u64 = 1_000_000;
-    let mut cfg = QueueConfig::default();
-    cfg.completed_retention = Duration::ZERO;
-    cfg.fetch_batch = 500;
+    let cfg = QueueConfig { completed_retention: Duration::ZERO, fetch_batch: 500, ..QueueConfig::default() };
     let e = env(cfg).await;
     let q = e.queue.clone();
     let keys = q.keys("mass");
@@ -202,7 +212,15 @@ async fn a_million_delayed_jobs_due_in_the_same_second_drain_without_error() {
            return 1"#,
     );
     for start in (0..M).step_by(50_000) {
-        let _: i64 = fill.key(&keys.jobs).key(&keys.delayed).arg(start).arg(start + 49_999).arg(due).invoke_async(&mut conn).await.unwrap();
+        let _: i64 = fill
+            .key(&keys.jobs)
+            .key(&keys.delayed)
+            .arg(start)
+            .arg(start + 49_999)
+            .arg(due)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
     }
     assert_eq!(q.metrics("mass").await.unwrap().delayed, M);
     let w = spawn_worker!("mass", RedisBackend::<Job>::new(&q, "mass"), 500, |_j: Job| async {});

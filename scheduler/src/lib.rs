@@ -7,10 +7,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use grantline_queue::{NewJob, PushOutcome, Queue, QueueError};
+use grantline_shared::JobKind;
 use grantline_shared::jobs::{JobPayload, RemovalTrigger, RemoveAccess};
 use grantline_shared::request::{fields, keys};
 use grantline_shared::trace::TRACEPARENT;
-use grantline_shared::JobKind;
 use redis::AsyncCommands;
 
 #[derive(Clone, Debug)]
@@ -31,14 +31,18 @@ impl Default for SchedulerOptions {
 pub async fn sweep_expired(queue: &Queue, now_ms: u64, grace: Duration) -> Result<usize, QueueError> {
     let cutoff = now_ms.saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(0));
     let mut conn = queue.connection();
-    let due: Vec<String> = conn.zrangebyscore_limit(queue.namespace().key(keys::EXPIRING), "-inf", cutoff, 0, 1000).await?;
+    let due: Vec<String> =
+        conn.zrangebyscore_limit(queue.namespace().key(keys::EXPIRING), "-inf", cutoff, 0, 1000).await?;
     let mut enqueued = 0;
     for request_id in due {
         // the removal joins the request's trace
         let traceparent: Option<String> =
             conn.hget(queue.namespace().key(&keys::request(&request_id)), fields::TRACEPARENT).await?;
-        let mut job = NewJob::new(RemoveAccess::KIND.as_str(), &RemoveAccess { request_id: request_id.clone(), trigger: RemovalTrigger::Expiry })?
-            .idempotency_key(format!("sweep:{request_id}"));
+        let mut job = NewJob::new(
+            RemoveAccess::KIND.as_str(),
+            &RemoveAccess { request_id: request_id.clone(), trigger: RemovalTrigger::Expiry },
+        )?
+        .idempotency_key(format!("sweep:{request_id}"));
         if let Some(tp) = traceparent.filter(|t| !t.is_empty()) {
             job = job.meta(TRACEPARENT, tp);
         }
@@ -57,7 +61,10 @@ pub async fn run(queue: Queue, opts: SchedulerOptions, shutdown: impl Future<Out
     }
     tokio::pin!(shutdown);
     loop {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         if let Err(e) = sweep_expired(&queue, now, opts.grace).await {
             tracing::warn!(error = %e, "expired-grant sweep failed; will retry");
         }

@@ -9,13 +9,41 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditEvent {
-    RequestReceived { system: String, ticket: String, sys_id: String },
-    TicketRead { ticket: String, catalog_item: String, requested_for: String, opened_by: String },
-    CheckEvaluated { code: String, passed: bool, reason: String },
-    DecisionMade { allow: bool, policy_version: String, target: String, level: String, reason: String },
-    ApprovalRequested { approvers: Vec<String>, reason: String },
-    ApprovalRecorded { approver: String, approve: bool, comment: String },
-    SelfApprovalRefused { approver: String },
+    RequestReceived {
+        system: String,
+        ticket: String,
+        sys_id: String,
+    },
+    TicketRead {
+        ticket: String,
+        catalog_item: String,
+        requested_for: String,
+        opened_by: String,
+    },
+    CheckEvaluated {
+        code: String,
+        passed: bool,
+        reason: String,
+    },
+    DecisionMade {
+        allow: bool,
+        policy_version: String,
+        target: String,
+        level: String,
+        reason: String,
+    },
+    ApprovalRequested {
+        approvers: Vec<String>,
+        reason: String,
+    },
+    ApprovalRecorded {
+        approver: String,
+        approve: bool,
+        comment: String,
+    },
+    SelfApprovalRefused {
+        approver: String,
+    },
     GrantExecuted {
         group_id: String,
         user_id: String,
@@ -27,9 +55,14 @@ pub enum AuditEvent {
         graph_request_id: Option<String>,
         client_request_id: String,
     },
-    TicketUpdated { update: String, state: String },
+    TicketUpdated {
+        update: String,
+        state: String,
+    },
     /// `remove_at_ms`: when the removal is due (named apart from the record's own `at_ms`).
-    RemovalScheduled { remove_at_ms: u64 },
+    RemovalScheduled {
+        remove_at_ms: u64,
+    },
     RemovalExecuted {
         group_id: String,
         user_id: String,
@@ -40,9 +73,22 @@ pub enum AuditEvent {
         kept_for: Vec<String>,
         trigger: String,
     },
-    StepFailed { kind: String, attempt: u32, code: String, message: String },
-    Compensated { group_id: String, user_id: String, removed: bool },
-    DeadLettered { queue: String, job_id: String, dead_letter_id: String },
+    StepFailed {
+        kind: String,
+        attempt: u32,
+        code: String,
+        message: String,
+    },
+    Compensated {
+        group_id: String,
+        user_id: String,
+        removed: bool,
+    },
+    DeadLettered {
+        queue: String,
+        job_id: String,
+        dead_letter_id: String,
+    },
 }
 
 impl AuditEvent {
@@ -114,15 +160,27 @@ pub fn verify(entries: &[(String, String, String)], head: &str) -> Verification 
     let mut prev = GENESIS.to_owned();
     for (i, (record, p, hash)) in entries.iter().enumerate() {
         if *p != prev {
-            return Verification { records: entries.len(), broken_at: Some(i), reason: Some("a record is missing before this one".into()) };
+            return Verification {
+                records: entries.len(),
+                broken_at: Some(i),
+                reason: Some("a record is missing before this one".into()),
+            };
         }
         if chain_hash(p, record) != *hash {
-            return Verification { records: entries.len(), broken_at: Some(i), reason: Some("this record was edited".into()) };
+            return Verification {
+                records: entries.len(),
+                broken_at: Some(i),
+                reason: Some("this record was edited".into()),
+            };
         }
         prev = hash.clone();
     }
     if prev != head {
-        return Verification { records: entries.len(), broken_at: Some(entries.len()), reason: Some("records are missing at the end".into()) };
+        return Verification {
+            records: entries.len(),
+            broken_at: Some(entries.len()),
+            reason: Some("records are missing at the end".into()),
+        };
     }
     Verification { records: entries.len(), broken_at: None, reason: None }
 }
@@ -170,9 +228,20 @@ mod tests {
         // the event is flattened into the record: no event field may reuse a record field name
         let events = [
             AuditEvent::RequestReceived { system: "s".into(), ticket: "t".into(), sys_id: "x".into() },
-            AuditEvent::TicketRead { ticket: "t".into(), catalog_item: "c".into(), requested_for: "a".into(), opened_by: "b".into() },
+            AuditEvent::TicketRead {
+                ticket: "t".into(),
+                catalog_item: "c".into(),
+                requested_for: "a".into(),
+                opened_by: "b".into(),
+            },
             AuditEvent::CheckEvaluated { code: "c".into(), passed: true, reason: "r".into() },
-            AuditEvent::DecisionMade { allow: true, policy_version: "v".into(), target: "t".into(), level: "member".into(), reason: "r".into() },
+            AuditEvent::DecisionMade {
+                allow: true,
+                policy_version: "v".into(),
+                target: "t".into(),
+                level: "member".into(),
+                reason: "r".into(),
+            },
             AuditEvent::ApprovalRequested { approvers: vec!["a".into()], reason: "r".into() },
             AuditEvent::ApprovalRecorded { approver: "a".into(), approve: true, comment: "c".into() },
             AuditEvent::SelfApprovalRefused { approver: "a".into() },
@@ -187,7 +256,14 @@ mod tests {
             },
             AuditEvent::TicketUpdated { update: "granted".into(), state: "3".into() },
             AuditEvent::RemovalScheduled { remove_at_ms: 42 },
-            AuditEvent::RemovalExecuted { group_id: "g".into(), user_id: "u".into(), removed: true, kept_pre_existing: false, kept_for: vec!["r2".into()], trigger: "expiry".into() },
+            AuditEvent::RemovalExecuted {
+                group_id: "g".into(),
+                user_id: "u".into(),
+                removed: true,
+                kept_pre_existing: false,
+                kept_for: vec!["r2".into()],
+                trigger: "expiry".into(),
+            },
             AuditEvent::StepFailed { kind: "k".into(), attempt: 1, code: "c".into(), message: "m".into() },
             AuditEvent::Compensated { group_id: "g".into(), user_id: "u".into(), removed: true },
             AuditEvent::DeadLettered { queue: "q".into(), job_id: "j".into(), dead_letter_id: "d".into() },
@@ -197,7 +273,8 @@ mod tests {
         for event in events {
             let r = AuditRecord { event, ..rec(1) };
             let (fields, _) = entry(GENESIS, &r).unwrap();
-            let back: AuditRecord = serde_json::from_str(&fields[0].1).unwrap_or_else(|e| panic!("{}: {e}", fields[0].1));
+            let back: AuditRecord =
+                serde_json::from_str(&fields[0].1).unwrap_or_else(|e| panic!("{}: {e}", fields[0].1));
             assert_eq!(back, r);
         }
     }

@@ -90,7 +90,9 @@ pub fn next(outcome: Outcome) -> Transition {
         Outcome::RemovalScheduled => t(Some(S::Active), &[RemoveAccessAtExpiry]),
         Outcome::Removed => t(Some(S::Removed), &[UpdateTicket(TicketUpdate::Removed)]),
         Outcome::Failed { changed_something: true } => t(Some(S::Compensating), &[RollbackGrant]),
-        Outcome::Failed { changed_something: false } => t(Some(S::Failed), &[UpdateTicket(TicketUpdate::ManualIntervention)]),
+        Outcome::Failed { changed_something: false } => {
+            t(Some(S::Failed), &[UpdateTicket(TicketUpdate::ManualIntervention)])
+        }
         Outcome::RolledBack => t(Some(S::RolledBack), &[UpdateTicket(TicketUpdate::ManualIntervention)]),
     }
 }
@@ -115,13 +117,21 @@ mod tests {
             (Outcome::ApprovalExpired, Some(S::Expired), vec![UpdateTicket(TicketUpdate::Rejected)]),
             (Outcome::Deferred, Some(S::Deferred), vec![UpdateTicket(TicketUpdate::Deferred), ExecuteGrantAtWindow]),
             (Outcome::Granted, Some(S::Granted), vec![UpdateTicket(TicketUpdate::Granted)]),
-            (Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: true }, Some(S::TicketUpdated), vec![ScheduleRemoval]),
+            (
+                Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: true },
+                Some(S::TicketUpdated),
+                vec![ScheduleRemoval],
+            ),
             (Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: false }, Some(S::Completed), vec![]),
             (Outcome::TicketUpdated { update: TicketUpdate::Denied, time_bound: false }, None, vec![]),
             (Outcome::RemovalScheduled, Some(S::Active), vec![RemoveAccessAtExpiry]),
             (Outcome::Removed, Some(S::Removed), vec![UpdateTicket(TicketUpdate::Removed)]),
             (Outcome::Failed { changed_something: true }, Some(S::Compensating), vec![RollbackGrant]),
-            (Outcome::Failed { changed_something: false }, Some(S::Failed), vec![UpdateTicket(TicketUpdate::ManualIntervention)]),
+            (
+                Outcome::Failed { changed_something: false },
+                Some(S::Failed),
+                vec![UpdateTicket(TicketUpdate::ManualIntervention)],
+            ),
             (Outcome::RolledBack, Some(S::RolledBack), vec![UpdateTicket(TicketUpdate::ManualIntervention)]),
         ];
         for (outcome, state, jobs) in cases {

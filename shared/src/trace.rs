@@ -16,14 +16,19 @@ impl TraceParent {
     pub fn parse(s: &str) -> Option<Self> {
         let parts: Vec<&str> = s.trim().split('-').collect();
         let [version, trace_id, parent_id, flags] = parts[..] else { return None };
-        let hex = |x: &str, n: usize| x.len() == n && x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hex =
+            |x: &str, n: usize| x.len() == n && x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !hex(version, 2) || version == "ff" || !hex(trace_id, 32) || !hex(parent_id, 16) || !hex(flags, 2) {
             return None;
         }
         if trace_id.bytes().all(|b| b == b'0') || parent_id.bytes().all(|b| b == b'0') {
             return None;
         }
-        Some(Self { trace_id: trace_id.into(), parent_id: parent_id.into(), flags: u8::from_str_radix(flags, 16).ok()? })
+        Some(Self {
+            trace_id: trace_id.into(),
+            parent_id: parent_id.into(),
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        })
     }
 
     pub fn sampled(&self) -> bool {

@@ -29,6 +29,9 @@ fn group_id(i: usize) -> String {
     format!("00000000-0000-4000-8000-{:012x}", 0x100 + i)
 }
 
+/// when, required, default days, max days, deny over max
+type GenDuration = (GenWhen, bool, Option<u8>, Option<u8>, bool);
+
 #[derive(Debug, Clone)]
 struct GenTarget {
     group: bool,
@@ -80,7 +83,7 @@ struct GenPolicy {
     entries: usize,
     rules: Vec<(GenWhen, GenOutcome)>,
     catch_all: bool,
-    durations: Vec<(GenWhen, bool, Option<u8>, Option<u8>, bool)>,
+    durations: Vec<GenDuration>,
     window: Option<GenWhen>,
 }
 
@@ -263,7 +266,7 @@ fn render(p: &GenPolicy) -> String {
                     let list: Vec<String> = st.approvers.iter().map(render_approver).collect();
                     let _ = write!(s, "[[rule.stage]]\napprovers = [{}]\nquorum = \"{quorum}\"\n", list.join(", "));
                     if let Some(f) = &st.fallback {
-                        let _ = write!(s, "fallback = {}\n", render_approver(f));
+                        let _ = writeln!(s, "fallback = {}", render_approver(f));
                         if st.escalate {
                             s.push_str("on_timeout = \"escalate\"\n");
                         }
@@ -516,6 +519,6 @@ proptest! {
         f.ai_suggested_target = suggestion;
         f.target = target;
         f.level = level.map(str::to_owned);
-        prop_assert_eq!(evaluate(&f, &policy).outcome, Outcome::Deny);
+        prop_assert_eq!(evaluate(&f, policy).outcome, Outcome::Deny);
     }
 }

@@ -12,5 +12,5 @@ pub mod runtime;
 pub mod services;
 pub mod steps;
 
-pub use runtime::{run_workers, WorkerOptions};
+pub use runtime::{WorkerOptions, run_workers};
 pub use services::{PolicyHandle, Services};

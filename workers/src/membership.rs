@@ -28,7 +28,13 @@ pub struct MembershipLock {
 }
 
 impl MembershipLock {
-    pub async fn acquire(queue: &Queue, group: &str, user: &str, request_id: &str, step: &str) -> Result<Self, JobError> {
+    pub async fn acquire(
+        queue: &Queue,
+        group: &str,
+        user: &str,
+        request_id: &str,
+        step: &str,
+    ) -> Result<Self, JobError> {
         let key = lock_key(group, user);
         let token = format!("{request_id}:{step}");
         let abs = queue.namespace().key(&key);
@@ -59,15 +65,21 @@ impl MembershipLock {
     /// Adds the guard and the release to a step's hand-off: the commit applies only while
     /// this request still holds the lock, and releases it.
     pub fn release_with(&self, h: Handoff) -> Handoff {
-        h.guard(Guard::KeyEquals { key: self.key.clone(), value: self.token.clone() })
-            .write(Write::new(WriteCmd::Del, self.key.clone(), Vec::<String>::new()))
+        h.guard(Guard::KeyEquals { key: self.key.clone(), value: self.token.clone() }).write(Write::new(
+            WriteCmd::Del,
+            self.key.clone(),
+            Vec::<String>::new(),
+        ))
     }
 
     /// Releases at once (a failed attempt), if still held by this request.
     pub async fn release(self, queue: &Queue) {
-        let script = redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0");
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
         let mut conn = queue.connection();
-        let r: redis::RedisResult<i64> = script.key(queue.namespace().key(&self.key)).arg(&self.token).invoke_async(&mut conn).await;
+        let r: redis::RedisResult<i64> =
+            script.key(queue.namespace().key(&self.key)).arg(&self.token).invoke_async(&mut conn).await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not release a membership lock; it expires by itself");
         }
@@ -98,7 +110,11 @@ pub struct Release {
 /// Lets go of this request's hold on a membership: removes it from the directory (always
 /// with `/$ref`) only when it was grantline's and no other request holds it, then verifies.
 /// Call with the membership lock held; commit `forget_writes` with the same hand-off.
-pub async fn let_go(svc: &crate::Services, grant: &crate::record::GrantReceipt, request_id: &str) -> Result<Release, JobError> {
+pub async fn let_go(
+    svc: &crate::Services,
+    grant: &crate::record::GrantReceipt,
+    request_id: &str,
+) -> Result<Release, JobError> {
     use crate::steps::job_error;
     if grant.pre_existing {
         return Ok(Release { removed: false, kept_pre_existing: true, kept_for: Vec::new() });

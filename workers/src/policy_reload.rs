@@ -65,7 +65,13 @@ async fn record(queue: &Queue, handle: &PolicyHandle, outcome: &Reload) -> redis
 }
 
 /// Watches for SIGHUP and content changes (checked every `every`) until `shutdown`.
-pub async fn watch(handle: PolicyHandle, path: PathBuf, queue: Queue, every: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn watch(
+    handle: PolicyHandle,
+    path: PathBuf,
+    queue: Queue,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {

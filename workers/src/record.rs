@@ -8,8 +8,11 @@ use std::collections::HashMap;
 use grantline_queue::{Guard, Handoff, JobError, NewJob, Queue, RunAt, Write};
 use grantline_shared::audit::{self, AuditEvent, AuditRecord};
 use grantline_shared::flow::{self, Next, Outcome};
-use grantline_shared::jobs::{ExecuteGrant, JobPayload, RemoveAccess, RemovalTrigger, RequestApproval, RollbackGrant, ScheduleRemoval, UpdateTicket, Validate};
-use grantline_shared::request::{fields, keys, RequestState, TicketRef};
+use grantline_shared::jobs::{
+    ExecuteGrant, JobPayload, RemovalTrigger, RemoveAccess, RequestApproval, RollbackGrant, ScheduleRemoval,
+    UpdateTicket, Validate,
+};
+use grantline_shared::request::{RequestState, TicketRef, fields, keys};
 use grantline_shared::trace::TRACEPARENT;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -179,7 +182,11 @@ impl<'a> StepCommit<'a> {
                 field: fields::STATE.into(),
                 values: self.expect.iter().map(|s| s.as_str().to_owned()).collect(),
             })
-            .guard(Guard::FieldEquals { key: keys::request(&id), field: fields::AUDIT_HEAD.into(), value: self.rec.audit_head.clone() });
+            .guard(Guard::FieldEquals {
+                key: keys::request(&id),
+                field: fields::AUDIT_HEAD.into(),
+                value: self.rec.audit_head.clone(),
+            });
         let mut head = self.rec.audit_head.clone();
         for event in self.events {
             let record = AuditRecord {
@@ -190,7 +197,8 @@ impl<'a> StepCommit<'a> {
                 event,
             };
             tracing::info!(request_id = %id, event = record.event.name(), actor = %record.actor, "audit");
-            let (entry, next_head) = audit::entry(&head, &record).map_err(|e| JobError::permanent("encode", e.to_string()))?;
+            let (entry, next_head) =
+                audit::entry(&head, &record).map_err(|e| JobError::permanent("encode", e.to_string()))?;
             h = h.write(Write::xadd(keys::audit(&id), entry));
             head = next_head;
         }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use grantline_queue::server::RedisServer;
 use grantline_queue::{Queue, QueueConfig};
-use grantline_workers::policy_reload::{self, Reload};
 use grantline_workers::PolicyHandle;
+use grantline_workers::policy_reload::{self, Reload};
 use redis::AsyncCommands;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy.toml");
@@ -54,9 +54,10 @@ async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
 async fn a_broken_file_keeps_the_previous_policy_and_a_good_change_is_picked_up() {
     let Setup { redis: _redis, q, dir, path, good, handle, v1 } = setup().await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let watcher = tokio::spawn(policy_reload::watch(handle.clone(), path.clone(), q.clone(), Duration::from_millis(50), async {
-        let _ = rx.await;
-    }));
+    let watcher =
+        tokio::spawn(policy_reload::watch(handle.clone(), path.clone(), q.clone(), Duration::from_millis(50), async {
+            let _ = rx.await;
+        }));
     // the watcher has taken its baseline once it published the version in force
     let deadline = Instant::now() + Duration::from_secs(10);
     while !status(&q).await.contains_key("version") {
@@ -94,7 +95,13 @@ async fn a_broken_file_keeps_the_previous_policy_and_a_good_change_is_picked_up(
 async fn sighup_reloads_at_once() {
     let Setup { redis: _redis, q, dir, path, good, handle, v1 } = setup().await;
     // file polling an hour apart: only the signal can trigger this reload
-    let watcher = tokio::spawn(policy_reload::watch(handle.clone(), path.clone(), q.clone(), Duration::from_secs(3600), std::future::pending()));
+    let watcher = tokio::spawn(policy_reload::watch(
+        handle.clone(),
+        path.clone(),
+        q.clone(),
+        Duration::from_secs(3600),
+        std::future::pending(),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await; // the handler is installed
     std::fs::write(&path, format!("{good}\n# changed\n")).unwrap();
     std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
@@ -106,5 +113,6 @@ async fn sighup_reloads_at_once() {
 }
 
 fn fastrand_u32() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) ^ std::process::id()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        ^ std::process::id()
 }

@@ -136,7 +136,8 @@ impl GraphClient {
                 #[serde(default)]
                 value: Vec<User>,
             }
-            decode::<Page>(reply).map(|c| Correlated { value: c.value.value.into_iter().next(), correlation: c.correlation })
+            decode::<Page>(reply)
+                .map(|c| Correlated { value: c.value.value.into_iter().next(), correlation: c.correlation })
         })
         .await
     }

@@ -27,17 +27,12 @@ use crate::http::HttpConfig;
 /// Configuration of a [`ServiceNowClient`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct ServiceNowConfig {
     /// The instance root: `https://acme.service-now.com`.
     pub instance_url: String,
     pub auth: ServiceNowAuth,
     pub http: HttpConfig,
-}
-
-impl Default for ServiceNowConfig {
-    fn default() -> Self {
-        Self { instance_url: String::new(), auth: ServiceNowAuth::default(), http: HttpConfig::default() }
-    }
 }
 
 /// How the client authenticates. In configuration: `kind = "basic"` or `kind = "oauth"`.

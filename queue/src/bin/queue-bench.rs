@@ -13,13 +13,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
 use clap::{Parser, Subcommand, ValueEnum};
 use grantline_queue::server::{Persistence, RedisServer};
-use grantline_queue::{Handoff, JobError, NewJob, Queue, QueueConfig, RedisBackend, RetryPolicy, RunAt, Write, WriteCmd};
+use grantline_queue::{
+    Handoff, JobError, NewJob, Queue, QueueConfig, RedisBackend, RetryPolicy, RunAt, Write, WriteCmd,
+};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -142,7 +144,12 @@ fn config(namespace: &str, lease_ms: Option<u64>) -> QueueConfig {
         namespace: namespace.to_owned(),
         // the peer removes completed jobs at once (removeOnComplete: true)
         completed_retention: Duration::ZERO,
-        default_retry: RetryPolicy { max_attempts: 3, base: Duration::from_secs(1), cap: Duration::from_secs(30), max_throttled: 50 },
+        default_retry: RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+            max_throttled: 50,
+        },
         ..QueueConfig::default()
     };
     if let Some(l) = lease_ms {
@@ -179,7 +186,12 @@ async fn step(s: Step, ctx: Data<Arc<Ctx>>) -> Result<Handoff, JobError> {
 async fn worker_main(a: WorkerArgs) -> Result<()> {
     let q = Queue::connect(&a.url, config(&a.namespace, a.lease_ms)).await?;
     let backend = RedisBackend::<Step>::new(&q, &a.queue).batch(a.concurrency.min(64));
-    let ctx = Arc::new(Ctx { work: Duration::from_millis(a.work_ms), queue: a.queue.clone(), steps: a.steps, count_steps: a.count_steps });
+    let ctx = Arc::new(Ctx {
+        work: Duration::from_millis(a.work_ms),
+        queue: a.queue.clone(),
+        steps: a.steps,
+        count_steps: a.count_steps,
+    });
     let worker = WorkerBuilder::new(format!("bench-{}", q.worker_id()))
         .backend(backend)
         .data(ctx)
@@ -206,8 +218,12 @@ impl WorkerProc {
     fn start(url: &str, ns: &str, queue: &str, concurrency: usize, steps: u32, lease_ms: Option<u64>) -> Result<Self> {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
-        cmd.args(["worker", "--url", url, "--namespace", ns, "--queue", queue])
-            .args(["--concurrency", &concurrency.to_string(), "--steps", &steps.to_string()]);
+        cmd.args(["worker", "--url", url, "--namespace", ns, "--queue", queue]).args([
+            "--concurrency",
+            &concurrency.to_string(),
+            "--steps",
+            &steps.to_string(),
+        ]);
         if let Some(l) = lease_ms {
             cmd.args(["--lease-ms", &l.to_string()]);
         }
@@ -424,7 +440,8 @@ async fn chains(a: ChainArgs) -> Result<()> {
     if runs.len() > 1 {
         out["reps"] = json!(runs.len());
         out["chains_per_s_runs"] = json!(runs.iter().map(|r| r["chains_per_s"].clone()).collect::<Vec<_>>());
-        out["redis_cpu_us_per_job_runs"] = json!(runs.iter().map(|r| r["redis_cpu_us_per_job"].clone()).collect::<Vec<_>>());
+        out["redis_cpu_us_per_job_runs"] =
+            json!(runs.iter().map(|r| r["redis_cpu_us_per_job"].clone()).collect::<Vec<_>>());
         out["p99_ms_runs"] = json!(runs.iter().map(|r| r["lat_ms"]["p99"].clone()).collect::<Vec<_>>());
     }
     println!("{out}");
@@ -473,7 +490,8 @@ async fn delayed(a: DelayedArgs) -> Result<()> {
         let mut c = c.clone();
         async move { info_field(&mut c, "memory", "used_memory").await }
     };
-    let mut out = json!({ "system": "grantline-queue", "payload_json_bytes": serde_json::to_string(&removal(123_456))?.len() });
+    let mut out =
+        json!({ "system": "grantline-queue", "payload_json_bytes": serde_json::to_string(&removal(123_456))?.len() });
     // (1a) ready jobs, no worker
     let m0 = mem(&mut conn).await?;
     let t = Instant::now();
@@ -493,7 +511,9 @@ async fn delayed(a: DelayedArgs) -> Result<()> {
     for chunk in (0..a.m).collect::<Vec<_>>().chunks(1000) {
         let jobs = chunk
             .iter()
-            .map(|&i| NewJob::new(queue, &removal(i)).map(|j| j.run_at(RunAt::At(now + 7 * day + fastrand::u64(0..21 * day)))))
+            .map(|&i| {
+                NewJob::new(queue, &removal(i)).map(|j| j.run_at(RunAt::At(now + 7 * day + fastrand::u64(0..21 * day))))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         q.push_many(jobs).await?;
     }
@@ -529,7 +549,8 @@ async fn delayed(a: DelayedArgs) -> Result<()> {
             .iter()
             .map(|_| {
                 let delay = 2000 + fastrand::u64(0..5000);
-                NewJob::new(queue, &Soon { due_at: now_ms() + delay as f64 }).map(|j| j.delay(Duration::from_millis(delay)))
+                NewJob::new(queue, &Soon { due_at: now_ms() + delay as f64 })
+                    .map(|j| j.delay(Duration::from_millis(delay)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         q.push_many(jobs).await?;

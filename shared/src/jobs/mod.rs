@@ -13,7 +13,7 @@ mod validate;
 
 pub use alert::Alert;
 pub use execute_grant::ExecuteGrant;
-pub use remove_access::{RemoveAccess, RemovalTrigger};
+pub use remove_access::{RemovalTrigger, RemoveAccess};
 pub use request_approval::RequestApproval;
 pub use rollback_grant::RollbackGrant;
 pub use schedule_removal::ScheduleRemoval;

@@ -233,7 +233,7 @@ fn non_empty(s: Option<&String>) -> Option<&str> {
     s.map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-fn entry_targets<'p>(policy: &'p Policy, entry: usize) -> Vec<&'p Target> {
+fn entry_targets(policy: &Policy, entry: usize) -> Vec<&Target> {
     policy.catalog[entry].targets.iter().filter_map(|k| policy.target(k)).collect()
 }
 
@@ -270,7 +270,7 @@ fn resolve_suggestion<'p>(policy: &'p Policy, suggestion: &str, hint: Option<&st
         };
     }
     if let Some(target) = policy.targets.iter().find(|t| t.is_named_by(suggestion))
-        && let Some(e) = policy.catalog.iter().position(|c| c.targets.iter().any(|k| *k == target.key))
+        && let Some(e) = policy.catalog.iter().position(|c| c.targets.contains(&target.key))
     {
         return Ok(AiHit {
             entry: e,

@@ -318,7 +318,7 @@ impl Match {
 
     /// Whether a request for `level` on `target` by someone in `member_of` is matched.
     pub fn matches(&self, target: &Target, level: AccessLevel, member_of: &[String]) -> bool {
-        (self.targets.is_empty() || self.targets.iter().any(|k| *k == target.key))
+        (self.targets.is_empty() || self.targets.contains(&target.key))
             && self.kind.is_none_or(|k| k == target.kind())
             && (self.mailbox_types.is_empty() || target.mailbox_type().is_some_and(|t| self.mailbox_types.contains(&t)))
             && self.tags.iter().all(|t| target.has_tag(t))

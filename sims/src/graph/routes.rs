@@ -283,20 +283,29 @@ fn filter_users(
     }
     let filter = pairs.iter().find(|(k, _)| eq(k, "$filter") || eq(k, "filter")).map(|(_, v)| v.trim().to_owned());
     let Some(filter) = filter else {
-        return Err(GraphError::new(501, "NotImplemented", "Listing users without $filter is not supported by the simulator."));
+        return Err(GraphError::new(
+            501,
+            "NotImplemented",
+            "Listing users without $filter is not supported by the simulator.",
+        ));
     };
     let parsed = filter.split_once(" eq ").and_then(|(prop, value)| {
         let value = value.trim().strip_prefix('\'')?.strip_suffix('\'')?.replace("''", "'");
         Some((prop.trim().to_owned(), value))
     });
     let Some((prop, value)) = parsed.filter(|(p, _)| eq(p, "mail") || eq(p, "userPrincipalName")) else {
-        return Err(GraphError::new(501, "NotImplemented", format!("The simulator does not support the filter '{filter}'.")));
+        return Err(GraphError::new(
+            501,
+            "NotImplemented",
+            format!("The simulator does not support the filter '{filter}'."),
+        ));
     };
     let dir = state.lock();
     let matches: Vec<Val> = dir
         .all_users()
         .filter(|u| {
-            let field = if eq(&prop, "mail") { u.mail.as_deref().unwrap_or("") } else { u.user_principal_name.as_str() };
+            let field =
+                if eq(&prop, "mail") { u.mail.as_deref().unwrap_or("") } else { u.user_principal_name.as_str() };
             field.eq_ignore_ascii_case(&value)
         })
         .map(|u| Val::Obj(odata::user_collection_item(u, sel, ctx.lifecycle)))

@@ -12,11 +12,11 @@ use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::ExecuteGrant;
 use grantline_shared::policy::{Decision, UserFacts};
-use grantline_shared::request::{fields, RequestState};
+use grantline_shared::request::{RequestState, fields};
 
 use super::{already_done, job_error};
-use crate::membership::{holders, holders_key, locked, MembershipLock};
-use crate::record::{load, GrantReceipt, StepCommit};
+use crate::membership::{MembershipLock, holders, holders_key, locked};
+use crate::record::{GrantReceipt, StepCommit, load};
 use crate::services::Services;
 
 pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
@@ -24,13 +24,20 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
     if !matches!(rec.state, RequestState::Approved | RequestState::Deferred) {
         return Ok(already_done("execute-grant", &rec.id, rec.state));
     }
-    let decision: Decision = rec.field(fields::DECISION).ok_or_else(|| JobError::permanent("request.no_decision", "no decision"))?;
-    let requester: UserFacts = rec.field(fields::REQUESTER).ok_or_else(|| JobError::permanent("request.no_requester", "no requester"))?;
-    let target = decision.target.clone().ok_or_else(|| JobError::permanent("request.no_target", "the decision names no target"))?;
-    let group_id = target
-        .group_id
+    let decision: Decision =
+        rec.field(fields::DECISION).ok_or_else(|| JobError::permanent("request.no_decision", "no decision"))?;
+    let requester: UserFacts =
+        rec.field(fields::REQUESTER).ok_or_else(|| JobError::permanent("request.no_requester", "no requester"))?;
+    let target = decision
+        .target
         .clone()
-        .ok_or_else(|| JobError::permanent("grant.unsupported_target", format!("{} is not a group; its executor is not available", target.display_name)))?;
+        .ok_or_else(|| JobError::permanent("request.no_target", "the decision names no target"))?;
+    let group_id = target.group_id.clone().ok_or_else(|| {
+        JobError::permanent(
+            "grant.unsupported_target",
+            format!("{} is not a group; its executor is not available", target.display_name),
+        )
+    })?;
     let now_ms = svc.now_ms();
     let window_ms = u64::try_from(decision.execute_at.as_millisecond()).unwrap_or(0);
     if window_ms > now_ms && rec.state == RequestState::Approved {
@@ -68,12 +75,16 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             tokio::time::sleep(Duration::from_millis(200 << i)).await;
         }
         if !after {
-            return Err(JobError::transient("grant.not_visible", "the membership is not visible yet; will verify again"));
+            return Err(JobError::transient(
+                "grant.not_visible",
+                "the membership is not visible yet; will verify again",
+            ));
         }
         // pre-existing: a member before grantline (our first attempt may find its own add on a
         // retry, hence the ledger); a membership other grantline requests hold is shared, not
         // pre-existing, and this request becomes one more holder
-        let others: Vec<String> = holders(&svc.queue, &group_id, &requester.id).await?.into_iter().filter(|h| *h != rec.id).collect();
+        let others: Vec<String> =
+            holders(&svc.queue, &group_id, &requester.id).await?.into_iter().filter(|h| *h != rec.id).collect();
         let validated_pre_existing = rec.raw.get("pre_existing").is_some_and(|v| v == "true");
         let pre_existing = if !others.is_empty() {
             false
@@ -103,11 +114,19 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
                 client_request_id: receipt.client_request_id.clone(),
             })
             .set_json(fields::GRANT, &receipt)?
-            .write(grantline_queue::Write::new(grantline_queue::WriteCmd::Del, ledger_rel(&rec.id, &receipt), Vec::<String>::new()));
+            .write(grantline_queue::Write::new(
+                grantline_queue::WriteCmd::Del,
+                ledger_rel(&rec.id, &receipt),
+                Vec::<String>::new(),
+            ));
         let commit = if pre_existing {
             commit
         } else {
-            commit.write(grantline_queue::Write::new(grantline_queue::WriteCmd::SAdd, holders_key(&group_id, &requester.id), [rec.id.clone()]))
+            commit.write(grantline_queue::Write::new(
+                grantline_queue::WriteCmd::SAdd,
+                holders_key(&group_id, &requester.id),
+                [rec.id.clone()],
+            ))
         };
         commit.outcome(Outcome::Granted).into_handoff()
     })

@@ -23,7 +23,11 @@ pub fn job_error(e: impl Into<StepError>) -> JobError {
 }
 
 /// The step already ran (its state moved on): acknowledging again is success.
-pub fn already_done(step: &str, request_id: &str, state: grantline_shared::request::RequestState) -> grantline_queue::Handoff {
+pub fn already_done(
+    step: &str,
+    request_id: &str,
+    state: grantline_shared::request::RequestState,
+) -> grantline_queue::Handoff {
     tracing::info!(step, request_id, %state, "step already applied; acknowledging");
     grantline_queue::Handoff::done()
 }

@@ -9,11 +9,11 @@ use grantline_queue::{Handoff, JobError, Write, WriteCmd};
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::RemoveAccess;
-use grantline_shared::request::{fields, keys, RequestState};
+use grantline_shared::request::{RequestState, fields, keys};
 
 use super::already_done;
-use crate::membership::{forget_write, let_go, locked, MembershipLock};
-use crate::record::{load, GrantReceipt, StepCommit};
+use crate::membership::{MembershipLock, forget_write, let_go, locked};
+use crate::record::{GrantReceipt, StepCommit, load};
 use crate::services::Services;
 
 pub async fn run(job: RemoveAccess, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
@@ -21,11 +21,13 @@ pub async fn run(job: RemoveAccess, svc: Data<Arc<Services>>) -> Result<Handoff,
     if rec.state != RequestState::Active {
         return Ok(already_done("remove-access", &rec.id, rec.state));
     }
-    let grant: GrantReceipt = rec.field(fields::GRANT).ok_or_else(|| JobError::permanent("request.no_grant", "no grant"))?;
+    let grant: GrantReceipt =
+        rec.field(fields::GRANT).ok_or_else(|| JobError::permanent("request.no_grant", "no grant"))?;
     let lock = MembershipLock::acquire(&svc.queue, &grant.group_id, &grant.user_id, &rec.id, "remove-access").await?;
     locked(lock, &svc.queue, async {
         let release = let_go(&svc, &grant, &rec.id).await?;
-        let trigger = serde_json::to_value(job.trigger).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let trigger =
+            serde_json::to_value(job.trigger).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         StepCommit::new(&rec, "remove-access", svc.now_ms())
             .event(AuditEvent::RemovalExecuted {
                 group_id: grant.group_id.clone(),

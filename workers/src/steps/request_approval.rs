@@ -10,10 +10,10 @@ use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::RequestApproval;
 use grantline_shared::policy::{ApprovalRequirement, Decision};
-use grantline_shared::request::{fields, RequestState};
+use grantline_shared::request::{RequestState, fields};
 
 use super::already_done;
-use crate::record::{load, StepCommit};
+use crate::record::{StepCommit, load};
 use crate::services::Services;
 
 pub async fn run(job: RequestApproval, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
@@ -35,9 +35,17 @@ pub async fn run(job: RequestApproval, svc: Data<Arc<Services>>) -> Result<Hando
                 .into_handoff()
         }
         _ => {
-            let reason = decision.rule.clone().map(|r| format!("auto-approved by rule {r}")).unwrap_or_else(|| "auto-approved".into());
+            let reason = decision
+                .rule
+                .clone()
+                .map(|r| format!("auto-approved by rule {r}"))
+                .unwrap_or_else(|| "auto-approved".into());
             commit
-                .event(AuditEvent::ApprovalRecorded { approver: "policy".into(), approve: true, comment: reason.clone() })
+                .event(AuditEvent::ApprovalRecorded {
+                    approver: "policy".into(),
+                    approve: true,
+                    comment: reason.clone(),
+                })
                 .set(fields::REASON, reason)
                 .outcome(Outcome::AutoApproved)
                 .into_handoff()

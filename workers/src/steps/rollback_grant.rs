@@ -10,11 +10,11 @@ use grantline_queue::{Handoff, JobError, Write, WriteCmd};
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::RollbackGrant;
-use grantline_shared::request::{fields, keys, RequestState};
+use grantline_shared::request::{RequestState, fields, keys};
 
 use super::already_done;
-use crate::membership::{forget_write, let_go, locked, MembershipLock};
-use crate::record::{load, GrantReceipt, StepCommit};
+use crate::membership::{MembershipLock, forget_write, let_go, locked};
+use crate::record::{GrantReceipt, StepCommit, load};
 use crate::services::Services;
 
 pub async fn run(job: RollbackGrant, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
@@ -29,7 +29,11 @@ pub async fn run(job: RollbackGrant, svc: Data<Arc<Services>>) -> Result<Handoff
     locked(lock, &svc.queue, async {
         let release = let_go(&svc, &grant, &rec.id).await?;
         StepCommit::new(&rec, "rollback-grant", svc.now_ms())
-            .event(AuditEvent::Compensated { group_id: grant.group_id.clone(), user_id: grant.user_id.clone(), removed: release.removed })
+            .event(AuditEvent::Compensated {
+                group_id: grant.group_id.clone(),
+                user_id: grant.user_id.clone(),
+                removed: release.removed,
+            })
             .write(forget_write(&grant, &rec.id))
             .write(Write::new(WriteCmd::ZRem, keys::EXPIRING, [rec.id.clone()]))
             .outcome(Outcome::RolledBack)

@@ -9,10 +9,10 @@ use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::ScheduleRemoval;
 use grantline_shared::policy::Decision;
-use grantline_shared::request::{fields, keys, RequestState};
+use grantline_shared::request::{RequestState, fields, keys};
 
 use super::already_done;
-use crate::record::{load, GrantReceipt, StepCommit};
+use crate::record::{GrantReceipt, StepCommit, load};
 use crate::services::Services;
 
 pub async fn run(job: ScheduleRemoval, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
@@ -20,8 +20,10 @@ pub async fn run(job: ScheduleRemoval, svc: Data<Arc<Services>>) -> Result<Hando
     if rec.state != RequestState::TicketUpdated {
         return Ok(already_done("schedule-removal", &rec.id, rec.state));
     }
-    let decision: Decision = rec.field(fields::DECISION).ok_or_else(|| JobError::permanent("request.no_decision", "no decision"))?;
-    let grant: GrantReceipt = rec.field(fields::GRANT).ok_or_else(|| JobError::permanent("request.no_grant", "no grant"))?;
+    let decision: Decision =
+        rec.field(fields::DECISION).ok_or_else(|| JobError::permanent("request.no_decision", "no decision"))?;
+    let grant: GrantReceipt =
+        rec.field(fields::GRANT).ok_or_else(|| JobError::permanent("request.no_grant", "no grant"))?;
     let start = jiff::Timestamp::from_millisecond(i64::try_from(grant.granted_ms).unwrap_or(0))
         .map_err(|e| JobError::permanent("request.bad_time", e.to_string()))?;
     let end = decision

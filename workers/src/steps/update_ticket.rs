@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use apalis_core::task::data::Data;
-use grantline_connectors::servicenow::{ritm_state, RitmPatch, UpdateOptions};
+use grantline_connectors::servicenow::{RitmPatch, UpdateOptions, ritm_state};
 use grantline_queue::{Handoff, JobError};
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
@@ -14,7 +14,7 @@ use grantline_shared::policy::Decision;
 use grantline_shared::request::fields;
 
 use super::job_error;
-use crate::record::{load, GrantReceipt, RequestRecord, StepCommit};
+use crate::record::{GrantReceipt, RequestRecord, StepCommit, load};
 use crate::services::Services;
 
 fn ms_to_text(ms: u64) -> String {
@@ -42,7 +42,8 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
         .filter(|a| a.get("approve").and_then(|v| v.as_bool()) == Some(true))
         .filter_map(|a| a.get("approver").and_then(|v| v.as_str()).map(str::to_owned))
         .collect();
-    let approved_by = if approvers.is_empty() { reason.clone() } else { format!("approved by {}", approvers.join(", ")) };
+    let approved_by =
+        if approvers.is_empty() { reason.clone() } else { format!("approved by {}", approvers.join(", ")) };
     let mut patch = RitmPatch::default();
     let body = match update {
         TicketUpdate::Denied => {
@@ -54,7 +55,19 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
             patch.stage = Some("waiting_for_approval".into());
             let plan = decision.as_ref().and_then(|d| d.plan().cloned());
             let who = plan
-                .map(|p| p.stages.iter().map(|s| format!("{} ({})", s.name, s.approvers.iter().flat_map(|a| a.ids.clone()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join(" then "))
+                .map(|p| {
+                    p.stages
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{} ({})",
+                                s.name,
+                                s.approvers.iter().flat_map(|a| a.ids.clone()).collect::<Vec<_>>().join(", ")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" then ")
+                })
                 .unwrap_or_default();
             format!("Waiting for approval: {who}")
         }
@@ -83,8 +96,14 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
                     g.group_name,
                     g.group_id,
                     ms_to_text(g.granted_ms),
-                    if g.pre_existing { " (the membership already existed; it will not be removed by this request)" } else { "" },
-                    end.map(ms_to_text).map(|e| format!("{e}{}", duration_note(decision.as_ref()))).unwrap_or_else(|| "none (permanent)".into()),
+                    if g.pre_existing {
+                        " (the membership already existed; it will not be removed by this request)"
+                    } else {
+                        ""
+                    },
+                    end.map(ms_to_text)
+                        .map(|e| format!("{e}{}", duration_note(decision.as_ref())))
+                        .unwrap_or_else(|| "none (permanent)".into()),
                     g.graph_request_id.clone().unwrap_or_default(),
                     g.client_request_id,
                 ),
@@ -98,7 +117,10 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
                 g.group_name,
                 removal_kept_for(rec).unwrap_or_default().join(", ")
             ),
-            Some(g) if g.pre_existing => format!("Access period ended: {} kept membership of {} (it existed before this request).", g.user_upn, g.group_name),
+            Some(g) if g.pre_existing => format!(
+                "Access period ended: {} kept membership of {} (it existed before this request).",
+                g.user_upn, g.group_name
+            ),
             Some(g) => format!("Access period ended: {} removed from {} and verified.", g.user_upn, g.group_name),
             None => "Access period ended.".to_owned(),
         },
@@ -131,12 +153,18 @@ pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff,
     let (marker, patch) = note(&rec, job.update);
     let existing = svc.servicenow.list_work_notes(&rec.ticket.sys_id).await.map_err(job_error)?;
     if !existing.iter().any(|n| n.value.contains(&marker)) {
-        svc.servicenow.update_ritm(&rec.ticket.sys_id, &patch, UpdateOptions { no_response_body: true }).await.map_err(job_error)?;
+        svc.servicenow
+            .update_ritm(&rec.ticket.sys_id, &patch, UpdateOptions { no_response_body: true })
+            .await
+            .map_err(job_error)?;
     }
-    let time_bound = rec.raw.get(fields::END_MS).is_some()
+    let time_bound = rec.raw.contains_key(fields::END_MS)
         || rec.field::<Decision>(fields::DECISION).and_then(|d| d.duration).is_some_and(|d| !d.is_permanent());
     StepCommit::new(&rec, "update-ticket", svc.now_ms())
-        .event(AuditEvent::TicketUpdated { update: job.update.as_str().into(), state: patch.state.clone().unwrap_or_default() })
+        .event(AuditEvent::TicketUpdated {
+            update: job.update.as_str().into(),
+            state: patch.state.clone().unwrap_or_default(),
+        })
         .outcome(Outcome::TicketUpdated { update: job.update, time_bound })
         .into_handoff()
 }

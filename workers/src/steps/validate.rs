@@ -13,10 +13,10 @@ use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::Validate;
 use grantline_shared::policy::{self, Decision, GroupFacts, Policy, Principal, RequestFacts, UserFacts};
-use grantline_shared::request::{fields, RequestState};
+use grantline_shared::request::{RequestState, fields};
 
 use super::{already_done, job_error};
-use crate::record::{load, StepCommit};
+use crate::record::{StepCommit, load};
 use crate::services::Services;
 
 /// Variable names read from the catalog item (first match wins).
@@ -161,7 +161,11 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
     let (Some(facts), Some(decision)) = (ev.facts, ev.decision) else {
         let reason = "the person the access is for was not found in the directory".to_owned();
         return commit
-            .event(AuditEvent::CheckEvaluated { code: "requester.exists".into(), passed: false, reason: reason.clone() })
+            .event(AuditEvent::CheckEvaluated {
+                code: "requester.exists".into(),
+                passed: false,
+                reason: reason.clone(),
+            })
             .set(fields::REASON, reason)
             .outcome(Outcome::Denied)
             .into_handoff();
@@ -198,6 +202,9 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
 /// A ticket date: RFC 3339, or a plain date (midnight UTC).
 fn parse_date(s: &str) -> Option<jiff::Timestamp> {
     s.parse::<jiff::Timestamp>().ok().or_else(|| {
-        s.parse::<jiff::civil::Date>().ok().and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok()).map(|z| z.timestamp())
+        s.parse::<jiff::civil::Date>()
+            .ok()
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
     })
 }
