@@ -19,13 +19,12 @@
 
 pub mod graph;
 pub mod http;
-pub mod secret;
 pub mod servicenow;
 pub mod token;
 
 pub use graph::{GraphClient, GraphConfig, GraphError};
 pub use http::HttpConfig;
-pub use secret::Secret;
+pub use grantline_shared::Secret;
 pub use servicenow::{ServiceNowClient, ServiceNowConfig, ServiceNowError};
 pub use token::{EntraTokenConfig, TokenError, TokenProvider};
 

@@ -7,28 +7,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-/// A secret value (webhook secret, HMAC key, operator token). `Debug` prints a placeholder,
-/// and it is deliberately not `Serialize` or `Display`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for comparing or keying a MAC. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use grantline_shared::Secret;
 
 /// How ServiceNow (or anything posting our documented payload) authenticates. ServiceNow
 /// does not sign outbound requests, so the integrator configures one of these in the REST

@@ -8,7 +8,9 @@ pub mod jobs;
 pub mod kinds;
 pub mod policy;
 pub mod request;
+pub mod secret;
 pub mod trace;
 
 pub use error::{ErrorClass, StepError};
 pub use kinds::JobKind;
+pub use secret::Secret;
