@@ -97,33 +97,30 @@ async fn sigkilled_workers_lose_nothing_and_fork_nothing() {
     // this process watches the queue too: any live process may reap
     q.watch(QUEUE).await.unwrap();
     push_chains(&q, N).await;
-    let mut worker = Worker::start(&server.url(), "crash", Some(LEASE_MS), 0);
+    // 10 ms of work per step keeps the 100,000 jobs busy for well over the time the four kills
+    // and their recoveries take, so every kill lands while chains are in flight
+    const WORK_MS: u64 = 10;
+    let mut worker = Worker::start(&server.url(), "crash", Some(LEASE_MS), WORK_MS);
+    for kill in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(0..1200))).await;
+        assert!(finished(&q).await < N, "kill {kill} must land while chains remain");
+        let held = leases_of(&q, &worker.id).await;
+        worker.sigkill();
+        let dead_id = worker.id.clone();
+        let killed_at = Instant::now();
+        worker = Worker::start(&server.url(), "crash", Some(LEASE_MS), WORK_MS);
+        // the dead worker's leases come back within the lease time (plus a reaper tick)
+        while leases_of(&q, &dead_id).await > 0 {
+            assert!(killed_at.elapsed() < Duration::from_millis(LEASE_MS + 1500), "jobs of a killed worker not recovered in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("kill {kill}: {held} leases held, recovered in {:?}", killed_at.elapsed());
+    }
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut kills = 0;
     while finished(&q).await < N {
         assert!(Instant::now() < deadline, "chains did not complete");
-        if kills < 4 {
-            tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(0..1200))).await;
-            let held = leases_of(&q, &worker.id).await;
-            worker.sigkill();
-            kills += 1;
-            let dead_id = worker.id.clone();
-            let killed_at = Instant::now();
-            worker = Worker::start(&server.url(), "crash", Some(LEASE_MS), 0);
-            // the dead worker's leases come back within the lease time (plus a reaper tick)
-            while leases_of(&q, &dead_id).await > 0 {
-                assert!(
-                    killed_at.elapsed() < Duration::from_millis(LEASE_MS + 1500),
-                    "jobs of a killed worker not recovered in time"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            eprintln!("kill {kills}: {held} leases held, recovered in {:?}", killed_at.elapsed());
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(kills, 4, "the run outlasted the kills");
     assert_complete(&q, N).await;
     assert!(q.metrics(QUEUE).await.unwrap().recovered_total > 0, "kills landed while jobs were in flight");
 }
