@@ -175,13 +175,7 @@ impl Queue {
 
     /// Enqueues one job. A taken idempotency key or id is reported, not dropped silently.
     pub async fn push(&self, job: NewJob) -> Result<PushOutcome, QueueError> {
-        match self.commit(Handoff::default().then(job)).await? {
-            CommitOutcome::Applied { mut ids } => Ok(PushOutcome::Enqueued { id: ids.pop().unwrap_or_default() }),
-            CommitOutcome::Duplicate { id, existing } => Ok(PushOutcome::Duplicate { id, existing }),
-            CommitOutcome::GuardFailed { .. } => {
-                Err(QueueError::Protocol("guard failed on a push without guards".into()))
-            }
-        }
+        self.push_many(vec![job]).await?.pop().ok_or_else(|| QueueError::Protocol("a push got no outcome".into()))
     }
 
     /// Enqueues many jobs, each atomic on its own with its own outcome, in one pipelined
