@@ -22,9 +22,9 @@ pub mod http;
 pub mod servicenow;
 pub mod token;
 
+pub use grantline_shared::Secret;
 pub use graph::{GraphClient, GraphConfig, GraphError};
 pub use http::HttpConfig;
-pub use grantline_shared::Secret;
 pub use servicenow::{ServiceNowClient, ServiceNowConfig, ServiceNowError};
 pub use token::{EntraTokenConfig, TokenError, TokenProvider};
 

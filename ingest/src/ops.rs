@@ -114,12 +114,14 @@ const QUEUE_FAMILIES: &[Family] = &[
 
 /// Renders the Prometheus text exposition of the given queue figures and ingest counters.
 /// The policy in force and its failed reloads, as the workers record them in Redis
-/// (`policy:status`; see the workers' policy reload).
+/// (`keys::POLICY_STATUS`; see the workers' policy reload).
 async fn policy_status(state: &AppState) -> String {
     use redis::AsyncCommands;
     let mut conn = state.queue.connection();
-    let status: std::collections::HashMap<String, String> =
-        conn.hgetall(state.queue.namespace().key("policy:status")).await.unwrap_or_default();
+    let status: std::collections::HashMap<String, String> = conn
+        .hgetall(state.queue.namespace().key(grantline_shared::request::keys::POLICY_STATUS))
+        .await
+        .unwrap_or_default();
     let mut out = String::new();
     if let Some(version) = status.get("version") {
         let _ = writeln!(out, "# HELP grantline_policy_info The policy version in force in the workers.");

@@ -111,7 +111,10 @@ async fn sigkilled_workers_lose_nothing_and_fork_nothing() {
         worker = Worker::start(&server.url(), "crash", Some(LEASE_MS), WORK_MS);
         // the dead worker's leases come back within the lease time (plus a reaper tick)
         while leases_of(&q, &dead_id).await > 0 {
-            assert!(killed_at.elapsed() < Duration::from_millis(LEASE_MS + 1500), "jobs of a killed worker not recovered in time");
+            assert!(
+                killed_at.elapsed() < Duration::from_millis(LEASE_MS + 1500),
+                "jobs of a killed worker not recovered in time"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         eprintln!("kill {kill}: {held} leases held, recovered in {:?}", killed_at.elapsed());

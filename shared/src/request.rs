@@ -124,6 +124,9 @@ pub mod keys {
     }
     /// ZSET of request ids scored by creation time (ms), for listings.
     pub const REQUESTS: &str = "requests";
+    /// HASH of the policy in force in the workers: version, loaded_ms, reload_failures,
+    /// last_error (written by the workers' reload, read by the edge's /metrics).
+    pub const POLICY_STATUS: &str = "policy:status";
     /// ZSET of active time-bound grants (request ids) scored by expiry (ms): the safety net.
     pub const EXPIRING: &str = "grants:expiring";
 }

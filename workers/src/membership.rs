@@ -9,6 +9,8 @@ use std::time::Duration;
 use grantline_queue::{Guard, Handoff, JobError, Queue, Write, WriteCmd};
 use redis::AsyncCommands;
 
+use crate::steps::redis_unavailable;
+
 /// How long a membership lock lives if its holder dies without releasing it.
 const LOCK_TTL: Duration = Duration::from_secs(60);
 
@@ -47,9 +49,9 @@ impl MembershipLock {
             .arg(LOCK_TTL.as_millis() as u64)
             .query_async(&mut conn)
             .await
-            .map_err(redis_down)?;
+            .map_err(redis_unavailable)?;
         if set.is_none() {
-            let holder: Option<String> = conn.get(&abs).await.map_err(redis_down)?;
+            let holder: Option<String> = conn.get(&abs).await.map_err(redis_unavailable)?;
             if holder.as_deref() != Some(token.as_str()) {
                 return Err(JobError::Transient {
                     code: "membership.busy".into(),
@@ -57,7 +59,7 @@ impl MembershipLock {
                     retry_after: Some(Duration::from_millis(200)),
                 });
             }
-            let _: bool = conn.pexpire(&abs, LOCK_TTL.as_millis() as i64).await.map_err(redis_down)?;
+            let _: bool = conn.pexpire(&abs, LOCK_TTL.as_millis() as i64).await.map_err(redis_unavailable)?;
         }
         Ok(Self { key, token })
     }
@@ -72,15 +74,10 @@ impl MembershipLock {
         ))
     }
 
-    /// Releases at once (a failed attempt), if still held by this request.
+    /// Releases at once (a failed attempt), if still held by this request: the same guarded
+    /// delete as `release_with`, committed on its own.
     pub async fn release(self, queue: &Queue) {
-        let script = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        );
-        let mut conn = queue.connection();
-        let r: redis::RedisResult<i64> =
-            script.key(queue.namespace().key(&self.key)).arg(&self.token).invoke_async(&mut conn).await;
-        if let Err(e) = r {
+        if let Err(e) = queue.commit(self.release_with(Handoff::done())).await {
             tracing::warn!(error = %e, "could not release a membership lock; it expires by itself");
         }
     }
@@ -89,11 +86,7 @@ impl MembershipLock {
 /// The requests that hold a membership grantline created.
 pub async fn holders(queue: &Queue, group: &str, user: &str) -> Result<Vec<String>, JobError> {
     let mut conn = queue.connection();
-    conn.smembers(queue.namespace().key(&holders_key(group, user))).await.map_err(redis_down)
-}
-
-fn redis_down(e: redis::RedisError) -> JobError {
-    JobError::transient("redis.unavailable", e.to_string())
+    conn.smembers(queue.namespace().key(&holders_key(group, user))).await.map_err(redis_unavailable)
 }
 
 /// What letting go of a membership did.

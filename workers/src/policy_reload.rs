@@ -13,7 +13,7 @@ use grantline_shared::policy;
 use crate::services::PolicyHandle;
 
 /// Relative key of the policy status hash: version, loaded_ms, reload_failures, last_error.
-pub const STATUS_KEY: &str = "policy:status";
+pub use grantline_shared::request::keys::POLICY_STATUS as STATUS_KEY;
 
 /// What a reload attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,10 +51,8 @@ impl RequestRecord {
 
 pub async fn load(queue: &Queue, id: &str) -> Result<RequestRecord, JobError> {
     let mut conn = queue.connection();
-    let raw: HashMap<String, String> = conn
-        .hgetall(queue.namespace().key(&keys::request(id)))
-        .await
-        .map_err(|e| JobError::transient("redis.unavailable", e.to_string()))?;
+    let raw: HashMap<String, String> =
+        conn.hgetall(queue.namespace().key(&keys::request(id))).await.map_err(crate::steps::redis_unavailable)?;
     if raw.is_empty() {
         return Err(JobError::permanent("request.not_found", format!("request {id} has no record")));
     }

@@ -16,11 +16,7 @@ use crate::record::{GrantReceipt, StepCommit, load};
 use crate::services::Services;
 
 pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
-    let letters = svc
-        .queue
-        .dead_letters(&job.queue, None, 1000)
-        .await
-        .map_err(|e| JobError::transient("redis.unavailable", e.to_string()))?;
+    let letters = svc.queue.dead_letters(&job.queue, None, 1000).await.map_err(super::redis_unavailable)?;
     let letter = letters.into_iter().find(|d| d.id == job.dead_letter_id);
     let last_error = letter.as_ref().and_then(|d| d.errors.last().cloned());
     tracing::error!(

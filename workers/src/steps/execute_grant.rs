@@ -53,7 +53,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
     locked(lock, &svc.queue, async {
         // effect ledger: a marker written before the change, so a retry after a crash between
         // the change and its acknowledgement knows the membership it finds may be its own
-        let ledger = svc.queue.namespace().key(&format!("ledger:{}:execute-grant:{group_id}:{}", rec.id, requester.id));
+        let ledger = svc.queue.namespace().key(&ledger_key(&rec.id, &group_id, &requester.id));
         let mut conn = svc.queue.connection();
         let first_attempt: bool = redis::cmd("SET")
             .arg(&ledger)
@@ -61,7 +61,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             .arg("NX")
             .query_async::<Option<String>>(&mut conn)
             .await
-            .map_err(|e| JobError::transient("redis.unavailable", e.to_string()))?
+            .map_err(super::redis_unavailable)?
             .is_some();
         let before = svc.graph.is_member(&group_id, &requester.id).await.map_err(job_error)?.value;
         let added = svc.graph.add_member(&group_id, &requester.id).await.map_err(job_error)?;
@@ -116,7 +116,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             .set_json(fields::GRANT, &receipt)?
             .write(grantline_queue::Write::new(
                 grantline_queue::WriteCmd::Del,
-                ledger_rel(&rec.id, &receipt),
+                ledger_key(&rec.id, &receipt.group_id, &receipt.user_id),
                 Vec::<String>::new(),
             ));
         let commit = if pre_existing {
@@ -133,6 +133,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
     .await
 }
 
-fn ledger_rel(request_id: &str, g: &GrantReceipt) -> String {
-    format!("ledger:{request_id}:execute-grant:{}:{}", g.group_id, g.user_id)
+/// The effect-ledger key of this step's change to one membership (relative to the namespace).
+fn ledger_key(request_id: &str, group_id: &str, user_id: &str) -> String {
+    format!("ledger:{request_id}:execute-grant:{group_id}:{user_id}")
 }

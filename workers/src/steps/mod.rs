@@ -22,6 +22,11 @@ pub fn job_error(e: impl Into<StepError>) -> JobError {
     }
 }
 
+/// Redis could not be reached: the step runs again later.
+pub fn redis_unavailable(e: impl std::fmt::Display) -> JobError {
+    JobError::transient("redis.unavailable", e.to_string())
+}
+
 /// The step already ran (its state moved on): acknowledging again is success.
 pub fn already_done(
     step: &str,
