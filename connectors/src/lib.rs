@@ -17,10 +17,17 @@
 // returned once per HTTP call, where their size does not matter.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
+pub mod exchange;
 pub mod graph;
 pub mod http;
+pub mod jwt;
+pub mod oidc;
+pub mod pagerduty;
 pub mod servicenow;
+pub mod slack;
+pub mod teams;
 pub mod token;
+pub mod webhook;
 
 pub use grantline_shared::Secret;
 pub use graph::{GraphClient, GraphConfig, GraphError};

@@ -39,15 +39,19 @@
 //!   30 s). Approving every approval row of a RITM approves it (stage `fulfillment`); rejecting one
 //!   rejects it and closes it incomplete. The 403 ACL body text is unverified.
 
+pub mod botframework;
 mod clock;
 mod error;
+pub mod exchange;
 pub mod faults;
 mod graph;
 mod json;
 mod log;
 mod login;
+pub mod paging;
 mod server;
 mod servicenow;
+pub mod slack;
 pub mod tenant;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
