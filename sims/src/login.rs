@@ -95,7 +95,12 @@ impl LoginConfig {
                 AppRegistration::new(
                     ids::APP_GRANTLINE_ID,
                     ids::APP_GRANTLINE_SECRET,
-                    &["GroupMember.ReadWrite.All", "User.Read.All", "User-LifeCycleInfo.Read.All"],
+                    &[
+                        "GroupMember.ReadWrite.All",
+                        "User.Read.All",
+                        "User-LifeCycleInfo.Read.All",
+                        "Exchange.ManageAsApp",
+                    ],
                 )
                 .named("grantline"),
                 AppRegistration::new(

@@ -79,7 +79,8 @@ pub mod ids {
     pub const GROUP_ACCESS_GOVERNANCE: &str = "20000000-0000-4000-8000-000000000010";
 
     /// grantline's app registration: GroupMember.ReadWrite.All, User.Read.All,
-    /// User-LifeCycleInfo.Read.All (no RoleManagement.ReadWrite.Directory, no User.ReadWrite.All).
+    /// User-LifeCycleInfo.Read.All and, for Exchange Online, Exchange.ManageAsApp (no
+    /// RoleManagement.ReadWrite.Directory, no User.ReadWrite.All).
     pub const APP_GRANTLINE_ID: &str = "30000000-0000-4000-8000-000000000001";
     pub const APP_GRANTLINE_SECRET: &str = "grantline-demo-secret";
     /// A read-only app: User.Read.All, GroupMember.Read.All.
