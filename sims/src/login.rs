@@ -129,6 +129,13 @@ impl LoginConfig {
     }
 }
 
+/// The app roles a token for `audience` carries: an app's permissions belong to one resource
+/// each, so an Exchange token holds only the `Exchange.*` roles and a Graph token the others.
+fn roles_for(app: &AppRegistration, audience: &str) -> Vec<String> {
+    let exchange = audience == EXCHANGE_RESOURCE;
+    app.roles.iter().filter(|r| r.starts_with("Exchange.") == exchange).cloned().collect()
+}
+
 /// What the token table knows about an issued token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IssuedToken {
@@ -180,6 +187,7 @@ impl TokenTable {
         let exp = now.checked_add(life).unwrap_or(now);
         let oid = Uuid::new_v5(&Uuid::NAMESPACE_OID, app.client_id.as_bytes()).to_string();
         let header = serde_json::json!({ "typ": "JWT", "alg": "RS256", "x5t": "sim-key", "kid": "sim-key" });
+        let roles = roles_for(app, audience);
         let payload = serde_json::json!({
             "aud": audience,
             "iss": format!("https://sts.windows.net/{tenant_id}/"),
@@ -192,7 +200,7 @@ impl TokenTable {
             "idp": format!("https://sts.windows.net/{tenant_id}/"),
             "idtyp": "app",
             "oid": oid,
-            "roles": app.roles,
+            "roles": roles,
             "sub": oid,
             "tid": tenant_id,
             "uti": URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes()),
@@ -210,7 +218,7 @@ impl TokenTable {
             app_display_name: app.display_name.clone(),
             tenant_id: tenant_id.to_owned(),
             audience: audience.to_owned(),
-            roles: app.roles.clone(),
+            roles,
             issued_at: now,
             not_before: now,
             expires_at: exp,
