@@ -13,13 +13,19 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// The largest backoff ceiling.
     pub cap: Duration,
-    /// Throttled retries (upstream 429) do not consume attempts; this bounds them instead.
-    pub max_throttled: u32,
+    /// Waiting (an upstream's 429, a shared budget, a busy lock) consumes no attempt and is not
+    /// counted; a job is buried only once it has been waiting this long since its first wait.
+    pub max_wait: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 8, base: Duration::from_millis(500), cap: Duration::from_secs(300), max_throttled: 50 }
+        Self {
+            max_attempts: 8,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(300),
+            max_wait: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -144,7 +150,7 @@ mod tests {
             max_attempts: 5,
             base: Duration::from_millis(100),
             cap: Duration::from_secs(1),
-            max_throttled: 3,
+            max_wait: Duration::from_secs(60),
         };
         for attempt in 1..=12 {
             let ceiling = Duration::from_millis(100 * (1u64 << (attempt - 1).min(30))).min(Duration::from_secs(1));

@@ -268,6 +268,10 @@ pub enum JobError {
     Transient { code: String, message: String, retry_after: Option<Duration> },
     #[error("{code}: {message}")]
     Throttled { code: String, message: String, retry_after: Option<Duration> },
+    /// Not a failure: the job waits (for a shared budget, a lock held by another job) and runs
+    /// again after `after`, spending no attempt and adding nothing to its error history.
+    #[error("{code}: {message}")]
+    Wait { code: String, message: String, after: Duration },
     #[error("{code}: {message}")]
     Permanent { code: String, message: String },
 }
@@ -282,30 +286,37 @@ impl JobError {
     pub fn throttled(code: impl Into<String>, message: impl Into<String>, retry_after: Option<Duration>) -> Self {
         JobError::Throttled { code: code.into(), message: message.into(), retry_after }
     }
+    pub fn wait(code: impl Into<String>, message: impl Into<String>, after: Duration) -> Self {
+        JobError::Wait { code: code.into(), message: message.into(), after }
+    }
     pub(crate) fn class(&self) -> &'static str {
         match self {
             JobError::Transient { .. } => "transient",
             JobError::Throttled { .. } => "throttled",
+            JobError::Wait { .. } => "wait",
             JobError::Permanent { .. } => "permanent",
         }
     }
     pub fn code(&self) -> &str {
         match self {
-            JobError::Transient { code, .. } | JobError::Throttled { code, .. } | JobError::Permanent { code, .. } => {
-                code
-            }
+            JobError::Transient { code, .. }
+            | JobError::Throttled { code, .. }
+            | JobError::Wait { code, .. }
+            | JobError::Permanent { code, .. } => code,
         }
     }
     pub fn message(&self) -> &str {
         match self {
             JobError::Transient { message, .. }
             | JobError::Throttled { message, .. }
+            | JobError::Wait { message, .. }
             | JobError::Permanent { message, .. } => message,
         }
     }
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             JobError::Transient { retry_after, .. } | JobError::Throttled { retry_after, .. } => *retry_after,
+            JobError::Wait { after, .. } => Some(*after),
             JobError::Permanent { .. } => None,
         }
     }

@@ -13,6 +13,8 @@
 //!   exhausted jobs go to a dead-letter stream that is never capped silently;
 //! - delayed jobs live in a sorted set, promoted in bounded batches, never in memory;
 //! - completed jobs, dead letters and idempotency keys expire; metrics are O(1);
+//! - a shared rate budget ([`Queue::admit`], [`Queue::throttled`]) lets every process that calls
+//!   one upstream keep to that upstream's limit together;
 //! - Redis errors never stop a worker: it backs off and carries on when Redis is back.
 //!
 //! The queue knows nothing of access requests: queue names are the caller's stable kind
@@ -23,6 +25,7 @@ mod backend;
 mod config;
 mod job;
 mod keys;
+mod limiter;
 mod maintenance;
 mod queue;
 mod scripts;
@@ -36,6 +39,7 @@ pub use job::{
     new_id, successor_id, validate_id,
 };
 pub use keys::{Namespace, QueueKeys};
+pub use limiter::{Admission, Limit, LimitState};
 pub use queue::{DeadLetter, FailOutcome, Queue, QueueMetrics};
 
 /// Errors of the queue client. Workers never see these as fatal: the backend logs them,

@@ -89,6 +89,8 @@ pub struct QueueMetrics {
     pub completed_total: u64,
     pub retried_total: u64,
     pub throttled_total: u64,
+    /// Waits for a shared budget or a busy lock (no attempt spent).
+    pub waited_total: u64,
     pub recovered_total: u64,
     pub dead_total: u64,
     pub redriven_total: u64,
@@ -305,6 +307,7 @@ impl Queue {
         let policy = self.inner.cfg.retry_policy(&keys.name);
         let delay = match err {
             JobError::Throttled { retry_after, .. } => retry_after.unwrap_or(policy.base).max(Duration::from_millis(1)),
+            JobError::Wait { after, .. } => (*after).max(Duration::from_millis(1)),
             other => policy.delay(attempt, other.retry_after()),
         };
         let line = serde_json::to_string(&AttemptError {
@@ -333,7 +336,7 @@ impl Queue {
             err.class().to_owned(),
             ms(delay).to_string(),
             policy.max_attempts.to_string(),
-            policy.max_throttled.to_string(),
+            ms(policy.max_wait).to_string(),
             line,
             keys.name.clone(),
             tmpl,
@@ -454,6 +457,7 @@ impl Queue {
             completed_total: s("completed"),
             retried_total: s("retried"),
             throttled_total: s("throttled"),
+            waited_total: s("waited"),
             recovered_total: s("recovered"),
             dead_total: s("dead"),
             redriven_total: s("redriven"),
@@ -488,6 +492,15 @@ impl Queue {
             .query_async(&mut conn)
             .await?;
         Ok(reply.ids.into_iter().map(|e| dead_letter(queue, e)).collect())
+    }
+
+    /// One dead letter, looked up by its stream id.
+    pub async fn dead_letter(&self, queue: &str, dead_letter_id: &str) -> Result<Option<DeadLetter>, QueueError> {
+        let k = self.inner.ns.queue(queue);
+        let mut conn = self.inner.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&k.dead).arg(dead_letter_id).arg(dead_letter_id).query_async(&mut conn).await?;
+        Ok(reply.ids.into_iter().next().map(|e| dead_letter(queue, e)))
     }
 
     /// Puts one dead letter back on its queue with a fresh attempt budget.

@@ -21,6 +21,8 @@ pub(crate) struct Scripts {
     pub renew: Script,
     pub redrive: Script,
     pub janitor: Script,
+    pub admit: Script,
+    pub throttle: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -33,4 +35,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     renew: script(include_str!("lua/renew.lua")),
     redrive: script(include_str!("lua/redrive.lua")),
     janitor: script(include_str!("lua/janitor.lua")),
+    admit: script(include_str!("lua/admit.lua")),
+    throttle: script(include_str!("lua/throttle.lua")),
 });

@@ -162,7 +162,7 @@ fn retry_config() -> QueueConfig {
             max_attempts: 3,
             base: Duration::from_millis(20),
             cap: Duration::from_millis(50),
-            max_throttled: 5,
+            max_wait: Duration::from_secs(60),
         },
     );
     cfg.dead_letter_queue = Some("alert".into());
@@ -317,6 +317,50 @@ async fn throttled_retries_do_not_consume_attempts() {
     assert_eq!(*attempts.lock().unwrap(), vec![1, 1, 1, 1, 1], "429s leave the attempt count alone");
     let m = q.metrics("flaky").await.unwrap();
     assert_eq!((m.throttled_total, m.dead), (4, 0));
+}
+
+#[tokio::test]
+async fn waiting_spends_no_attempt_keeps_no_history_and_ends_only_after_the_wall_time_cap() {
+    let mut cfg = retry_config();
+    cfg.retry.insert(
+        "patient".into(),
+        RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(50),
+            max_wait: Duration::from_millis(600),
+        },
+    );
+    let e = env(cfg).await;
+    let q = e.queue.clone();
+    q.push(NewJob::new("patient", &Ping { n: 1 }).unwrap()).await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let w = spawn_worker!("patient", RedisBackend::<Ping>::new(&q, "patient"), 1, move |_p: Ping| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(JobError::wait("budget.wait", "the tenant's write budget is spent", Duration::from_millis(40)))
+        }
+    });
+    let dead = eventually(Duration::from_secs(10), "a dead letter after the wall-time cap", || {
+        let q = q.clone();
+        async move { q.dead_letters("patient", None, 10).await.unwrap().into_iter().next() }
+    })
+    .await;
+    w.shutdown().await;
+    let n = calls.load(Ordering::SeqCst);
+    assert!(n > 3, "many more waits than max_attempts (2): {n}");
+    assert!(dead.reason.starts_with("waited longer than"), "{}", dead.reason);
+    assert_eq!(dead.attempts, 0, "no attempt was spent");
+    assert_eq!(dead.errors.len(), 1, "one line, for the wait that ended it: {:?}", dead.errors);
+    assert_eq!(dead.errors[0].class, "wait");
+    let m = q.metrics("patient").await.unwrap();
+    assert_eq!(m.waited_total, u64::from(n) - 1);
+    assert_eq!((m.retried_total, m.dead), (0, 1));
+    let mut conn = q.connection();
+    let errors: std::collections::HashMap<String, String> = conn.hgetall(q.keys("patient").errors).await.unwrap();
+    assert!(errors.is_empty(), "nothing is left behind: {errors:?}");
 }
 
 #[tokio::test]

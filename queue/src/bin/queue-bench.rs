@@ -148,7 +148,7 @@ fn config(namespace: &str, lease_ms: Option<u64>) -> QueueConfig {
             max_attempts: 3,
             base: Duration::from_secs(1),
             cap: Duration::from_secs(30),
-            max_throttled: 50,
+            max_wait: Duration::from_secs(24 * 3600),
         },
         ..QueueConfig::default()
     };

@@ -29,7 +29,7 @@ local function bury(k, queue, id, attempts, reason, errs, now, alert_tmpl)
   local xid = redis.call('XADD', k.dead, '*', 'id', id, 'queue', queue, 'attempts', tostring(attempts),
     'reason', reason, 'errors', errs or '', 'job', env, 'at', tostring(now))
   redis.call('HDEL', k.jobs, id)
-  redis.call('HDEL', k.errors, id)
+  redis.call('HDEL', k.errors, id, 'w:' .. id)
   redis.call('HINCRBY', k.stats, 'dead', 1)
   if alert_tmpl and alert_tmpl ~= '' and k.a_jobs then
     local aid = 'dl-' .. queue .. '-' .. xid

@@ -75,7 +75,7 @@ if member ~= '' then
   else
     redis.call('HDEL', KEYS[2], acked_id)
   end
-  redis.call('HDEL', KEYS[3], acked_id)
+  redis.call('HDEL', KEYS[3], acked_id, 'w:' .. acked_id)
   redis.call('HINCRBY', KEYS[4], 'completed', 1)
 end
 i = 4
