@@ -311,13 +311,13 @@ pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> 
         .as_ref()
         .ok_or_else(|| anyhow!("servicenow: configuration missing (servicenow.instance_url, servicenow.auth)"))?;
     let policy = policy::load_file(&cfg.policy.path).map_err(|e| anyhow!("{e}"))?;
-    Ok(Arc::new(grantline_workers::Services {
-        queue: queue(cfg).await?,
-        graph: grantline_connectors::GraphClient::new(graph)?,
-        servicenow: grantline_connectors::ServiceNowClient::new(sn)?,
-        policy: grantline_workers::PolicyHandle::new(policy),
-        clock: Arc::new(jiff::Timestamp::now),
-    }))
+    Ok(Arc::new(grantline_workers::Services::new(
+        queue(cfg).await?,
+        grantline_connectors::GraphClient::new(graph)?,
+        grantline_connectors::ServiceNowClient::new(sn)?,
+        policy,
+        grantline_shared::Clock::system(),
+    )))
 }
 
 async fn resolve_request(q: &Queue, r: &str) -> Result<String> {

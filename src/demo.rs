@@ -17,7 +17,7 @@ use grantline_queue::{Queue, QueueConfig};
 use grantline_shared::audit::AuditRecord;
 use grantline_shared::request::{RequestState, fields, keys};
 use grantline_sims::{NewRitm, Sims, SimsConfig, ids, snow_sys_id};
-use grantline_workers::{PolicyHandle, Services, WorkerOptions};
+use grantline_workers::{Services, WorkerOptions};
 use redis::AsyncCommands;
 
 /// Connector configuration for the simulators (the same clients talk to the real services).
@@ -110,13 +110,13 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let policy = grantline_shared::policy::load_file(policy_path).map_err(|e| anyhow!("{e}"))?;
     println!("policy: {policy_path} ({})", policy.version());
     let clock = sims.clock().clone();
-    let svc = Arc::new(Services {
-        queue: queue.clone(),
-        graph: GraphClient::new(&graph_config(&sims))?,
-        servicenow: ServiceNowClient::new(&servicenow_config(&sims))?,
-        policy: PolicyHandle::new(policy),
-        clock: Arc::new(move || clock.now()),
-    });
+    let svc = Arc::new(Services::new(
+        queue.clone(),
+        GraphClient::new(&graph_config(&sims))?,
+        ServiceNowClient::new(&servicenow_config(&sims))?,
+        policy,
+        grantline_shared::Clock::from_fn(move || clock.now()),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx = stop_rx.clone();
     let workers = tokio::spawn(grantline_workers::run_workers(svc.clone(), WorkerOptions::default(), async move {

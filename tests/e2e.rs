@@ -57,8 +57,9 @@ async fn a_helpdesk_agent_joins_team_alpha_auto_approved_verified_and_noted() {
     assert_eq!(grant["group_id"], ids::GROUP_TEAM_ALPHA);
     assert_eq!(grant["user_id"], ids::MEGAN_ID);
     assert_eq!(grant["pre_existing"], false);
-    let graph_request_id = grant["graph_request_id"].as_str().expect("Graph request-id").to_owned();
-    let client_request_id = grant["client_request_id"].as_str().unwrap().to_owned();
+    assert_eq!(grant["kind"], "group");
+    let graph_request_id = grant["evidence"]["request_id"].as_str().expect("Graph request-id").to_owned();
+    let client_request_id = grant["evidence"]["client_request_id"].as_str().unwrap().to_owned();
     assert!(!graph_request_id.is_empty() && !client_request_id.is_empty());
     let end_ms: u64 = rec[fields::END_MS].parse().unwrap();
     let granted_ms = grant["granted_ms"].as_u64().unwrap();
@@ -198,7 +199,9 @@ async fn the_data_owner_approves_finance_bi_and_the_requester_cannot() {
 
     assert_eq!(stack.ritm_state(&number), "3");
     let note = stack.wait_note(&number, "Granted and verified").await;
-    for needle in [ids::ALEX_UPN, "Finance BI Readers", ids::PATTI_UPN, grant["client_request_id"].as_str().unwrap()] {
+    for needle in
+        [ids::ALEX_UPN, "Finance BI Readers", ids::PATTI_UPN, grant["evidence"]["client_request_id"].as_str().unwrap()]
+    {
         assert!(note.contains(needle), "the note lacks {needle:?}: {note}");
     }
     // a second decision after the fact changes nothing
@@ -322,7 +325,10 @@ async fn a_short_grant_is_removed_at_expiry() {
         "{removal:?}"
     );
     let note = stack.wait_note(&number, "Access period ended").await;
-    assert!(note.contains("removed from Team Alpha") && note.contains(ids::MEGAN_UPN), "{note}");
+    assert!(
+        note.contains("in Team Alpha") && note.contains("removed and verified") && note.contains(ids::MEGAN_UPN),
+        "{note}"
+    );
     let mut conn = stack.queue.connection();
     let score: Option<f64> = conn.zscore(stack.queue.namespace().key(keys::EXPIRING), &id).await.unwrap();
     assert_eq!(score, None, "no longer in the expiring-grants index");
@@ -350,7 +356,7 @@ async fn a_pre_existing_membership_is_kept_at_expiry() {
             .any(|r| matches!(&r.event, AuditEvent::RemovalExecuted { removed: false, kept_pre_existing: true, .. }))
     );
     let note = stack.wait_note(&number, "Access period ended").await;
-    assert!(note.contains("kept membership of Team Alpha"), "{note}");
+    assert!(note.contains("in Team Alpha") && note.contains("kept (it existed before this request)"), "{note}");
     stack.shutdown().await;
 }
 

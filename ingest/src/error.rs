@@ -35,6 +35,8 @@ pub mod codes {
     pub const REQUEST_DUPLICATE: &str = "request.duplicate";
     pub const APPROVAL_SELF_APPROVAL: &str = "approval.self_approval";
     pub const APPROVAL_NOT_AN_APPROVER: &str = "approval.not_an_approver";
+    /// The request has no approval plan on record: nobody may approve it (deny by default).
+    pub const APPROVAL_NO_PLAN: &str = "approval.no_plan";
     pub const ROUTE_NOT_FOUND: &str = "route.not_found";
     pub const METHOD_NOT_ALLOWED: &str = "request.method_not_allowed";
     /// Redis (the request store) is unreachable: nothing was accepted; retry later.
@@ -136,6 +138,12 @@ impl From<grantline_queue::QueueError> for ApiError {
             grantline_queue::QueueError::Redis(_) => ApiError::unavailable(&e),
             other => ApiError::internal(&other),
         }
+    }
+}
+
+impl From<grantline_store::StoreError> for ApiError {
+    fn from(e: grantline_store::StoreError) -> Self {
+        if e.is_transient() { ApiError::unavailable(&e) } else { ApiError::internal(&e) }
     }
 }
 

@@ -11,21 +11,19 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use grantline_queue::{CommitOutcome, Guard, Handoff, NewJob, Write, successor_id, validate_id};
-use grantline_shared::audit::{self, AuditEvent, AuditRecord, GENESIS};
-use grantline_shared::flow::{self, Next, Outcome};
-use grantline_shared::jobs::{ExecuteGrant, JobPayload, UpdateTicket};
+use grantline_queue::validate_id;
+use grantline_shared::audit::{self, AuditEvent, GENESIS};
+use grantline_shared::flow::Outcome;
 use grantline_shared::policy::{
-    ApprovalPlan, ApprovalProgress, ApprovalRequirement, Approver, IgnoreReason, RecordedApproval, Verdict,
-    approval_state,
+    ApprovalPlan, ApprovalProgress, Approver, IgnoreReason, RecordedApproval, UserFacts, Verdict, approval_state,
 };
-use grantline_shared::request::{RequestState, fields, keys};
-use grantline_shared::trace::TRACEPARENT;
+use grantline_shared::record::{ApprovalEntry, RecordError};
+use grantline_shared::request::{RequestState, keys};
+use grantline_store::{Applied, Commit, StoreError};
 
 use crate::error::{ApiError, codes};
 use crate::extract::{JsonBytes, Operator};
@@ -38,25 +36,6 @@ const MAX_COMMENT_LEN: usize = 4000;
 
 fn check_id(id: &str) -> Result<(), ApiError> {
     validate_id(id).map_err(|_| ApiError::not_found())
-}
-
-/// A hash field that holds JSON, as JSON (a value that does not parse is returned as a string).
-fn json_field(h: &HashMap<String, String>, name: &str) -> Value {
-    match h.get(name) {
-        None => Value::Null,
-        Some(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
-    }
-}
-
-fn num_field(h: &HashMap<String, String>, name: &str) -> Value {
-    match h.get(name) {
-        None => Value::Null,
-        Some(s) => s.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(s.clone())),
-    }
-}
-
-fn str_field(h: &HashMap<String, String>, name: &str) -> Value {
-    h.get(name).map(|s| Value::String(s.clone())).unwrap_or(Value::Null)
 }
 
 fn stream_field(map: &HashMap<String, redis::Value>, name: &str) -> String {
@@ -83,9 +62,13 @@ pub async fn get_request(
         .xrange_all(ns.key(&keys::audit(&id)))
         .query_async(&mut conn)
         .await?;
-    if h.is_empty() {
-        return Err(ApiError::not_found());
-    }
+    let rec = match grantline_shared::record::RequestRecord::from_hash(&id, &h) {
+        Ok(r) => r,
+        Err(RecordError::NotFound { .. }) => return Err(ApiError::not_found()),
+        Err(e) => {
+            return Err(ApiError::conflict(codes::REQUEST_INCOMPLETE, format!("the request cannot be read: {e}")));
+        }
+    };
     let mut chain = Vec::with_capacity(stream.ids.len());
     let mut timeline = Vec::with_capacity(stream.ids.len());
     for e in &stream.ids {
@@ -93,26 +76,25 @@ pub async fn get_request(
         timeline.push(serde_json::from_str::<Value>(&record).unwrap_or(Value::String(record.clone())));
         chain.push((record, stream_field(&e.map, "prev"), stream_field(&e.map, "hash")));
     }
-    let head = h.get(fields::AUDIT_HEAD).map(String::as_str).unwrap_or(GENESIS);
+    let head = if rec.audit_head.is_empty() { GENESIS } else { rec.audit_head.as_str() };
     let verification = audit::verify(&chain, head);
-    let approvals = match json_field(&h, fields::APPROVALS) {
-        Value::Null => json!([]),
-        v => v,
-    };
     let body = json!({
         "id": id,
-        "state": str_field(&h, fields::STATE),
-        "ticket": json_field(&h, fields::TICKET),
-        "trace_id": str_field(&h, fields::TRACE_ID),
-        "created_ms": num_field(&h, fields::CREATED_MS),
-        "updated_ms": num_field(&h, fields::UPDATED_MS),
-        "requester": json_field(&h, fields::REQUESTER),
-        "target": json_field(&h, fields::TARGET),
-        "decision": json_field(&h, fields::DECISION),
-        "approvals": approvals,
-        "grant": json_field(&h, fields::GRANT),
-        "reason": str_field(&h, fields::REASON),
-        "end_ms": num_field(&h, fields::END_MS),
+        "state": rec.state,
+        "ticket": rec.ticket,
+        "trace_id": rec.trace_id,
+        "created_ms": rec.created_ms,
+        "updated_ms": rec.updated_ms,
+        "requester": rec.requester,
+        "opened_by": rec.opened_by,
+        "target": rec.target,
+        "decision": rec.decision,
+        "approvals": rec.approvals,
+        "current": rec.current,
+        "grant": rec.grant,
+        "removal": rec.removal,
+        "reason": rec.reason,
+        "end_ms": rec.end_ms,
         "timeline": timeline,
         "audit": {
             "records": verification.records,
@@ -169,72 +151,8 @@ pub fn parse_decision(body: &[u8]) -> Result<DecisionBody, ApiError> {
     Ok(DecisionBody { approver, approve, comment })
 }
 
-/// One recorded answer, as kept in the request's `approvals` field.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ApprovalEntry {
-    pub approver: String,
-    pub approve: bool,
-    #[serde(default)]
-    pub comment: String,
-    pub at_ms: u64,
-    /// The plan stage (0-based) the answer was given for, when the request has a plan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<usize>,
-    /// The operator token that submitted it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub via: Option<String>,
-}
-
 fn norm(s: &str) -> String {
     s.trim().to_lowercase()
-}
-
-/// Who may approve, as read from the request's `decision` field.
-#[derive(Debug)]
-enum Approvers {
-    /// No list: anyone but the requester.
-    Anyone,
-    /// `decision.approval.approvers`: ids or UPNs; one approval decides.
-    List(Vec<String>),
-    /// The policy's approval plan: stages, quorums and exclusions.
-    Plan(ApprovalPlan),
-}
-
-fn approvers_of(decision: Option<&str>) -> Result<Approvers, ApiError> {
-    let incomplete = || {
-        ApiError::conflict(
-            codes::REQUEST_INCOMPLETE,
-            "the request's approval plan cannot be read; it cannot be decided",
-        )
-    };
-    let Some(raw) = decision else { return Ok(Approvers::Anyone) };
-    let v: Value = serde_json::from_str(raw).map_err(|_| incomplete())?;
-    let approval = match v.get("approval") {
-        None | Some(Value::Null) => return Ok(Approvers::Anyone),
-        Some(a) => a,
-    };
-    if let Some(list) = approval.get("approvers").and_then(Value::as_array) {
-        let mut out = Vec::new();
-        for item in list {
-            match item {
-                Value::String(s) => out.push(norm(s)),
-                Value::Object(o) => {
-                    for k in ["id", "upn"] {
-                        if let Some(s) = o.get(k).and_then(Value::as_str) {
-                            out.push(norm(s));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        return Ok(Approvers::List(out));
-    }
-    match serde_json::from_value::<ApprovalRequirement>(approval.clone()) {
-        Ok(ApprovalRequirement::Plan(p)) => Ok(Approvers::Plan(p)),
-        Ok(ApprovalRequirement::Auto { .. }) => Ok(Approvers::Anyone),
-        Err(_) => Err(incomplete()),
-    }
 }
 
 /// What a decision amounts to.
@@ -242,69 +160,54 @@ fn approvers_of(decision: Option<&str>) -> Result<Approvers, ApiError> {
 enum Verdicts {
     SelfApproval,
     NotAnApprover,
-    Counted { outcome: Outcome, stage: Option<usize> },
+    Counted { outcome: Outcome, stage: usize },
 }
 
 fn person(s: &str) -> Approver {
     Approver { id: s.to_owned(), upn: Some(s.to_owned()), member_of: Vec::new() }
 }
 
-fn judge(approvers: &Approvers, requester: &Value, past: &[ApprovalEntry], body: &DecisionBody) -> Verdicts {
+fn judge(plan: &ApprovalPlan, requester: &UserFacts, past: &[ApprovalEntry], body: &DecisionBody) -> Verdicts {
     let who = norm(&body.approver);
-    let requester_id = requester.get("id").and_then(Value::as_str).unwrap_or_default();
-    let requester_upn = requester.get("upn").and_then(Value::as_str).unwrap_or_default();
-    if [requester_id, requester_upn].iter().any(|r| !r.trim().is_empty() && norm(r) == who) {
+    if [requester.id.as_str(), requester.upn.as_str()].iter().any(|r| !r.trim().is_empty() && norm(r) == who) {
         return Verdicts::SelfApproval;
     }
-    let simple = if body.approve { Outcome::Approved } else { Outcome::Rejected };
-    match approvers {
-        Approvers::Anyone => Verdicts::Counted { outcome: simple, stage: None },
-        Approvers::List(list) => {
-            if list.contains(&who) {
-                Verdicts::Counted { outcome: simple, stage: None }
-            } else {
-                Verdicts::NotAnApprover
-            }
-        }
-        Approvers::Plan(plan) => {
-            if plan.excluded.iter().any(|x| norm(x) == who) {
-                return Verdicts::SelfApproval;
-            }
-            let mut recorded: Vec<RecordedApproval> = past
-                .iter()
-                .map(|a| RecordedApproval {
-                    stage: a.stage.unwrap_or(0),
-                    approver: person(&a.approver),
-                    verdict: if a.approve { Verdict::Approve } else { Verdict::Reject },
-                    at: None,
-                })
-                .collect();
-            let stage = match approval_state(plan, &recorded, requester_id).progress {
-                ApprovalProgress::Pending { stage } => stage,
-                _ => plan.stages.len().saturating_sub(1),
-            };
-            recorded.push(RecordedApproval {
-                stage,
-                approver: person(&body.approver),
-                verdict: if body.approve { Verdict::Approve } else { Verdict::Reject },
-                at: None,
-            });
-            let after = approval_state(plan, &recorded, requester_id);
-            let mine = recorded.len() - 1;
-            if let Some(ignored) = after.ignored.iter().find(|i| i.index == mine) {
-                return match ignored.reason {
-                    IgnoreReason::SelfApproval => Verdicts::SelfApproval,
-                    _ => Verdicts::NotAnApprover,
-                };
-            }
-            let outcome = match after.progress {
-                ApprovalProgress::Approved => Outcome::Approved,
-                ApprovalProgress::Rejected { .. } => Outcome::Rejected,
-                ApprovalProgress::Pending { .. } => Outcome::StageApproved,
-            };
-            Verdicts::Counted { outcome, stage: Some(stage) }
-        }
+    if plan.excluded.iter().any(|x| norm(x) == who) {
+        return Verdicts::SelfApproval;
     }
+    let mut recorded: Vec<RecordedApproval> = past
+        .iter()
+        .map(|a| RecordedApproval {
+            stage: a.stage.unwrap_or(0),
+            approver: person(&a.approver),
+            verdict: if a.approve { Verdict::Approve } else { Verdict::Reject },
+            at: None,
+        })
+        .collect();
+    let stage = match approval_state(plan, &recorded, &requester.id).progress {
+        ApprovalProgress::Pending { stage } => stage,
+        _ => plan.stages.len().saturating_sub(1),
+    };
+    recorded.push(RecordedApproval {
+        stage,
+        approver: person(&body.approver),
+        verdict: if body.approve { Verdict::Approve } else { Verdict::Reject },
+        at: None,
+    });
+    let after = approval_state(plan, &recorded, &requester.id);
+    let mine = recorded.len() - 1;
+    if let Some(ignored) = after.ignored.iter().find(|i| i.index == mine) {
+        return match ignored.reason {
+            IgnoreReason::SelfApproval => Verdicts::SelfApproval,
+            _ => Verdicts::NotAnApprover,
+        };
+    }
+    let outcome = match after.progress {
+        ApprovalProgress::Approved => Outcome::Approved,
+        ApprovalProgress::Rejected { .. } => Outcome::Rejected,
+        ApprovalProgress::Pending { .. } => Outcome::StageApproved,
+    };
+    Verdicts::Counted { outcome, stage }
 }
 
 /// The answer to a recorded decision.
@@ -327,24 +230,6 @@ fn outcome_name(o: Outcome) -> &'static str {
     }
 }
 
-/// The job a transition calls for, with its id derived from the request id.
-fn job_for(request_id: &str, next: Next, index: usize, traceparent: &str) -> Result<NewJob, ApiError> {
-    let job = match next {
-        Next::ExecuteGrant => {
-            let kind = ExecuteGrant::KIND.as_str();
-            NewJob::new(kind, &ExecuteGrant { request_id: request_id.to_owned() })?
-                .with_id(successor_id(request_id, kind, index))
-        }
-        Next::UpdateTicket(update) => {
-            let kind = UpdateTicket::KIND.as_str();
-            NewJob::new(kind, &UpdateTicket { request_id: request_id.to_owned(), update })?
-                .with_id(successor_id(request_id, kind, index))
-        }
-        other => return Err(ApiError::internal(&format!("a decision does not enqueue {other:?}"))),
-    };
-    Ok(if traceparent.is_empty() { job } else { job.meta(TRACEPARENT, traceparent) })
-}
-
 /// `POST /v1/requests/{id}/decision`.
 pub async fn decide(
     State(state): State<AppState>,
@@ -355,101 +240,76 @@ pub async fn decide(
     check_id(&id)?;
     let body = parse_decision(&raw)?;
     tracing::Span::current().record("request_id", id.as_str());
-    let key = keys::request(&id);
-    let abs = state.queue.namespace().key(&key);
-    let mut conn = state.queue.connection();
-    let awaiting = RequestState::AwaitingApproval.as_str();
+    let awaiting = RequestState::AwaitingApproval;
     for _ in 0..DECISION_ATTEMPTS {
-        let h: HashMap<String, String> = conn.hgetall(&abs).await?;
-        if h.is_empty() {
-            return Err(ApiError::not_found());
-        }
-        let current = h.get(fields::STATE).map(String::as_str).unwrap_or_default();
-        if current != awaiting {
+        let rec = match grantline_store::load(&state.queue, &id).await {
+            Ok(r) => r,
+            Err(StoreError::Record(RecordError::NotFound { .. })) => return Err(ApiError::not_found()),
+            Err(StoreError::Record(e)) => {
+                return Err(ApiError::conflict(codes::REQUEST_INCOMPLETE, format!("the request cannot be read: {e}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if rec.state != awaiting {
             return Err(ApiError::conflict(
                 codes::REQUEST_NOT_AWAITING_APPROVAL,
-                format!("the request is {current}, not awaiting approval"),
+                format!("the request is {}, not awaiting approval", rec.state),
             ));
         }
-        let requester = match h.get(fields::REQUESTER).and_then(|s| serde_json::from_str::<Value>(s).ok()) {
-            Some(r) if r.get("id").and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()) => r,
-            _ => {
-                return Err(ApiError::conflict(
-                    codes::REQUEST_INCOMPLETE,
-                    "the request has no requester on record; it cannot be decided",
-                ));
-            }
+        let Some(requester) = rec.requester.as_ref().filter(|r| !r.id.trim().is_empty()) else {
+            return Err(ApiError::conflict(
+                codes::REQUEST_INCOMPLETE,
+                "the request has no requester on record; it cannot be decided",
+            ));
         };
-        let approvers = approvers_of(h.get(fields::DECISION).map(String::as_str))?;
-        let past: Vec<ApprovalEntry> = match h.get(fields::APPROVALS) {
-            None => Vec::new(),
-            Some(s) => serde_json::from_str(s).map_err(|e| ApiError::internal(&e))?,
+        // deny by default: without a readable approval plan nobody may approve
+        let Some(plan) = rec.decision.as_ref().and_then(|d| d.plan()) else {
+            return Err(ApiError::conflict(
+                codes::APPROVAL_NO_PLAN,
+                "the request has no approval plan on record; nobody can approve it",
+            ));
         };
-        let head = h.get(fields::AUDIT_HEAD).cloned().unwrap_or_else(|| GENESIS.to_owned());
-        let trace_id = h.get(fields::TRACE_ID).cloned().unwrap_or_default();
-        let traceparent = h.get(fields::TRACEPARENT).cloned().unwrap_or_default();
-        if !trace_id.is_empty() {
-            tracing::Span::current().record("trace_id", trace_id.as_str());
+        if !rec.trace_id.is_empty() {
+            tracing::Span::current().record("trace_id", rec.trace_id.as_str());
         }
         let now = state.now_ms();
-        let verdict = judge(&approvers, &requester, &past, &body);
-        let event = match &verdict {
+        let verdict = judge(plan, requester, &rec.approvals, &body);
+        let commit = Commit::new(&rec, format!("operator:{}", op.id), now);
+        let (commit, outcome) = match verdict {
             Verdicts::NotAnApprover => {
                 return Err(ApiError::forbidden(
                     codes::APPROVAL_NOT_AN_APPROVER,
                     "this person is not an approver of this request",
                 ));
             }
-            Verdicts::SelfApproval => AuditEvent::SelfApprovalRefused { approver: body.approver.clone() },
-            Verdicts::Counted { .. } => AuditEvent::ApprovalRecorded {
-                approver: body.approver.clone(),
-                approve: body.approve,
-                comment: body.comment.clone(),
-            },
-        };
-        let record =
-            AuditRecord { request_id: id.clone(), at_ms: now, actor: format!("operator:{}", op.id), trace_id, event };
-        let (entry, new_head) = audit::entry(&head, &record).map_err(|e| ApiError::internal(&e))?;
-        let mut commit = Handoff::default()
-            .guard(Guard::FieldEquals { key: key.clone(), field: fields::STATE.to_owned(), value: awaiting.to_owned() })
-            .guard(Guard::FieldEquals { key: key.clone(), field: fields::AUDIT_HEAD.to_owned(), value: head.clone() })
-            .write(Write::xadd(keys::audit(&id), entry));
-        let mut outcome = None;
-        match verdict {
             Verdicts::SelfApproval => {
-                commit = commit.write(Write::hset(key.clone(), [(fields::AUDIT_HEAD, new_head.as_str())]));
+                (commit.event(AuditEvent::SelfApprovalRefused { approver: body.approver.clone() }), None)
             }
-            Verdicts::Counted { outcome: o, stage } => {
-                let transition = flow::next(o);
-                let mut approvals = past.clone();
+            Verdicts::Counted { outcome, stage } => {
+                let mut approvals = rec.approvals.clone();
                 approvals.push(ApprovalEntry {
                     approver: body.approver.clone(),
+                    approver_id: None,
                     approve: body.approve,
                     comment: body.comment.clone(),
                     at_ms: now,
-                    stage,
+                    stage: Some(stage),
                     via: Some(op.id.clone()),
+                    recorded_by: None,
                 });
-                let approvals = serde_json::to_string(&approvals).map_err(|e| ApiError::internal(&e))?;
-                let now_s = now.to_string();
-                let mut hset = vec![
-                    (fields::AUDIT_HEAD, new_head.as_str()),
-                    (fields::APPROVALS, approvals.as_str()),
-                    (fields::UPDATED_MS, now_s.as_str()),
-                ];
-                if let Some(s) = transition.state {
-                    hset.push((fields::STATE, s.as_str()));
-                }
-                commit = commit.write(Write::hset(key.clone(), hset));
-                for (i, next) in transition.next.iter().enumerate() {
-                    commit = commit.then(job_for(&id, *next, i, &traceparent)?);
-                }
-                outcome = Some((o, transition.state));
+                let c = commit
+                    .event(AuditEvent::ApprovalRecorded {
+                        approver: body.approver.clone(),
+                        approve: body.approve,
+                        comment: body.comment.clone(),
+                    })
+                    .set(|u| u.approvals(&approvals))
+                    .outcome(outcome);
+                (c, Some(outcome))
             }
-            Verdicts::NotAnApprover => {}
-        }
-        match state.queue.commit(commit).await? {
-            CommitOutcome::Applied { ids } => {
+        };
+        match commit.apply(&state.queue).await? {
+            Applied::Done { jobs, state: new_state } => {
                 return match outcome {
                     None => {
                         tracing::warn!(request_id = %id, operator = %op.id, "self-approval refused");
@@ -458,23 +318,19 @@ pub async fn decide(
                             "a requester can never approve their own request",
                         ))
                     }
-                    Some((o, new_state)) => {
-                        let state_name = new_state.map(|s| s.as_str()).unwrap_or(awaiting).to_owned();
+                    Some(o) => {
                         tracing::info!(request_id = %id, operator = %op.id, outcome = outcome_name(o), "decision recorded");
                         Ok(Json(DecisionRecorded {
                             request_id: id,
-                            state: state_name,
+                            state: new_state.as_str().to_owned(),
                             outcome: outcome_name(o),
-                            jobs: ids,
+                            jobs,
                         })
                         .into_response())
                     }
                 };
             }
-            CommitOutcome::GuardFailed { .. } => continue,
-            CommitOutcome::Duplicate { .. } => {
-                return Err(ApiError::conflict(codes::REQUEST_CONFLICT, "the jobs of this decision exist already"));
-            }
+            Applied::Conflict => continue,
         }
     }
     Err(ApiError::conflict(codes::REQUEST_CONFLICT, "the request kept changing while the decision was recorded; retry"))
@@ -484,9 +340,53 @@ pub async fn decide(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use grantline_shared::policy::{ApproverKind, OnTimeout, PlannedApprover, PlannedStage, PolicyDuration, Quorum};
 
     fn body(approver: &str, approve: bool) -> DecisionBody {
         DecisionBody { approver: approver.into(), approve, comment: String::new() }
+    }
+
+    fn requester() -> UserFacts {
+        serde_json::from_value(
+            json!({"id": "u-1", "upn": "Alex@Contoso.com", "user_type": "Member", "account_enabled": true}),
+        )
+        .unwrap()
+    }
+
+    fn stage(name: &str, quorum: Quorum, entries: &[&[&str]]) -> PlannedStage {
+        PlannedStage {
+            name: name.into(),
+            quorum,
+            approvers: entries
+                .iter()
+                .map(|ids| PlannedApprover {
+                    kind: ApproverKind::Users,
+                    group_id: None,
+                    ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+                    via_fallback: false,
+                    note: None,
+                })
+                .collect(),
+            fallback: None,
+            time_to_decide: "72h".parse::<PolicyDuration>().unwrap(),
+            on_timeout: OnTimeout::Expire,
+            fallback_decides: false,
+            escalated: false,
+            notes: vec![],
+        }
+    }
+
+    fn entry(who: &str, stage: usize) -> ApprovalEntry {
+        ApprovalEntry {
+            approver: who.into(),
+            approver_id: None,
+            approve: true,
+            comment: String::new(),
+            at_ms: 1,
+            stage: Some(stage),
+            via: None,
+            recorded_by: None,
+        }
     }
 
     #[test]
@@ -508,78 +408,37 @@ mod tests {
     }
 
     #[test]
-    fn the_requester_never_approves() {
-        let requester = json!({"id": "u-1", "upn": "Alex@Contoso.com"});
-        for who in ["u-1", "alex@contoso.com", "ALEX@CONTOSO.COM"] {
-            assert_eq!(judge(&Approvers::Anyone, &requester, &[], &body(who, true)), Verdicts::SelfApproval);
-            assert_eq!(
-                judge(&Approvers::List(vec![norm(who)]), &requester, &[], &body(who, false)),
-                Verdicts::SelfApproval
-            );
-        }
-        assert_eq!(
-            judge(&Approvers::List(vec!["mgr".into()]), &requester, &[], &body("other", true)),
-            Verdicts::NotAnApprover
-        );
-        assert_eq!(
-            judge(&Approvers::List(vec!["mgr".into()]), &requester, &[], &body("MGR", true)),
-            Verdicts::Counted { outcome: Outcome::Approved, stage: None }
-        );
-    }
-
-    #[test]
-    fn reads_both_approver_shapes() {
-        let list =
-            approvers_of(Some(r#"{"approval":{"approvers":["Mgr@Contoso.com",{"id":"g1","upn":"x@y"}]}}"#)).unwrap();
-        assert!(matches!(list, Approvers::List(l) if l == ["mgr@contoso.com", "g1", "x@y"]));
-        assert!(matches!(approvers_of(None).unwrap(), Approvers::Anyone));
-        assert!(matches!(approvers_of(Some(r#"{"outcome":"allow"}"#)).unwrap(), Approvers::Anyone));
-        assert_eq!(
-            approvers_of(Some(r#"{"approval":{"type":"mystery"}}"#)).unwrap_err().code,
-            codes::REQUEST_INCOMPLETE
-        );
-        let plan = json!({"approval": {"type": "plan", "rule": "r", "excluded": ["u-1", "alex@contoso.com"], "stages": [
-            {"name": "manager", "quorum": "any", "approvers": [{"kind": "manager", "ids": ["mgr"]}], "time_to_decide": "72h", "on_timeout": "expire"},
-            {"name": "owners", "quorum": "all", "approvers": [{"kind": "users", "ids": ["own1"]}, {"kind": "users", "ids": ["own2"]}], "time_to_decide": "72h", "on_timeout": "expire"}
-        ]}});
-        let a = approvers_of(Some(&plan.to_string())).unwrap();
-        let Approvers::Plan(_) = &a else { panic!("expected a plan, got {a:?}") };
-        let requester = json!({"id": "u-1", "upn": "alex@contoso.com"});
-        let entry = |who: &str, stage: usize| ApprovalEntry {
-            approver: who.into(),
-            approve: true,
-            comment: String::new(),
-            at_ms: 1,
-            stage: Some(stage),
-            via: None,
+    fn stages_and_quorums_and_the_requester_never_approves() {
+        let plan = ApprovalPlan {
+            rule: "r".into(),
+            excluded: vec!["u-1".into(), "alex@contoso.com".into(), "filer@contoso.com".into()],
+            stages: vec![
+                stage("manager", Quorum::Any, &[&["mgr"]]),
+                stage("owners", Quorum::All, &[&["own1"], &["own2"]]),
+            ],
         };
+        let r = requester();
+        for who in ["u-1", "alex@contoso.com", "ALEX@CONTOSO.COM", "filer@contoso.com"] {
+            assert_eq!(judge(&plan, &r, &[], &body(who, true)), Verdicts::SelfApproval, "{who}");
+        }
+        assert_eq!(judge(&plan, &r, &[], &body("own1", true)), Verdicts::NotAnApprover, "stage 2 approver in stage 1");
         assert_eq!(
-            judge(&a, &requester, &[], &body("own1", true)),
-            Verdicts::NotAnApprover,
-            "stage 2 approver in stage 1"
-        );
-        assert_eq!(
-            judge(&a, &requester, &[], &body("mgr", true)),
-            Verdicts::Counted { outcome: Outcome::StageApproved, stage: Some(0) }
+            judge(&plan, &r, &[], &body("MGR", true)),
+            Verdicts::Counted { outcome: Outcome::StageApproved, stage: 0 }
         );
         let past = [entry("mgr", 0)];
         assert_eq!(
-            judge(&a, &requester, &past, &body("own1", true)),
-            Verdicts::Counted { outcome: Outcome::StageApproved, stage: Some(1) }
+            judge(&plan, &r, &past, &body("own1", true)),
+            Verdicts::Counted { outcome: Outcome::StageApproved, stage: 1 }
         );
         let past = [entry("mgr", 0), entry("own1", 1)];
         assert_eq!(
-            judge(&a, &requester, &past, &body("own2", true)),
-            Verdicts::Counted { outcome: Outcome::Approved, stage: Some(1) }
+            judge(&plan, &r, &past, &body("own2", true)),
+            Verdicts::Counted { outcome: Outcome::Approved, stage: 1 }
         );
         assert_eq!(
-            judge(&a, &requester, &past, &body("own2", false)),
-            Verdicts::Counted { outcome: Outcome::Rejected, stage: Some(1) }
-        );
-        assert_eq!(
-            judge(&a, &json!({"id": "someone"}), &[], &body("alex@contoso.com", true)),
-            Verdicts::SelfApproval,
-            "excluded by the plan"
+            judge(&plan, &r, &past, &body("own2", false)),
+            Verdicts::Counted { outcome: Outcome::Rejected, stage: 1 }
         );
     }
 }

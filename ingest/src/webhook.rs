@@ -11,12 +11,8 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::Value;
 
-use grantline_queue::{CommitOutcome, Guard, Handoff, NewJob, Write, WriteCmd};
-use grantline_shared::audit::{self, AuditEvent, AuditRecord, GENESIS};
-use grantline_shared::flow::{self, Next, Outcome};
-use grantline_shared::jobs::{JobPayload, Validate};
-use grantline_shared::request::{TicketRef, fields, keys};
-use grantline_shared::trace::TRACEPARENT;
+use grantline_queue::{CommitOutcome, Handoff};
+use grantline_shared::request::TicketRef;
 
 use crate::error::ApiError;
 use crate::extract::{ServiceNowWebhook, start_trace};
@@ -115,50 +111,7 @@ pub(crate) fn new_request(
     trace_id: &str,
     now_ms: u64,
 ) -> Result<Handoff, ApiError> {
-    let transition = flow::next(Outcome::Received);
-    let state = transition.state.ok_or_else(|| ApiError::internal(&"the flow gives a new request no state"))?;
-    let record = AuditRecord {
-        request_id: id.to_owned(),
-        at_ms: now_ms,
-        actor: ACTOR.to_owned(),
-        trace_id: trace_id.to_owned(),
-        event: AuditEvent::RequestReceived {
-            system: ticket.system.clone(),
-            ticket: ticket.number.clone(),
-            sys_id: ticket.sys_id.clone(),
-        },
-    };
-    let (entry, head) = audit::entry(GENESIS, &record).map_err(|e| ApiError::internal(&e))?;
-    let ticket_json = serde_json::to_string(ticket).map_err(|e| ApiError::internal(&e))?;
-    let now = now_ms.to_string();
-    let mut h = Handoff::default()
-        .guard(Guard::KeyAbsent { key: keys::ticket(&ticket.system, &ticket.number) })
-        .guard(Guard::KeyAbsent { key: keys::request(id) })
-        .write(Write::hset(
-            keys::request(id),
-            [
-                (fields::STATE, state.as_str()),
-                (fields::TICKET, ticket_json.as_str()),
-                (fields::TRACEPARENT, traceparent),
-                (fields::TRACE_ID, trace_id),
-                (fields::CREATED_MS, now.as_str()),
-                (fields::UPDATED_MS, now.as_str()),
-                (fields::AUDIT_HEAD, head.as_str()),
-            ],
-        ))
-        .write(Write::new(WriteCmd::ZAdd, keys::REQUESTS, [now.clone(), id.to_owned()]))
-        .write(Write::new(WriteCmd::Set, keys::ticket(&ticket.system, &ticket.number), [id.to_owned()]))
-        .write(Write::xadd(keys::audit(id), entry));
-    for next in transition.next {
-        let job = match next {
-            Next::Validate => NewJob::new(Validate::KIND.as_str(), &Validate { request_id: id.to_owned() })?
-                .idempotency_key(ticket.idempotency_key())
-                .meta(TRACEPARENT, traceparent),
-            other => return Err(ApiError::internal(&format!("unexpected first job {other:?}"))),
-        };
-        h = h.then(job);
-    }
-    Ok(h)
+    Ok(grantline_store::create(id, ticket, traceparent, trace_id, now_ms, ACTOR)?)
 }
 
 /// The handler of `POST /v1/webhooks/servicenow`.
@@ -180,7 +133,7 @@ pub async fn servicenow(State(state): State<AppState>, hook: ServiceNowWebhook) 
             }
             CommitOutcome::GuardFailed { index: 1 } => continue,
             CommitOutcome::GuardFailed { .. } | CommitOutcome::Duplicate { .. } => {
-                let key = state.queue.namespace().key(&keys::ticket(&ticket.system, &ticket.number));
+                let key = state.queue.namespace().key(&ticket.idempotency_key());
                 let existing: Option<String> = state.queue.connection().get(&key).await?;
                 return match existing {
                     Some(existing) => {
@@ -229,7 +182,7 @@ mod tests {
                 number: "RITM0010482".into()
             }
         );
-        assert_eq!(t.idempotency_key(), "ticket:servicenow:RITM0010482");
+        assert_eq!(t.idempotency_key(), "ticket-id:servicenow:a9e30c7dc61122760116894de7bcc7bd");
     }
 
     #[test]

@@ -21,11 +21,15 @@ fn decision(id: &str, body: Value) -> axum::http::Request<axum::body::Body> {
 }
 
 fn requester() -> Value {
-    json!({"id": "11111111-1111-1111-1111-111111111111", "upn": "alex@contoso.com"})
+    json!({"id": "11111111-1111-1111-1111-111111111111", "upn": "alex@contoso.com", "user_type": "Member", "account_enabled": true})
 }
 
+/// One stage: the manager (by UPN or object id) decides.
 fn policy_decision() -> Value {
-    json!({"outcome": "allow", "approval": {"approvers": ["mgr@contoso.com", "22222222-2222-2222-2222-222222222222"]}})
+    decision_with_plan(json!({"type": "plan", "rule": "business-groups-need-manager",
+        "excluded": ["11111111-1111-1111-1111-111111111111", "alex@contoso.com"],
+        "stages": [{"name": "manager", "quorum": "any", "time_to_decide": "72h", "on_timeout": "expire",
+            "approvers": [{"kind": "manager", "ids": ["mgr@contoso.com", "22222222-2222-2222-2222-222222222222"]}]}]}))
 }
 
 async fn awaiting(h: &Harness) -> String {
@@ -178,16 +182,19 @@ async fn approving_enqueues_one_grant_however_often_it_is_sent() {
         call(&h.app, decision(&id, json!({"approver": "Mgr@Contoso.com", "approve": true, "comment": "ok for Q1"})))
             .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    let grant_id = successor_id(&id, "execute-grant", 0);
-    assert_eq!(a.json, json!({"request_id": id, "state": "approved", "outcome": "approved", "jobs": [grant_id]}));
 
     let rec = request_hash(&h, &id).await;
+    // the job is named after the request and the audit head the decision was based on
+    let entries = audit_entries(&h, &id).await;
+    let based_on = entries[entries.len() - 2].2.clone();
+    let grant_id = successor_id(&format!("{id}/{based_on}"), "execute-grant", 0);
+    assert_eq!(a.json, json!({"request_id": id, "state": "approved", "outcome": "approved", "jobs": [grant_id]}));
     assert_eq!(rec[fields::STATE], "approved");
     assert_eq!(rec[fields::UPDATED_MS], (NOW_MS + 60_000).to_string());
     let approvals: Value = serde_json::from_str(&rec[fields::APPROVALS]).unwrap();
     assert_eq!(
         approvals,
-        json!([{"approver": "Mgr@Contoso.com", "approve": true, "comment": "ok for Q1", "at_ms": NOW_MS + 60_000, "via": "ops"}])
+        json!([{"approver": "Mgr@Contoso.com", "approve": true, "comment": "ok for Q1", "at_ms": NOW_MS + 60_000, "stage": 0, "via": "ops"}])
     );
     let grants = jobs(&h, "execute-grant").await;
     assert_eq!(grants.len(), 1);
@@ -265,7 +272,7 @@ async fn rejecting_closes_the_request_and_updates_the_ticket() {
     let updates = jobs(&h, "update-ticket").await;
     assert_eq!(updates.len(), 1);
     let (job_id, env) = updates.iter().next().unwrap();
-    assert_eq!(*job_id, successor_id(&id, "update-ticket", 0));
+    assert_eq!(a.json["jobs"], json!([job_id]));
     assert_eq!(env["p"], json!({"request_id": id, "update": "rejected"}));
     assert!(jobs(&h, "execute-grant").await.is_empty());
 }
@@ -285,10 +292,12 @@ async fn a_request_not_awaiting_approval_cannot_be_decided() {
 async fn a_policy_plan_needs_its_quorum_before_the_grant() {
     let h = harness().await;
     let id = accept(&h, NUMBER).await;
-    let plan = json!({"outcome": "allow", "approval": {"type": "plan", "rule": "finance", "excluded": ["11111111-1111-1111-1111-111111111111", "alex@contoso.com"], "stages": [
-        {"name": "owners", "quorum": "all", "time_to_decide": "72h", "on_timeout": "expire", "approvers": [
-            {"kind": "data-owner", "ids": ["own1@contoso.com"]}, {"kind": "manager", "ids": ["mgr@contoso.com"]}]}
-    ]}});
+    let plan = decision_with_plan(
+        json!({"type": "plan", "rule": "finance", "excluded": ["11111111-1111-1111-1111-111111111111", "alex@contoso.com"], "stages": [
+            {"name": "owners", "quorum": "all", "time_to_decide": "72h", "on_timeout": "expire", "approvers": [
+                {"kind": "data-owner", "ids": ["own1@contoso.com"]}, {"kind": "manager", "ids": ["mgr@contoso.com"]}]}
+        ]}),
+    );
     await_approval(&h, &id, requester(), plan).await;
     let a = call(&h.app, decision(&id, json!({"approver": "stranger@contoso.com", "approve": true}))).await;
     assert_eq!(a.json["code"], "approval.not_an_approver");

@@ -1,11 +1,13 @@
 //! The chain as a pure function: what a step's outcome makes of the request's state and
-//! which jobs follow. Workers and the HTTP edge call it; nothing else decides the order of
-//! steps. The diagram in ARCHITECTURE.md is this table.
+//! which jobs follow, and in which states each step may run. Workers, the HTTP edge and the
+//! scheduler call it; nothing else decides the order of steps, the states a step starts from or
+//! when a delayed step runs. The diagram in ARCHITECTURE.md is this table.
 
-use crate::jobs::TicketUpdate;
+use crate::JobKind;
+use crate::jobs::{RemovalTrigger, TicketUpdate};
 use crate::request::RequestState;
 
-/// The outcome of a step (or of a decision arriving at the HTTP edge).
+/// The outcome of a step (or of a decision arriving at the HTTP edge, or of the scheduler).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Ingest stored a new request.
@@ -14,6 +16,9 @@ pub enum Outcome {
     Allowed,
     /// validate: policy or a hard rule said no.
     Denied,
+    /// validate, execute-grant or a decision found the ticket closed or withdrawn, or an
+    /// operator cancelled the request: nothing is (or will be) granted.
+    Cancelled,
     /// request-approval: a policy rule approved it.
     AutoApproved,
     /// request-approval: approvers were asked.
@@ -27,13 +32,13 @@ pub enum Outcome {
     /// scheduler: nobody decided in time.
     ApprovalExpired,
     /// execute-grant: outside the change window; runs again at its opening.
-    Deferred,
+    Deferred { until_ms: u64 },
     /// execute-grant: done and verified by reading it back.
     Granted,
     /// update-ticket finished the given update; `time_bound` says whether a removal follows.
     TicketUpdated { update: TicketUpdate, time_bound: bool },
-    /// schedule-removal parked the delayed removal.
-    RemovalScheduled,
+    /// schedule-removal parked the delayed removal for the grant's end.
+    RemovalScheduled { at_ms: u64 },
     /// remove-access removed (or found nothing of ours to remove).
     Removed,
     /// A step failed for good; `changed_something` says whether there is anything to undo.
@@ -47,14 +52,41 @@ pub enum Outcome {
 pub enum Next {
     Validate,
     RequestApproval,
-    ExecuteGrant,
-    /// execute-grant again when the change window opens.
-    ExecuteGrantAtWindow,
+    /// execute-grant, now or (deferred to a change window) at `at_ms`.
+    ExecuteGrant {
+        at_ms: Option<u64>,
+    },
     UpdateTicket(TicketUpdate),
     ScheduleRemoval,
-    /// remove-access at the grant's end.
-    RemoveAccessAtExpiry,
+    /// remove-access, now or at the grant's end.
+    RemoveAccess {
+        trigger: RemovalTrigger,
+        at_ms: Option<u64>,
+    },
     RollbackGrant,
+}
+
+impl Next {
+    /// The kind of job this is.
+    pub fn kind(self) -> JobKind {
+        match self {
+            Next::Validate => JobKind::Validate,
+            Next::RequestApproval => JobKind::RequestApproval,
+            Next::ExecuteGrant { .. } => JobKind::ExecuteGrant,
+            Next::UpdateTicket(_) => JobKind::UpdateTicket,
+            Next::ScheduleRemoval => JobKind::ScheduleRemoval,
+            Next::RemoveAccess { .. } => JobKind::RemoveAccess,
+            Next::RollbackGrant => JobKind::RollbackGrant,
+        }
+    }
+
+    /// When it is due (ms since the epoch on the caller's clock), if not now.
+    pub fn due_ms(self) -> Option<u64> {
+        match self {
+            Next::ExecuteGrant { at_ms } | Next::RemoveAccess { at_ms, .. } => at_ms,
+            _ => None,
+        }
+    }
 }
 
 /// The transition: the new state (None: unchanged) and the jobs that follow, in order.
@@ -75,19 +107,24 @@ pub fn next(outcome: Outcome) -> Transition {
         Outcome::Received => t(Some(S::Received), &[Validate]),
         Outcome::Allowed => t(Some(S::Validating), &[RequestApproval]),
         Outcome::Denied => t(Some(S::Denied), &[UpdateTicket(TicketUpdate::Denied)]),
-        Outcome::AutoApproved | Outcome::Approved => t(Some(S::Approved), &[ExecuteGrant]),
+        Outcome::Cancelled => t(Some(S::Cancelled), &[UpdateTicket(TicketUpdate::Cancelled)]),
+        Outcome::AutoApproved | Outcome::Approved => t(Some(S::Approved), &[ExecuteGrant { at_ms: None }]),
         Outcome::ApprovalRequested => t(Some(S::AwaitingApproval), &[UpdateTicket(TicketUpdate::AwaitingApproval)]),
         Outcome::StageApproved => t(None, &[]),
         Outcome::Rejected => t(Some(S::Rejected), &[UpdateTicket(TicketUpdate::Rejected)]),
-        Outcome::ApprovalExpired => t(Some(S::Expired), &[UpdateTicket(TicketUpdate::Rejected)]),
-        Outcome::Deferred => t(Some(S::Deferred), &[UpdateTicket(TicketUpdate::Deferred), ExecuteGrantAtWindow]),
+        Outcome::ApprovalExpired => t(Some(S::Expired), &[UpdateTicket(TicketUpdate::Expired)]),
+        Outcome::Deferred { until_ms } => {
+            t(Some(S::Deferred), &[UpdateTicket(TicketUpdate::Deferred), ExecuteGrant { at_ms: Some(until_ms) }])
+        }
         Outcome::Granted => t(Some(S::Granted), &[UpdateTicket(TicketUpdate::Granted)]),
         Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: true } => {
             t(Some(S::TicketUpdated), &[ScheduleRemoval])
         }
         Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: false } => t(Some(S::Completed), &[]),
         Outcome::TicketUpdated { .. } => t(None, &[]),
-        Outcome::RemovalScheduled => t(Some(S::Active), &[RemoveAccessAtExpiry]),
+        Outcome::RemovalScheduled { at_ms } => {
+            t(Some(S::Active), &[RemoveAccess { trigger: RemovalTrigger::Expiry, at_ms: Some(at_ms) }])
+        }
         Outcome::Removed => t(Some(S::Removed), &[UpdateTicket(TicketUpdate::Removed)]),
         Outcome::Failed { changed_something: true } => t(Some(S::Compensating), &[RollbackGrant]),
         Outcome::Failed { changed_something: false } => {
@@ -95,6 +132,28 @@ pub fn next(outcome: Outcome) -> Transition {
         }
         Outcome::RolledBack => t(Some(S::RolledBack), &[UpdateTicket(TicketUpdate::ManualIntervention)]),
     }
+}
+
+/// The states a step may start from; in any other state the step has already run (or can no
+/// longer run) and its job is acknowledged without doing anything. Empty: any state.
+pub fn entry_states(kind: JobKind) -> &'static [RequestState] {
+    use RequestState as S;
+    match kind {
+        JobKind::Validate => &[S::Received],
+        JobKind::RequestApproval => &[S::Validating],
+        JobKind::ExecuteGrant => &[S::Approved, S::Deferred],
+        JobKind::ScheduleRemoval => &[S::TicketUpdated],
+        // a permanent grant is revoked from `completed` (offboarding, an operator)
+        JobKind::RemoveAccess => &[S::Active, S::Completed],
+        JobKind::RollbackGrant => &[S::Compensating],
+        JobKind::UpdateTicket | JobKind::Alert => &[],
+    }
+}
+
+/// Whether a step of `kind` may run on a request in `state`.
+pub fn may_run(kind: JobKind, state: RequestState) -> bool {
+    let states = entry_states(kind);
+    states.is_empty() || states.contains(&state)
 }
 
 #[cfg(test)]
@@ -105,17 +164,23 @@ mod tests {
 
     #[test]
     fn the_chain_table() {
+        let expiry = RemoveAccess { trigger: RemovalTrigger::Expiry, at_ms: Some(9) };
         let cases: Vec<(Outcome, Option<S>, Vec<Next>)> = vec![
             (Outcome::Received, Some(S::Received), vec![Validate]),
             (Outcome::Allowed, Some(S::Validating), vec![RequestApproval]),
             (Outcome::Denied, Some(S::Denied), vec![UpdateTicket(TicketUpdate::Denied)]),
-            (Outcome::AutoApproved, Some(S::Approved), vec![ExecuteGrant]),
+            (Outcome::Cancelled, Some(S::Cancelled), vec![UpdateTicket(TicketUpdate::Cancelled)]),
+            (Outcome::AutoApproved, Some(S::Approved), vec![ExecuteGrant { at_ms: None }]),
             (Outcome::ApprovalRequested, Some(S::AwaitingApproval), vec![UpdateTicket(TicketUpdate::AwaitingApproval)]),
             (Outcome::StageApproved, None, vec![]),
-            (Outcome::Approved, Some(S::Approved), vec![ExecuteGrant]),
+            (Outcome::Approved, Some(S::Approved), vec![ExecuteGrant { at_ms: None }]),
             (Outcome::Rejected, Some(S::Rejected), vec![UpdateTicket(TicketUpdate::Rejected)]),
-            (Outcome::ApprovalExpired, Some(S::Expired), vec![UpdateTicket(TicketUpdate::Rejected)]),
-            (Outcome::Deferred, Some(S::Deferred), vec![UpdateTicket(TicketUpdate::Deferred), ExecuteGrantAtWindow]),
+            (Outcome::ApprovalExpired, Some(S::Expired), vec![UpdateTicket(TicketUpdate::Expired)]),
+            (
+                Outcome::Deferred { until_ms: 7 },
+                Some(S::Deferred),
+                vec![UpdateTicket(TicketUpdate::Deferred), ExecuteGrant { at_ms: Some(7) }],
+            ),
             (Outcome::Granted, Some(S::Granted), vec![UpdateTicket(TicketUpdate::Granted)]),
             (
                 Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: true },
@@ -124,7 +189,7 @@ mod tests {
             ),
             (Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: false }, Some(S::Completed), vec![]),
             (Outcome::TicketUpdated { update: TicketUpdate::Denied, time_bound: false }, None, vec![]),
-            (Outcome::RemovalScheduled, Some(S::Active), vec![RemoveAccessAtExpiry]),
+            (Outcome::RemovalScheduled { at_ms: 9 }, Some(S::Active), vec![expiry]),
             (Outcome::Removed, Some(S::Removed), vec![UpdateTicket(TicketUpdate::Removed)]),
             (Outcome::Failed { changed_something: true }, Some(S::Compensating), vec![RollbackGrant]),
             (
@@ -137,14 +202,41 @@ mod tests {
         for (outcome, state, jobs) in cases {
             assert_eq!(next(outcome), Transition { state, next: jobs }, "{outcome:?}");
         }
+        assert_eq!(expiry.due_ms(), Some(9));
+        assert_eq!(expiry.kind(), JobKind::RemoveAccess);
     }
 
     #[test]
     fn terminal_states_call_for_nothing_but_a_ticket_note() {
-        for o in [Outcome::Denied, Outcome::Rejected, Outcome::Removed, Outcome::RolledBack] {
+        for o in [Outcome::Denied, Outcome::Rejected, Outcome::Removed, Outcome::RolledBack, Outcome::Cancelled] {
             let tr = next(o);
             assert!(tr.state.is_some_and(|s| s.is_terminal()), "{o:?}");
             assert!(tr.next.iter().all(|n| matches!(n, Next::UpdateTicket(_))), "{o:?}");
         }
+    }
+
+    #[test]
+    fn each_step_starts_only_from_the_states_that_lead_to_it() {
+        // every job an outcome enqueues can run in the state that outcome sets
+        let outcomes = [
+            Outcome::Received,
+            Outcome::Allowed,
+            Outcome::AutoApproved,
+            Outcome::Deferred { until_ms: 1 },
+            Outcome::Granted,
+            Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: true },
+            Outcome::RemovalScheduled { at_ms: 1 },
+            Outcome::Failed { changed_something: true },
+        ];
+        for o in outcomes {
+            let tr = next(o);
+            let state = tr.state.unwrap_or(S::Received);
+            for n in tr.next {
+                assert!(may_run(n.kind(), state), "{:?} cannot start in {state} after {o:?}", n.kind());
+            }
+        }
+        assert!(!may_run(JobKind::ExecuteGrant, S::AwaitingApproval), "nothing is granted before approval");
+        assert!(!may_run(JobKind::ExecuteGrant, S::Granted), "a grant runs once");
+        assert!(may_run(JobKind::UpdateTicket, S::Removed));
     }
 }

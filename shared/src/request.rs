@@ -24,10 +24,13 @@ pub enum RequestState {
     Failed,
     Compensating,
     RolledBack,
+    /// The ticket was closed, cancelled or withdrawn before anything was granted, or an operator
+    /// cancelled the request.
+    Cancelled,
 }
 
 impl RequestState {
-    pub const ALL: [RequestState; 17] = [
+    pub const ALL: [RequestState; 18] = [
         RequestState::Received,
         RequestState::Validating,
         RequestState::Denied,
@@ -45,6 +48,7 @@ impl RequestState {
         RequestState::Failed,
         RequestState::Compensating,
         RequestState::RolledBack,
+        RequestState::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl RequestState {
             RequestState::Failed => "failed",
             RequestState::Compensating => "compensating",
             RequestState::RolledBack => "rolled_back",
+            RequestState::Cancelled => "cancelled",
         }
     }
 
@@ -83,6 +88,7 @@ impl RequestState {
                 | RequestState::Removed
                 | RequestState::Completed
                 | RequestState::RolledBack
+                | RequestState::Cancelled
         )
     }
 }
@@ -104,9 +110,11 @@ pub struct TicketRef {
 }
 
 impl TicketRef {
-    /// The idempotency key of "the same ticket": one request per (system, ticket number).
+    /// The idempotency key of "the same ticket": one request per (system, sys_id). The number a
+    /// doorbell names is not trusted (validate checks it against the ticket read back), so it
+    /// cannot decide which ticket a delivery is about.
     pub fn idempotency_key(&self) -> String {
-        format!("ticket:{}:{}", self.system, self.number)
+        keys::ticket_id(&self.system, &self.sys_id)
     }
 }
 
@@ -117,6 +125,10 @@ pub mod keys {
     }
     pub fn audit(id: &str) -> String {
         format!("req:{id}:audit")
+    }
+    /// (system, sys_id) -> request id: the idempotency key of a ticket.
+    pub fn ticket_id(system: &str, sys_id: &str) -> String {
+        format!("ticket-id:{system}:{}", sys_id.to_ascii_lowercase())
     }
     /// ticket number -> request id, for `audit show <ticket>` and status lookups.
     pub fn ticket(system: &str, number: &str) -> String {
@@ -131,20 +143,5 @@ pub mod keys {
     pub const EXPIRING: &str = "grants:expiring";
 }
 
-/// Field names of the request hash.
-pub mod fields {
-    pub const STATE: &str = "state";
-    pub const TICKET: &str = "ticket";
-    pub const TRACEPARENT: &str = "traceparent";
-    pub const TRACE_ID: &str = "trace_id";
-    pub const CREATED_MS: &str = "created_ms";
-    pub const UPDATED_MS: &str = "updated_ms";
-    pub const AUDIT_HEAD: &str = "audit_head";
-    pub const REQUESTER: &str = "requester";
-    pub const TARGET: &str = "target";
-    pub const DECISION: &str = "decision";
-    pub const APPROVALS: &str = "approvals";
-    pub const GRANT: &str = "grant";
-    pub const REASON: &str = "reason";
-    pub const END_MS: &str = "end_ms";
-}
+/// Field names of the request hash (declared with the typed record).
+pub use crate::record::fields;

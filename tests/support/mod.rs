@@ -18,7 +18,7 @@ use grantline_queue::{Queue, QueueConfig, QueueMetrics, RetryPolicy};
 use grantline_shared::audit::{self, AuditRecord};
 use grantline_shared::request::{RequestState, fields, keys};
 use grantline_sims::{Sims, SimsConfig, ids};
-use grantline_workers::{PolicyHandle, Services, WorkerOptions};
+use grantline_workers::{Services, WorkerOptions};
 use redis::AsyncCommands;
 use tokio::sync::oneshot;
 
@@ -70,7 +70,7 @@ pub fn queue_config() -> QueueConfig {
             max_attempts: 4,
             base: Duration::from_millis(50),
             cap: Duration::from_millis(400),
-            max_throttled: 20,
+            max_wait: Duration::from_secs(120),
         },
         ..QueueConfig::default()
     };
@@ -97,13 +97,13 @@ impl Stack {
         let queue = Queue::connect(&redis.url(), queue_config()).await.expect("queue");
         let policy = grantline_shared::policy::load_file(&opts.policy).expect("policy");
         let clock = sims.clock().clone();
-        let svc = Arc::new(Services {
-            queue: queue.clone(),
-            graph: GraphClient::new(&graph_config(&sims)).expect("graph"),
-            servicenow: ServiceNowClient::new(&servicenow_config(&sims)).expect("servicenow"),
-            policy: PolicyHandle::new(policy),
-            clock: Arc::new(move || clock.now()),
-        });
+        let svc = Arc::new(Services::new(
+            queue.clone(),
+            GraphClient::new(&graph_config(&sims)).expect("graph"),
+            ServiceNowClient::new(&servicenow_config(&sims)).expect("servicenow"),
+            policy,
+            grantline_shared::Clock::from_fn(move || clock.now()),
+        ));
         let ingest_cfg = grantline_ingest::IngestConfig {
             servicenow: grantline_ingest::ServiceNowAuth {
                 shared_secret: Some(grantline_ingest::Secret::new(WEBHOOK_SECRET)),

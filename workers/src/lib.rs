@@ -5,6 +5,7 @@
 //! acknowledges the job, updates the record, appends its audit events and enqueues what
 //! `shared::flow::next` says comes next.
 
+pub mod executor;
 pub mod membership;
 pub mod policy_reload;
 pub mod record;

@@ -1,8 +1,9 @@
-//! One group membership, many requests. Every grantline request that relies on a membership
-//! grantline created is a holder (`holders:{group}:{user}`); removal happens only when the
-//! last holder lets go, and never for a membership that existed before grantline. Grant and
-//! removal of one (group, user) are serialised by a short lock, released by the same atomic
-//! commit that records the outcome (guarded: only while this request still holds it).
+//! One access, many requests. Every grantline request that relies on an access grantline
+//! created (a group membership, a mailbox permission) is a holder (`holders:{access}`, the
+//! receipt's access key); removal happens only when the last holder lets go, and never for an
+//! access that existed before grantline. Grant and removal of one access are serialised by a
+//! short lock, released by the same atomic commit that records the outcome (guarded: only
+//! while this request still holds it).
 
 use std::time::Duration;
 
@@ -14,12 +15,13 @@ use crate::steps::redis_unavailable;
 /// How long a membership lock lives if its holder dies without releasing it.
 const LOCK_TTL: Duration = Duration::from_secs(60);
 
-pub fn holders_key(group: &str, user: &str) -> String {
-    format!("holders:{group}:{user}")
+/// The holders of an access (by its receipt's access key).
+pub fn holders_key(access: &str) -> String {
+    format!("holders:{access}")
 }
 
-fn lock_key(group: &str, user: &str) -> String {
-    format!("lock:membership:{group}:{user}")
+fn lock_key(access: &str) -> String {
+    format!("lock:{access}")
 }
 
 /// A held lock on one membership. Re-entrant for the same request, so a retry of a step
@@ -30,14 +32,8 @@ pub struct MembershipLock {
 }
 
 impl MembershipLock {
-    pub async fn acquire(
-        queue: &Queue,
-        group: &str,
-        user: &str,
-        request_id: &str,
-        step: &str,
-    ) -> Result<Self, JobError> {
-        let key = lock_key(group, user);
+    pub async fn acquire(queue: &Queue, access: &str, request_id: &str, step: &str) -> Result<Self, JobError> {
+        let key = lock_key(access);
         let token = format!("{request_id}:{step}");
         let abs = queue.namespace().key(&key);
         let mut conn = queue.connection();
@@ -53,11 +49,12 @@ impl MembershipLock {
         if set.is_none() {
             let holder: Option<String> = conn.get(&abs).await.map_err(redis_unavailable)?;
             if holder.as_deref() != Some(token.as_str()) {
-                return Err(JobError::Transient {
-                    code: "membership.busy".into(),
-                    message: format!("another request is changing this membership ({})", holder.unwrap_or_default()),
-                    retry_after: Some(Duration::from_millis(200)),
-                });
+                // waiting for a lock is not failing: no attempt is spent
+                return Err(JobError::wait(
+                    "access.busy",
+                    format!("another request is changing this access ({})", holder.unwrap_or_default()),
+                    Duration::from_millis(100 + u64::from(fastrand::u8(..))),
+                ));
             }
             let _: bool = conn.pexpire(&abs, LOCK_TTL.as_millis() as i64).await.map_err(redis_unavailable)?;
         }
@@ -83,53 +80,28 @@ impl MembershipLock {
     }
 }
 
-/// The requests that hold a membership grantline created.
-pub async fn holders(queue: &Queue, group: &str, user: &str) -> Result<Vec<String>, JobError> {
+/// The requests that hold an access grantline created.
+pub async fn holders(queue: &Queue, access: &str) -> Result<Vec<String>, JobError> {
     let mut conn = queue.connection();
-    conn.smembers(queue.namespace().key(&holders_key(group, user))).await.map_err(redis_unavailable)
+    conn.smembers(queue.namespace().key(&holders_key(access))).await.map_err(redis_unavailable)
 }
 
-/// What letting go of a membership did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Release {
-    /// Removed from the directory and verified gone.
-    pub removed: bool,
-    /// The membership existed before grantline: never removed by it.
-    pub kept_pre_existing: bool,
-    /// Other grantline requests still hold it.
-    pub kept_for: Vec<String>,
+/// The other requests (besides `request_id`) that hold an access.
+pub async fn other_holders(queue: &Queue, access: &str, request_id: &str) -> Result<Vec<String>, JobError> {
+    Ok(holders(queue, access).await?.into_iter().filter(|h| h != request_id).collect())
 }
 
-/// Lets go of this request's hold on a membership: removes it from the directory (always
-/// with `/$ref`) only when it was grantline's and no other request holds it, then verifies.
-/// Call with the membership lock held; commit `forget_writes` with the same hand-off.
-pub async fn let_go(
-    svc: &crate::Services,
-    grant: &crate::record::GrantReceipt,
-    request_id: &str,
-) -> Result<Release, JobError> {
-    use crate::steps::job_error;
-    if grant.pre_existing {
-        return Ok(Release { removed: false, kept_pre_existing: true, kept_for: Vec::new() });
-    }
-    let others: Vec<String> =
-        holders(&svc.queue, &grant.group_id, &grant.user_id).await?.into_iter().filter(|h| h != request_id).collect();
-    if !others.is_empty() {
-        return Ok(Release { removed: false, kept_pre_existing: false, kept_for: others });
-    }
-    svc.graph.remove_member(&grant.group_id, &grant.user_id).await.map_err(job_error)?;
-    if svc.graph.is_member(&grant.group_id, &grant.user_id).await.map_err(job_error)?.value {
-        return Err(JobError::transient("removal.not_visible", "the membership is still visible; will verify again"));
-    }
-    Ok(Release { removed: true, kept_pre_existing: false, kept_for: Vec::new() })
+/// The write that makes this request a holder of an access.
+pub fn hold_write(access: &str, request_id: &str) -> Write {
+    Write::new(WriteCmd::SAdd, holders_key(access), [request_id.to_owned()])
 }
 
-/// The write that drops this request from the membership's holders.
-pub fn forget_write(grant: &crate::record::GrantReceipt, request_id: &str) -> Write {
-    Write::new(WriteCmd::SRem, holders_key(&grant.group_id, &grant.user_id), [request_id.to_owned()])
+/// The write that drops this request from an access's holders.
+pub fn forget_write(access: &str, request_id: &str) -> Write {
+    Write::new(WriteCmd::SRem, holders_key(access), [request_id.to_owned()])
 }
 
-/// Runs a step's work under a membership lock: on success the hand-off carries the guarded
+/// Runs a step's work under an access lock: on success the hand-off carries the guarded
 /// release, on failure the lock is released at once so the retry (or another request) can
 /// take it.
 pub async fn locked(
@@ -144,4 +116,50 @@ pub async fn locked(
             Err(e)
         }
     }
+}
+
+/// Lets go of this request's hold on the access its receipt records: removes it upstream only
+/// when grantline added it and no other request still holds it, then verifies it is gone.
+/// Call with the access lock held; commit [`forget_write`] with the same hand-off.
+pub async fn let_go(
+    svc: &crate::Services,
+    grant: &grantline_shared::receipt::Receipt,
+    request_id: &str,
+    trigger: &str,
+) -> Result<grantline_shared::receipt::RemovalReceipt, JobError> {
+    use grantline_shared::receipt::RemovalReceipt;
+    let at_ms = svc.now_ms();
+    let kept = |kept_pre_existing: bool, kept_for: Vec<String>| RemovalReceipt {
+        removed: false,
+        kept_pre_existing,
+        kept_for,
+        already_gone: false,
+        evidence: None,
+        trigger: trigger.to_owned(),
+        at_ms,
+    };
+    if grant.pre_existing() {
+        return Ok(kept(true, Vec::new()));
+    }
+    let others = other_holders(&svc.queue, &grant.access_key(), request_id).await?;
+    if !others.is_empty() {
+        return Ok(kept(false, others));
+    }
+    let access = crate::executor::Access::from_receipt(grant);
+    let change = svc.executors.revoke(&access, request_id).await?;
+    if svc.executors.read_back(&access).await?.present {
+        return Err(JobError::transient(
+            "removal.not_visible",
+            "the access is still visible; it will be verified again",
+        ));
+    }
+    Ok(RemovalReceipt {
+        removed: change.applied,
+        kept_pre_existing: false,
+        kept_for: Vec::new(),
+        already_gone: !change.applied,
+        evidence: Some(change.evidence),
+        trigger: trigger.to_owned(),
+        at_ms,
+    })
 }

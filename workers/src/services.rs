@@ -1,10 +1,15 @@
-//! What every handler gets: the queue, the connectors, the policy in force and a clock.
+//! What every handler gets: the queue, the connectors and executors, the policy in force and
+//! the clock.
 
 use std::sync::{Arc, RwLock};
 
 use grantline_connectors::{GraphClient, ServiceNowClient};
 use grantline_queue::Queue;
 use grantline_shared::policy::Policy;
+
+use crate::executor::{Executors, GroupExecutor};
+
+pub use grantline_shared::Clock;
 
 /// The policy in force; replaced whole on reload, so a handler sees one version throughout.
 #[derive(Clone)]
@@ -28,21 +33,26 @@ impl PolicyHandle {
     }
 }
 
-pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
-
 pub struct Services {
     pub queue: Queue,
     pub graph: GraphClient,
     pub servicenow: ServiceNowClient,
+    pub executors: Executors,
     pub policy: PolicyHandle,
     pub clock: Clock,
 }
 
 impl Services {
+    /// Services for the group flow; add the mailbox executor with [`Services::with_mailboxes`].
+    pub fn new(queue: Queue, graph: GraphClient, servicenow: ServiceNowClient, policy: Policy, clock: Clock) -> Self {
+        let executors = Executors { group: GroupExecutor::new(graph.clone(), clock.clone()), mailbox: None };
+        Self { queue, graph, servicenow, executors, policy: PolicyHandle::new(policy), clock }
+    }
+
     pub fn now(&self) -> jiff::Timestamp {
-        (self.clock)()
+        self.clock.now()
     }
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.now().as_millisecond()).unwrap_or(0)
+        self.clock.now_ms()
     }
 }

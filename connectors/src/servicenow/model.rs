@@ -52,6 +52,8 @@ pub struct Ritm {
     pub stage: Field,
     /// `not requested`, `requested`, `approved`, `rejected`, ...
     pub approval: Field,
+    /// `"true"` while the item is open; `"false"` once closed or cancelled.
+    pub active: Field,
     pub cat_item: Option<Reference>,
     pub requested_for: Option<Reference>,
     pub opened_by: Option<Reference>,
@@ -68,6 +70,23 @@ impl Ritm {
         parse_glide_datetime(&self.sys_updated_on)
     }
 
+    /// Why the item can no longer be fulfilled (closed, cancelled, no longer active), or `None`
+    /// while it is open. Nothing is granted for an item that is not open.
+    pub fn closed_reason(&self) -> Option<String> {
+        let state = self.state.value.as_str();
+        let label = if self.state.display_value.is_empty() { state } else { self.state.display_value.as_str() };
+        if matches!(state, ritm_state::CLOSED_COMPLETE | ritm_state::CLOSED_INCOMPLETE | ritm_state::CLOSED_SKIPPED) {
+            return Some(format!("the ticket {} is closed ({label})", self.number));
+        }
+        if self.active.value.eq_ignore_ascii_case("false") {
+            return Some(format!("the ticket {} is no longer active (state {label})", self.number));
+        }
+        if self.stage.value.eq_ignore_ascii_case("Request Cancelled") || self.approval.value == "cancelled" {
+            return Some(format!("the ticket {} was cancelled", self.number));
+        }
+        None
+    }
+
     pub(crate) fn from_raw(raw: &RawRecord) -> Self {
         Ritm {
             sys_id: raw.value("sys_id"),
@@ -75,6 +94,7 @@ impl Ritm {
             state: raw.field("state"),
             stage: raw.field("stage"),
             approval: raw.field("approval"),
+            active: raw.field("active"),
             cat_item: raw.reference("cat_item"),
             requested_for: raw.reference("requested_for"),
             opened_by: raw.reference("opened_by"),
@@ -87,7 +107,7 @@ impl Ritm {
 }
 
 /// The fields of `sc_req_item` grantline reads.
-pub(crate) const RITM_FIELDS: &str = "sys_id,number,state,stage,approval,cat_item,requested_for,opened_by,request,assignment_group,short_description,sys_updated_on";
+pub(crate) const RITM_FIELDS: &str = "sys_id,number,state,stage,approval,active,cat_item,requested_for,opened_by,request,assignment_group,short_description,sys_updated_on";
 
 /// A user (`sys_user`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -218,3 +218,14 @@ pub async fn await_approval(h: &Harness, id: &str, requester: Value, decision: V
         .await
         .unwrap();
 }
+
+/// A policy decision (allow) whose approval requirement is `approval` (a plan as JSON).
+pub fn decision_with_plan(approval: Value) -> Value {
+    let d = serde_json::json!({
+        "outcome": "allow", "policy_version": "sha256:test", "evaluated_at": "2027-01-15T08:00:00Z",
+        "checks": [], "execute_at": "2027-01-15T08:00:00Z", "approval": approval,
+    });
+    // it must be a decision the request record accepts
+    let typed: grantline_shared::policy::Decision = serde_json::from_value(d.clone()).unwrap();
+    serde_json::to_value(typed).unwrap()
+}

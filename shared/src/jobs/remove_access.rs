@@ -22,6 +22,16 @@ pub enum RemovalTrigger {
     Revoked,
 }
 
+impl RemovalTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalTrigger::Expiry => "expiry",
+            RemovalTrigger::Offboarding => "offboarding",
+            RemovalTrigger::Revoked => "revoked",
+        }
+    }
+}
+
 impl JobPayload for RemoveAccess {
     const KIND: JobKind = JobKind::RemoveAccess;
 }

@@ -21,6 +21,11 @@ pub enum TicketUpdate {
     AwaitingApproval,
     /// An approver rejected: note who and close.
     Rejected,
+    /// Nobody decided in time: note it, close the approval records and the ticket.
+    Expired,
+    /// The ticket was closed or withdrawn (or an operator cancelled): note it; the ticket's
+    /// state is left as the ticket system has it.
+    Cancelled,
     /// Deferred to a change window: note when.
     Deferred,
     /// The grant was made and verified: note what, to whom, by whom, until when; close.
@@ -37,6 +42,8 @@ impl TicketUpdate {
             TicketUpdate::Denied => "denied",
             TicketUpdate::AwaitingApproval => "awaiting_approval",
             TicketUpdate::Rejected => "rejected",
+            TicketUpdate::Expired => "expired",
+            TicketUpdate::Cancelled => "cancelled",
             TicketUpdate::Deferred => "deferred",
             TicketUpdate::Granted => "granted",
             TicketUpdate::Removed => "removed",

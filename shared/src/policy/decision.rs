@@ -159,6 +159,9 @@ pub struct ResolvedTarget {
     pub mailbox_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox_type: Option<MailboxType>,
+    /// Mailboxes: whether a Full Access grant is automapped in Outlook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automapping: Option<bool>,
     pub tags: Vec<String>,
     /// The declared catalog item that offers it.
     pub catalog_item: String,

@@ -289,9 +289,11 @@ fn resolved(
     item_match: ItemMatch,
     selection: TargetSelection,
 ) -> ResolvedTarget {
-    let (group_id, mailbox_address, mailbox_type) = match &t.target {
-        TargetRef::Group { id } => (Some(id.clone()), None, None),
-        TargetRef::Mailbox { address, mailbox_type } => (None, Some(address.clone()), Some(*mailbox_type)),
+    let (group_id, mailbox_address, mailbox_type, automapping) = match &t.target {
+        TargetRef::Group { id } => (Some(id.clone()), None, None, None),
+        TargetRef::Mailbox { address, mailbox_type, automapping } => {
+            (None, Some(address.clone()), Some(*mailbox_type), Some(*automapping))
+        }
     };
     ResolvedTarget {
         key: t.key.clone(),
@@ -300,6 +302,7 @@ fn resolved(
         group_id,
         mailbox_address,
         mailbox_type,
+        automapping,
         tags: t.tags.clone(),
         catalog_item: policy.catalog[entry].item.clone(),
         item_match,

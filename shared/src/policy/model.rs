@@ -216,8 +216,20 @@ pub struct Owners {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TargetRef {
-    Group { id: String },
-    Mailbox { address: String, mailbox_type: MailboxType },
+    Group {
+        id: String,
+    },
+    Mailbox {
+        address: String,
+        mailbox_type: MailboxType,
+        /// Full Access grants map the mailbox in Outlook automatically (Exchange's default).
+        #[serde(default = "yes")]
+        automapping: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An approved group or mailbox.

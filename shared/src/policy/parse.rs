@@ -107,6 +107,9 @@ struct RawMailbox {
     #[serde(default)]
     owners: RawOwners,
     levels: Spanned<Vec<Spanned<AccessLevel>>>,
+    /// Full Access: whether Outlook maps the mailbox automatically (default true).
+    #[serde(default)]
+    automapping: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -624,7 +627,11 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
         }
         let t = Target {
             key: k.clone(),
-            target: TargetRef::Mailbox { address: k.trim().to_owned(), mailbox_type: m.mailbox_type },
+            target: TargetRef::Mailbox {
+                address: k.trim().to_owned(),
+                mailbox_type: m.mailbox_type,
+                automapping: m.automapping.unwrap_or(true),
+            },
             display_name: m.display_name,
             description: m.description,
             tags: m.tags.iter().map(|t| names.tag(cx, t)).collect(),

@@ -27,12 +27,20 @@ pub fn redis_unavailable(e: impl std::fmt::Display) -> JobError {
     JobError::transient("redis.unavailable", e.to_string())
 }
 
-/// The step already ran (its state moved on): acknowledging again is success.
-pub fn already_done(
-    step: &str,
-    request_id: &str,
-    state: grantline_shared::request::RequestState,
-) -> grantline_queue::Handoff {
-    tracing::info!(step, request_id, %state, "step already applied; acknowledging");
-    grantline_queue::Handoff::done()
+/// The evidence of one upstream call (its correlation ids and when it was made).
+pub fn evidence(c: &grantline_connectors::graph::Correlation, at_ms: u64) -> grantline_shared::receipt::Evidence {
+    grantline_shared::receipt::Evidence {
+        request_id: c.request_id.clone(),
+        client_request_id: c.client_request_id.clone(),
+        at_ms,
+    }
+}
+
+/// The target and the person of a receipt, as audit events name them.
+pub fn receipt_target(r: &grantline_shared::receipt::Receipt) -> (String, String) {
+    use grantline_shared::receipt::Receipt;
+    match r {
+        Receipt::Group(g) => (g.group_id.clone(), g.user_id.clone()),
+        Receipt::Mailbox(m) => (format!("{} ({})", m.mailbox, m.level), m.user_id.clone()),
+    }
 }

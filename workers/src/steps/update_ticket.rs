@@ -7,41 +7,38 @@ use std::sync::Arc;
 use apalis_core::task::data::Data;
 use grantline_connectors::servicenow::{RitmPatch, UpdateOptions, ritm_state};
 use grantline_queue::{Handoff, JobError};
+use grantline_shared::JobKind;
 use grantline_shared::audit::AuditEvent;
+use grantline_shared::clock::{ms, timestamp};
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::{TicketUpdate, UpdateTicket};
-use grantline_shared::policy::Decision;
-use grantline_shared::request::fields;
+use grantline_shared::receipt::Receipt;
+use grantline_shared::record::RequestRecord;
 
 use super::job_error;
-use crate::record::{GrantReceipt, RequestRecord, StepCommit, load};
+use crate::record::{commit, handoff, load};
 use crate::services::Services;
 
 fn ms_to_text(ms: u64) -> String {
-    jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(0)).map(|t| t.to_string()).unwrap_or_default()
+    timestamp(ms).to_string()
 }
 
 fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
     let marker = format!("[grantline {} {}]", rec.id, update.as_str());
-    let decision: Option<Decision> = rec.field(fields::DECISION);
-    let version = decision.as_ref().map(|d| d.policy_version.clone()).unwrap_or_default();
-    let reason = rec.raw.get(fields::REASON).cloned().unwrap_or_default();
-    let grant: Option<GrantReceipt> = rec.field(fields::GRANT);
+    let decision = rec.decision.as_ref();
+    let version = decision.map(|d| d.policy_version.clone()).unwrap_or_default();
+    let reason = rec.reason.clone().unwrap_or_default();
+    let grant = rec.grant.as_ref();
     // the end is recorded by schedule-removal, which runs after the "granted" note: until
     // then it is derived the same way schedule-removal derives it
-    let end = rec.raw.get(fields::END_MS).and_then(|v| v.parse::<u64>().ok()).or_else(|| {
-        let start = jiff::Timestamp::from_millisecond(i64::try_from(grant.as_ref()?.granted_ms).ok()?).ok()?;
-        let end = decision.as_ref()?.duration.as_ref()?.end_for_start(start)?;
-        u64::try_from(end.as_millisecond()).ok()
+    let end = rec.end_ms.or_else(|| {
+        let end = decision?.duration.as_ref()?.end_for_start(timestamp(grant?.granted_ms()))?;
+        Some(ms(end))
     });
     let trace = format!("request {} · trace {}", rec.id, rec.trace_id);
     // who approved: the recorded human decisions, or the rule that approved it
-    let approvals: Vec<serde_json::Value> = rec.field(fields::APPROVALS).unwrap_or_default();
-    let approvers: Vec<String> = approvals
-        .iter()
-        .filter(|a| a.get("approve").and_then(|v| v.as_bool()) == Some(true))
-        .filter_map(|a| a.get("approver").and_then(|v| v.as_str()).map(str::to_owned))
-        .collect();
+    let approvals = &rec.approvals;
+    let approvers: Vec<String> = approvals.iter().filter(|a| a.approve).map(|a| a.approver.clone()).collect();
     let approved_by =
         if approvers.is_empty() { reason.clone() } else { format!("approved by {}", approvers.join(", ")) };
     let mut patch = RitmPatch::default();
@@ -53,7 +50,7 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
         TicketUpdate::AwaitingApproval => {
             patch.approval = Some("requested".into());
             patch.stage = Some("waiting_for_approval".into());
-            let plan = decision.as_ref().and_then(|d| d.plan().cloned());
+            let plan = decision.and_then(|d| d.plan().cloned());
             let who = plan
                 .map(|p| {
                     p.stages
@@ -75,55 +72,73 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
             patch.state = Some(ritm_state::CLOSED_INCOMPLETE.into());
             patch.approval = Some("rejected".into());
             // a human rejection names who rejected and why; otherwise (expiry) the reason
-            match approvals.iter().rev().find(|a| a.get("approve").and_then(|v| v.as_bool()) == Some(false)) {
+            match approvals.iter().rev().find(|a| !a.approve) {
                 Some(a) => {
-                    let who = a.get("approver").and_then(|v| v.as_str()).unwrap_or("an approver");
-                    let comment = a.get("comment").and_then(|v| v.as_str()).filter(|c| !c.trim().is_empty());
-                    format!("Request rejected by {who}{}", comment.map(|c| format!(": {c}")).unwrap_or_default())
+                    let comment = Some(a.comment.as_str()).filter(|c| !c.trim().is_empty());
+                    format!(
+                        "Request rejected by {}{}",
+                        a.approver,
+                        comment.map(|c| format!(": {c}")).unwrap_or_default()
+                    )
                 }
                 None => format!("Request rejected: {reason}"),
             }
         }
+        TicketUpdate::Expired => {
+            patch.state = Some(ritm_state::CLOSED_INCOMPLETE.into());
+            patch.approval = Some("rejected".into());
+            format!("Approval expired: {reason}")
+        }
+        TicketUpdate::Cancelled => format!("Not executed: {reason}"),
         TicketUpdate::Deferred => format!("Approved; execution deferred: {reason}"),
         TicketUpdate::Granted => {
             patch.state = Some(ritm_state::CLOSED_COMPLETE.into());
             patch.approval = Some("approved".into());
             patch.stage = Some("complete".into());
-            match &grant {
+            match grant {
                 Some(g) => format!(
-                    "Granted and verified: {} added to {} ({}) at {}{}. Workflow: grantline; policy {version}. Expiry: {}. Approval: {approved_by}. Graph request-id {} client-request-id {}.",
-                    g.user_upn,
-                    g.group_name,
-                    g.group_id,
-                    ms_to_text(g.granted_ms),
-                    if g.pre_existing {
-                        " (the membership already existed; it will not be removed by this request)"
+                    "Granted and verified: {} at {}{}. Workflow: grantline; policy {version}. Expiry: {}. Approval: {approved_by}.{} {} request-id {} client-request-id {}.",
+                    g.describe(),
+                    ms_to_text(g.granted_ms()),
+                    if g.pre_existing() {
+                        " (the access already existed; it will not be removed by this request)"
                     } else {
                         ""
                     },
                     end.map(ms_to_text)
-                        .map(|e| format!("{e}{}", duration_note(decision.as_ref())))
+                        .map(|e| format!("{e}{}", duration_note(decision)))
                         .unwrap_or_else(|| "none (permanent)".into()),
-                    g.graph_request_id.clone().unwrap_or_default(),
-                    g.client_request_id,
+                    client_note(g),
+                    match g {
+                        Receipt::Group(_) => "Graph",
+                        Receipt::Mailbox(_) => "Exchange",
+                    },
+                    g.evidence().request_id.clone().unwrap_or_default(),
+                    g.evidence().client_request_id,
                 ),
                 None => "Granted.".to_owned(),
             }
         }
-        TicketUpdate::Removed => match &grant {
-            Some(g) if removal_kept_for(rec).is_some() => format!(
-                "Access period ended: {} keeps membership of {} for now: still needed by request(s) {}.",
-                g.user_upn,
-                g.group_name,
-                removal_kept_for(rec).unwrap_or_default().join(", ")
-            ),
-            Some(g) if g.pre_existing => format!(
-                "Access period ended: {} kept membership of {} (it existed before this request).",
-                g.user_upn, g.group_name
-            ),
-            Some(g) => format!("Access period ended: {} removed from {} and verified.", g.user_upn, g.group_name),
-            None => "Access period ended.".to_owned(),
-        },
+        TicketUpdate::Removed => {
+            let kept_for = rec.removal.as_ref().map(|r| r.kept_for.clone()).unwrap_or_default();
+            let why = match rec.removal.as_ref().map(|r| r.trigger.as_str()) {
+                Some("offboarding") => "Access removed (the person left or was disabled)",
+                Some("revoked") => "Access revoked by an operator",
+                _ => "Access period ended",
+            };
+            match grant {
+                Some(g) if !kept_for.is_empty() => format!(
+                    "{why}: {} stays for now: still needed by request(s) {}.",
+                    g.describe(),
+                    kept_for.join(", ")
+                ),
+                Some(g) if g.pre_existing() => {
+                    format!("{why}: {} kept (it existed before this request).", g.describe())
+                }
+                Some(g) => format!("{why}: {} removed and verified.", g.describe()),
+                None => format!("{why}."),
+            }
+        }
         TicketUpdate::ManualIntervention => {
             patch.state = Some(ritm_state::WORK_IN_PROGRESS.into());
             format!("Manual intervention needed: {reason}")
@@ -132,15 +147,19 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
     (marker.clone(), RitmPatch { work_notes: Some(format!("{marker} {body} ({trace})")), ..patch })
 }
 
-/// The other requests that kept a membership alive at this request's removal.
-fn removal_kept_for(rec: &RequestRecord) -> Option<Vec<String>> {
-    let removal: serde_json::Value = rec.field("removal")?;
-    let kept: Vec<String> = serde_json::from_value(removal.get("kept_for")?.clone()).ok()?;
-    (!kept.is_empty()).then_some(kept)
+/// What the requester should know about how the access shows up in their client.
+fn client_note(g: &Receipt) -> &'static str {
+    match g {
+        Receipt::Mailbox(m) if m.automapping == Some(false) => {
+            " The mailbox is not automapped: add it in Outlook by hand. Clients can take up to an hour to show it."
+        }
+        Receipt::Mailbox(_) => " Clients can take up to an hour to show the change.",
+        Receipt::Group(_) => "",
+    }
 }
 
 /// Why the grant ends when it does, when the policy changed what was asked.
-fn duration_note(decision: Option<&Decision>) -> &'static str {
+fn duration_note(decision: Option<&grantline_shared::policy::Decision>) -> &'static str {
     match decision.and_then(|d| d.duration.as_ref()) {
         Some(d) if d.shortened_to_cap => " (shortened to the policy's maximum)",
         Some(d) if d.ends_on_leave_date => " (the requester's leave date)",
@@ -149,7 +168,7 @@ fn duration_note(decision: Option<&Decision>) -> &'static str {
 }
 
 pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
-    let rec = load(&svc.queue, &job.request_id).await?;
+    let Some(rec) = load(&svc, JobKind::UpdateTicket, &job.request_id).await? else { return Ok(Handoff::done()) };
     let (marker, patch) = note(&rec, job.update);
     let existing = svc.servicenow.list_work_notes(&rec.ticket.sys_id).await.map_err(job_error)?;
     if !existing.iter().any(|n| n.value.contains(&marker)) {
@@ -158,13 +177,14 @@ pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff,
             .await
             .map_err(job_error)?;
     }
-    let time_bound = rec.raw.contains_key(fields::END_MS)
-        || rec.field::<Decision>(fields::DECISION).and_then(|d| d.duration).is_some_and(|d| !d.is_permanent());
-    StepCommit::new(&rec, "update-ticket", svc.now_ms())
-        .event(AuditEvent::TicketUpdated {
-            update: job.update.as_str().into(),
-            state: patch.state.clone().unwrap_or_default(),
-        })
-        .outcome(Outcome::TicketUpdated { update: job.update, time_bound })
-        .into_handoff()
+    let time_bound = rec.end_ms.is_some()
+        || rec.decision.as_ref().and_then(|d| d.duration.as_ref()).is_some_and(|d| !d.is_permanent());
+    handoff(
+        commit(&svc, &rec, JobKind::UpdateTicket)
+            .event(AuditEvent::TicketUpdated {
+                update: job.update.as_str().into(),
+                state: patch.state.clone().unwrap_or_default(),
+            })
+            .outcome(Outcome::TicketUpdated { update: job.update, time_bound }),
+    )
 }

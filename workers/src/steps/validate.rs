@@ -8,15 +8,16 @@ use apalis_core::task::data::Data;
 use grantline_connectors::graph::{Group, User};
 use grantline_connectors::servicenow::Ritm;
 use grantline_connectors::{GraphClient, ServiceNowClient};
-use grantline_queue::{Handoff, JobError};
+use grantline_queue::{Handoff, JobError, Write, WriteCmd};
+use grantline_shared::JobKind;
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::Validate;
 use grantline_shared::policy::{self, Decision, GroupFacts, Policy, Principal, RequestFacts, UserFacts};
-use grantline_shared::request::{RequestState, fields};
+use grantline_shared::receipt::CurrentState;
 
-use super::{already_done, job_error};
-use crate::record::{StepCommit, load};
+use super::{evidence, job_error};
+use crate::record::{commit, handoff, load};
 use crate::services::Services;
 
 /// Variable names read from the catalog item (first match wins).
@@ -64,8 +65,9 @@ pub struct Evaluated {
     /// None when the person the access is for is not in the directory.
     pub facts: Option<RequestFacts>,
     pub decision: Option<Decision>,
-    /// The requester was already a member of the target group.
-    pub pre_existing: bool,
+    /// What the directory says of the access asked for today (the requester is already a
+    /// member of the target group), with the read that says so.
+    pub current: Option<CurrentState>,
 }
 
 pub async fn evaluate_ticket(
@@ -81,7 +83,7 @@ pub async fn evaluate_ticket(
     let requested_for = ritm.requested_for.as_ref().map(|r| r.value.clone()).unwrap_or_default();
     let opened_by = ritm.opened_by.as_ref().map(|r| r.value.clone()).filter(|v| !v.is_empty());
     let Some(user) = directory_user(graph, sn, &requested_for).await? else {
-        return Ok(Evaluated { ritm, facts: None, decision: None, pre_existing: false });
+        return Ok(Evaluated { ritm, facts: None, decision: None, current: None });
     };
     let manager = graph.get_manager(&user.id).await.map_err(job_error)?.value;
     let opener = match opened_by.as_deref() {
@@ -132,43 +134,70 @@ pub async fn evaluate_ticket(
     };
     // resolve the target first, then evaluate again with what the directory says of it
     let mut decision = policy::evaluate(&facts, policy);
-    let mut pre_existing = false;
+    let mut current = None;
     if let Some(group_id) = decision.target.as_ref().and_then(|t| t.group_id.clone()) {
         // an unknown group keeps no facts, and the policy refuses a group without them
         if let Some(g) = graph.get_group(&group_id).await.map_err(job_error)?.value {
             facts.target_group = Some(group_facts(&g));
             decision = policy::evaluate(&facts, policy);
-            pre_existing = graph.is_member(&group_id, &user.id).await.map_err(job_error)?.value;
+            let member = graph.is_member(&group_id, &user.id).await.map_err(job_error)?;
+            let at_ms = grantline_shared::clock::ms(now);
+            current = Some(CurrentState { present: member.value, evidence: evidence(&member.correlation, at_ms) });
         }
     }
-    Ok(Evaluated { ritm, facts: Some(facts), decision: Some(decision), pre_existing })
+    Ok(Evaluated { ritm, facts: Some(facts), decision: Some(decision), current })
 }
 
 pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
-    let rec = load(&svc.queue, &job.request_id).await?;
-    if rec.state != RequestState::Received {
-        return Ok(already_done("validate", &rec.id, rec.state));
-    }
+    let Some(rec) = load(&svc, JobKind::Validate, &job.request_id).await? else { return Ok(Handoff::done()) };
     let policy = svc.policy.get();
     let ev = evaluate_ticket(&svc.graph, &svc.servicenow, &policy, &rec.ticket.sys_id, svc.now()).await?;
     let ritm = &ev.ritm;
-    let commit = StepCommit::new(&rec, "validate", svc.now_ms()).event(AuditEvent::TicketRead {
+    let commit = commit(&svc, &rec, JobKind::Validate).event(AuditEvent::TicketRead {
         ticket: ritm.number.clone(),
         catalog_item: ritm.cat_item.as_ref().map(|c| c.display_value.clone()).unwrap_or_default(),
         requested_for: ritm.requested_for.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
         opened_by: ritm.opened_by.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
     });
+    // the doorbell named a ticket by sys_id and number: they must be the same item, or the
+    // delivery is refused and the ticket's key is freed for its genuine delivery
+    if !ritm.number.eq_ignore_ascii_case(&rec.ticket.number) {
+        let reason = format!(
+            "the delivery named ticket {} but this item is {}; refused, nothing was granted",
+            rec.ticket.number, ritm.number
+        );
+        return handoff(
+            commit
+                .event(AuditEvent::CheckEvaluated {
+                    code: "ticket.number".into(),
+                    passed: false,
+                    reason: reason.clone(),
+                })
+                .set(|u| u.reason(&reason))
+                .write(release_ticket_key(&rec))
+                .outcome(Outcome::Cancelled),
+        );
+    }
+    if let Some(reason) = ritm.closed_reason() {
+        return handoff(
+            commit
+                .event(AuditEvent::CheckEvaluated { code: "ticket.open".into(), passed: false, reason: reason.clone() })
+                .set(|u| u.reason(&format!("{reason}; nothing was granted")))
+                .outcome(Outcome::Cancelled),
+        );
+    }
     let (Some(facts), Some(decision)) = (ev.facts, ev.decision) else {
         let reason = "the person the access is for was not found in the directory".to_owned();
-        return commit
-            .event(AuditEvent::CheckEvaluated {
-                code: "requester.exists".into(),
-                passed: false,
-                reason: reason.clone(),
-            })
-            .set(fields::REASON, reason)
-            .outcome(Outcome::Denied)
-            .into_handoff();
+        return handoff(
+            commit
+                .event(AuditEvent::CheckEvaluated {
+                    code: "requester.exists".into(),
+                    passed: false,
+                    reason: reason.clone(),
+                })
+                .set(|u| u.reason(&reason))
+                .outcome(Outcome::Denied),
+        );
     };
     let checks = decision.checks.iter().map(|c| AuditEvent::CheckEvaluated {
         code: c.code.clone(),
@@ -191,12 +220,24 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
             level: decision.level.map(|l| l.to_string()).unwrap_or_default(),
             reason: reason.clone(),
         })
-        .set_json(fields::REQUESTER, &facts.requester)?
-        .set_json(fields::DECISION, &decision)?
-        .set(fields::TARGET, target)
-        .set("pre_existing", ev.pre_existing.to_string())
-        .set(fields::REASON, reason);
-    commit.outcome(if allow { Outcome::Allowed } else { Outcome::Denied }).into_handoff()
+        .set(|mut u| {
+            u = u.requester(&facts.requester).decision(&decision).target(&target).reason(&reason);
+            if let Some(o) = &facts.opened_by {
+                u = u.opened_by(o);
+            }
+            if let Some(c) = &ev.current {
+                u = u.current(c);
+            }
+            u
+        });
+    handoff(commit.outcome(if allow { Outcome::Allowed } else { Outcome::Denied }))
+}
+
+/// Frees the ticket's idempotency key (it names this request: a later delivery of the same
+/// sys_id was answered as a duplicate of it), so the ticket's genuine delivery can make its
+/// request.
+fn release_ticket_key(rec: &grantline_shared::record::RequestRecord) -> Write {
+    Write::new(WriteCmd::Del, rec.ticket.idempotency_key(), Vec::<String>::new())
 }
 
 /// A ticket date: RFC 3339, or a plain date (midnight UTC).
