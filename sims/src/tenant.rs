@@ -1,10 +1,18 @@
-//! The simulated tenant: directory users, groups, memberships and managers, plus the demo seed.
+//! The simulated tenant: directory users, groups, memberships and managers, Exchange Online
+//! mailboxes with their permissions, plus the demo seed.
 //!
 //! [`Tenant::demo`] is the fixed tenant the demo, the end-to-end tests and the benchmarks use. Its
 //! ids are GUID-shaped and readable: users are `10000000-…-0000000000NN`, groups `20000000-…`,
-//! app registrations `30000000-…`; the constants in [`ids`] name them. The ServiceNow `sys_user`
-//! row of a directory user has the user's GUID without dashes as its `sys_id`
-//! ([`snow_sys_id`]).
+//! app registrations `30000000-…`, mailboxes (`ExchangeGuid`) `40000000-…` (a user's mailbox has
+//! the user's number: [`mailbox_guid_for_user`]); the constants in [`ids`] name them. The
+//! ServiceNow `sys_user` row of a directory user has the user's GUID without dashes as its
+//! `sys_id` ([`snow_sys_id`]).
+//!
+//! Mailboxes in the demo: every member user has a `UserMailbox` at their UPN (the B2B guest has
+//! none, as in Exchange Online, where a guest is a mail user), the shared mailboxes
+//! `finance@contoso.com` ("Finance") and `helpdesk@contoso.com` ("Helpdesk"), and the room
+//! mailbox `boardroom@contoso.com`. Adele Vance already holds Full Access (automapped) on
+//! helpdesk@ and `Reviewer` on its top of store (`helpdesk@contoso.com:\`) and Inbox.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -33,7 +41,9 @@ pub mod ids {
     /// example policy her Helpdesk membership auto-approves read-only on helpdesk@ and Team Alpha.
     pub const MEGAN_ID: &str = "10000000-0000-4000-8000-000000000004";
     pub const MEGAN_UPN: &str = "MeganB@contoso.com";
-    /// Adele Vance, Retail: already a member of Team Alpha. Manager: Sara Davis.
+    /// Adele Vance, Retail: already a member of Team Alpha. Manager: Sara Davis. Already holds Full
+    /// Access (automapped) on the helpdesk@ shared mailbox and `Reviewer` on its top of store and
+    /// Inbox.
     pub const ADELE_ID: &str = "10000000-0000-4000-8000-000000000005";
     pub const ADELE_UPN: &str = "AdeleV@contoso.com";
     /// Jordan Miller, a B2B guest (`userType` Guest, `#EXT#` UPN).
@@ -77,6 +87,19 @@ pub mod ids {
     /// Security group "Access Governance": the example policy's fallback approvers; Allan Deyoung
     /// is a member.
     pub const GROUP_ACCESS_GOVERNANCE: &str = "20000000-0000-4000-8000-000000000010";
+
+    /// Shared mailbox "Finance" (alias `finance`). Owner in the example policy: Patti Fernandez.
+    /// Nobody holds a permission on it in the seed.
+    pub const MAILBOX_FINANCE: &str = "finance@contoso.com";
+    pub const MAILBOX_FINANCE_GUID: &str = "40000000-0000-4000-8000-000000000101";
+    /// Shared mailbox "Helpdesk" (alias `helpdesk`). Owner in the example policy: Allan Deyoung.
+    /// Adele Vance holds Full Access (AutoMapping on) and `Reviewer` on `helpdesk@contoso.com:\`
+    /// and `helpdesk@contoso.com:\Inbox`.
+    pub const MAILBOX_HELPDESK: &str = "helpdesk@contoso.com";
+    pub const MAILBOX_HELPDESK_GUID: &str = "40000000-0000-4000-8000-000000000102";
+    /// Room mailbox "Boardroom" (alias `boardroom`): a mailbox that is not shared.
+    pub const MAILBOX_BOARDROOM: &str = "boardroom@contoso.com";
+    pub const MAILBOX_BOARDROOM_GUID: &str = "40000000-0000-4000-8000-000000000103";
 
     /// grantline's app registration: GroupMember.ReadWrite.All, User.Read.All,
     /// User-LifeCycleInfo.Read.All and, for Exchange Online, Exchange.ManageAsApp (no
@@ -315,6 +338,141 @@ impl Group {
     }
 }
 
+/// A Full Access grant in a mailbox seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FullAccessGrant {
+    /// The trustee: a user's UPN or mail, or a mail-enabled security group's address.
+    pub user: String,
+    /// Whether Outlook maps the mailbox automatically (ignored for group trustees).
+    pub auto_mapping: bool,
+}
+
+/// A folder permission in a mailbox seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FolderGrant {
+    /// The folder path below the mailbox: `""` is the top of the store (`mbx:\`), `"Inbox"` is
+    /// `mbx:\Inbox`, `"Inbox\\Invoices"` a subfolder.
+    pub folder: String,
+    /// The user's UPN or mail.
+    pub user: String,
+    /// The folder role (`Reviewer`, `Editor`, ...).
+    pub access_rights: String,
+}
+
+/// An Exchange Online mailbox and the permissions on it when the simulator starts. Field names
+/// follow `Get-Mailbox`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mailbox {
+    /// `ExchangeGuid`.
+    pub guid: String,
+    pub primary_smtp_address: String,
+    /// `Alias`; also the mailbox's `Name` and `Identity` in cmdlet output.
+    pub alias: String,
+    pub display_name: String,
+    /// `SharedMailbox`, `UserMailbox`, `RoomMailbox` or `EquipmentMailbox`.
+    pub recipient_type_details: String,
+    /// The directory user a user mailbox belongs to (`ExternalDirectoryObjectId`).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub full_access: Vec<FullAccessGrant>,
+    /// Send As trustees (UPN or mail).
+    #[serde(default)]
+    pub send_as: Vec<String>,
+    /// `GrantSendOnBehalfTo` (UPN or mail).
+    #[serde(default)]
+    pub send_on_behalf: Vec<String>,
+    #[serde(default)]
+    pub folder_grants: Vec<FolderGrant>,
+}
+
+impl Mailbox {
+    pub const SHARED: &'static str = "SharedMailbox";
+    pub const USER: &'static str = "UserMailbox";
+    pub const ROOM: &'static str = "RoomMailbox";
+    pub const EQUIPMENT: &'static str = "EquipmentMailbox";
+
+    /// A mailbox of the given `RecipientTypeDetails`; the alias is the address's local part.
+    pub fn new(guid: &str, primary_smtp_address: &str, display_name: &str, recipient_type_details: &str) -> Self {
+        let alias = primary_smtp_address.split('@').next().unwrap_or(primary_smtp_address).to_owned();
+        Self {
+            guid: guid.to_owned(),
+            primary_smtp_address: primary_smtp_address.to_owned(),
+            alias,
+            display_name: display_name.to_owned(),
+            recipient_type_details: recipient_type_details.to_owned(),
+            user_id: None,
+            full_access: Vec::new(),
+            send_as: Vec::new(),
+            send_on_behalf: Vec::new(),
+            folder_grants: Vec::new(),
+        }
+    }
+
+    /// A shared mailbox.
+    pub fn shared(guid: &str, primary_smtp_address: &str, display_name: &str) -> Self {
+        Self::new(guid, primary_smtp_address, display_name, Self::SHARED)
+    }
+
+    /// A room mailbox.
+    pub fn room(guid: &str, primary_smtp_address: &str, display_name: &str) -> Self {
+        Self::new(guid, primary_smtp_address, display_name, Self::ROOM)
+    }
+
+    /// An equipment mailbox.
+    pub fn equipment(guid: &str, primary_smtp_address: &str, display_name: &str) -> Self {
+        Self::new(guid, primary_smtp_address, display_name, Self::EQUIPMENT)
+    }
+
+    /// The user mailbox of a directory user, at their UPN.
+    pub fn for_user(user: &User) -> Self {
+        let mut m =
+            Self::new(&mailbox_guid_for_user(&user.id), &user.user_principal_name, &user.display_name, Self::USER);
+        m.user_id = Some(user.id.clone());
+        m
+    }
+
+    /// Grants Full Access to a user (or a mail-enabled security group).
+    pub fn full_access(mut self, user: &str, auto_mapping: bool) -> Self {
+        self.full_access.push(FullAccessGrant { user: user.to_owned(), auto_mapping });
+        self
+    }
+
+    /// Grants Send As.
+    pub fn send_as(mut self, user: &str) -> Self {
+        self.send_as.push(user.to_owned());
+        self
+    }
+
+    /// Adds a `GrantSendOnBehalfTo` delegate.
+    pub fn send_on_behalf(mut self, user: &str) -> Self {
+        self.send_on_behalf.push(user.to_owned());
+        self
+    }
+
+    /// Grants a folder role (`""` is the top of the store).
+    pub fn folder_permission(mut self, folder: &str, user: &str, role: &str) -> Self {
+        self.folder_grants.push(FolderGrant {
+            folder: folder.to_owned(),
+            user: user.to_owned(),
+            access_rights: role.to_owned(),
+        });
+        self
+    }
+}
+
+/// The `ExchangeGuid` of a user's mailbox: the user's id with the `40000000` prefix for the demo's
+/// readable ids, a name-based UUID for any other id.
+pub fn mailbox_guid_for_user(user_id: &str) -> String {
+    match user_id.strip_prefix("10000000-") {
+        Some(rest) => format!("40000000-{rest}"),
+        None => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("mailbox:{user_id}").as_bytes()).to_string(),
+    }
+}
+
 /// A whole tenant: directory contents. Build one with [`Tenant::builder`] or use [`Tenant::demo`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -329,6 +487,9 @@ pub struct Tenant {
     pub memberships: Vec<(String, String)>,
     /// Managers as (user id, manager id).
     pub managers: Vec<(String, String)>,
+    /// Exchange Online mailboxes.
+    #[serde(default)]
+    pub mailboxes: Vec<Mailbox>,
 }
 
 impl Default for Tenant {
@@ -364,6 +525,25 @@ impl TenantBuilder {
         self
     }
 
+    pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
+        self.tenant.mailboxes.push(mailbox);
+        self
+    }
+
+    /// Gives every member user added so far a `UserMailbox` at their UPN (guests get none).
+    pub fn user_mailboxes(mut self) -> Self {
+        let missing: Vec<Mailbox> = self
+            .tenant
+            .users
+            .iter()
+            .filter(|u| u.user_type == "Member")
+            .filter(|u| !self.tenant.mailboxes.iter().any(|m| m.user_id.as_deref() == Some(u.id.as_str())))
+            .map(Mailbox::for_user)
+            .collect();
+        self.tenant.mailboxes.extend(missing);
+        self
+    }
+
     pub fn build(self) -> Tenant {
         self.tenant
     }
@@ -381,6 +561,7 @@ impl Tenant {
                 groups: Vec::new(),
                 memberships: Vec::new(),
                 managers: Vec::new(),
+                mailboxes: Vec::new(),
             },
         }
     }
@@ -495,6 +676,15 @@ impl Tenant {
             .manager(ISAIAH_ID, SARA_ID)
             .manager(CONTRACTOR_ID, PATTI_ID)
             .manager(ALLAN_ID, PATTI_ID)
+            .user_mailboxes()
+            .mailbox(Mailbox::shared(MAILBOX_FINANCE_GUID, MAILBOX_FINANCE, "Finance"))
+            .mailbox(
+                Mailbox::shared(MAILBOX_HELPDESK_GUID, MAILBOX_HELPDESK, "Helpdesk")
+                    .full_access(ADELE_UPN, true)
+                    .folder_permission("", ADELE_UPN, "Reviewer")
+                    .folder_permission("Inbox", ADELE_UPN, "Reviewer"),
+            )
+            .mailbox(Mailbox::room(MAILBOX_BOARDROOM_GUID, MAILBOX_BOARDROOM, "Boardroom"))
             .build()
     }
 }
@@ -550,5 +740,26 @@ mod tests {
         assert_eq!(group(ids::GROUP_FINANCE_BI_READ).mail_nickname, "GRP-FINANCE-BI-READ");
         let contractor = t.users.iter().find(|u| u.id == ids::CONTRACTOR_ID).unwrap();
         assert_eq!(contractor.employee_leave_date_time.unwrap().to_string(), "2026-05-01T00:00:00Z");
+    }
+
+    #[test]
+    fn demo_mailboxes() {
+        let t = Tenant::demo_at("2026-03-02T08:00:00Z".parse().unwrap());
+        let mbx = |addr: &str| t.mailboxes.iter().find(|m| m.primary_smtp_address == addr).unwrap();
+        assert_eq!(mbx(ids::MAILBOX_FINANCE).recipient_type_details, Mailbox::SHARED);
+        assert_eq!(mbx(ids::MAILBOX_FINANCE).display_name, "Finance");
+        assert_eq!(mbx(ids::MAILBOX_FINANCE).guid, ids::MAILBOX_FINANCE_GUID);
+        let helpdesk = mbx(ids::MAILBOX_HELPDESK);
+        assert_eq!(helpdesk.alias, "helpdesk");
+        assert_eq!(helpdesk.full_access, vec![FullAccessGrant { user: ids::ADELE_UPN.into(), auto_mapping: true }]);
+        assert_eq!(helpdesk.folder_grants.len(), 2);
+        assert_eq!(mbx(ids::MAILBOX_BOARDROOM).recipient_type_details, Mailbox::ROOM);
+        let sara = mbx(ids::SARA_UPN);
+        assert_eq!(sara.recipient_type_details, Mailbox::USER);
+        assert_eq!(sara.user_id.as_deref(), Some(ids::SARA_ID));
+        assert_eq!(sara.guid, "40000000-0000-4000-8000-000000000002");
+        assert_eq!(sara.alias, "SaraD");
+        assert!(!t.mailboxes.iter().any(|m| m.user_id.as_deref() == Some(ids::GUEST_ID)));
+        assert_eq!(t.mailboxes.len(), 10 + 3);
     }
 }
