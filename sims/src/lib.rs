@@ -1,6 +1,7 @@
 //! Simulators of the Microsoft identity platform (client-credentials tokens), Microsoft Graph
-//! (users, groups, membership) and ServiceNow (Table API, OAuth, rate limits, outbound webhook),
-//! for tests, the demo and benchmarks. They follow the wire facts in the project's API notes:
+//! (users, groups, membership), Exchange Online's admin API (shared-mailbox permissions) and
+//! ServiceNow (Table API, OAuth, rate limits, outbound webhook), for tests, the demo and
+//! benchmarks. They follow the wire facts in the project's API notes:
 //! paths, bodies, exact error envelopes and messages, headers, status codes and throttling.
 //!
 //! Each simulator is an HTTP server on its own port with:
@@ -12,7 +13,7 @@
 //! - admin routes under `/sim/` (request log, faults, clock, and per-simulator state) for use
 //!   from another process; [`Sims::describe`] lists them.
 //!
-//! Start all three with [`Sims::start`]; [`Tenant::demo`] and the constants in [`ids`] describe
+//! Start them all with [`Sims::start`]; [`Tenant::demo`] and the constants in [`ids`] describe
 //! the seeded tenant. Nothing here shares types with the connectors.
 //!
 //! # Where the simulators knowingly differ from the real services
@@ -38,6 +39,22 @@
 //!   parts are ignored. Rate-limit counters apply at once (the real instance commits them every
 //!   30 s). Approving every approval row of a RITM approves it (stage `fulfillment`); rejecting one
 //!   rejects it and closes it incomplete. The 403 ACL body text is unverified.
+//! - Exchange Online: only the cmdlets and parameters of [`exchange`] are modelled (other real
+//!   parameters are refused as unknown, `WhatIf` included); trustees are the tenant's users and
+//!   mail-enabled security groups, snapshotted at start (not shared with the Graph simulator). A
+//!   mailbox's `Identity`/`Name` is its alias; `GrantSendOnBehalfTo` lists delegates' aliases and
+//!   `GrantSendOnBehalfToWithDisplayNames` objects with `DisplayName` and `PrimarySmtpAddress`
+//!   (the real shape is disputed). `Get-MailboxPermission` shows users by UPN and has no
+//!   `AutoMapping` column (the simulator keeps it; `/sim/mailboxes/{id}` shows it); its inherited
+//!   rows are a fixed three. The DN and account quoted in ACE warnings, the `Ex…` ids of
+//!   exception types other than `ManagementObjectNotFoundException`, the parameter-binding
+//!   messages, the 401 challenge text, the 429 body, `Rate-Limit-Reset` as an RFC 3339 time (when
+//!   the bucket is full again), the 405 body and the batch limit of 10 items are the simulator's
+//!   own. A principal without an Exchange role (RBAC-missing switch) gets the same NUL-body 403 as
+//!   an unknown cmdlet. An unknown folder user is `InvalidExternalUserIdException` (the other
+//!   trustee parameters give `ManagementObjectNotFoundException`); `Default`/`Anonymous` folder
+//!   entries are reset to `None` rather than removed. `Prefer: odata.maxpagesize` can lower the
+//!   page size; `$skiptoken` is a plain offset. Throttling budgets are assumptions.
 
 pub mod botframework;
 mod clock;
@@ -58,6 +75,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 pub use clock::Clock;
 pub use error::SimError;
+pub use exchange::{
+    ExchangeConfig, ExchangeCounters, ExchangeSim, ExchangeState, ExchangeThrottleConfig, FolderEntry, FolderView,
+    FullAccessEntry, MailboxView, ResultSizeMode,
+};
 pub use faults::{FaultAction, FaultId, FaultRule, Faults, PathPattern, Times};
 pub use graph::{GraphConfig, GraphCounters, GraphSim, GraphState, ThrottleConfig};
 /// The method type [`FaultRule::on`] takes (re-exported from `http`).
@@ -69,7 +90,9 @@ pub use servicenow::{
     ServiceNowAccount, ServiceNowConfig, ServiceNowSim, ServiceNowState, WebhookConfig, WebhookDelivery, WebhookTarget,
     snow_user_name,
 };
-pub use tenant::{Group, Tenant, TenantBuilder, User, ids, snow_sys_id};
+pub use tenant::{
+    FolderGrant, FullAccessGrant, Group, Mailbox, Tenant, TenantBuilder, User, ids, mailbox_guid_for_user, snow_sys_id,
+};
 
 /// Ports to bind; 0 picks a free port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,6 +100,7 @@ pub struct Ports {
     pub login: u16,
     pub graph: u16,
     pub servicenow: u16,
+    pub exchange: u16,
 }
 
 /// Everything the simulators need.
@@ -86,6 +110,7 @@ pub struct SimsConfig {
     pub login: LoginConfig,
     pub graph: GraphConfig,
     pub servicenow: ServiceNowConfig,
+    pub exchange: ExchangeConfig,
     /// Address to bind (default 127.0.0.1).
     pub host: IpAddr,
     pub ports: Ports,
@@ -105,18 +130,20 @@ impl SimsConfig {
             login: LoginConfig::demo(),
             graph: GraphConfig::default(),
             servicenow: ServiceNowConfig::demo(),
+            exchange: ExchangeConfig::default(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             ports: Ports::default(),
         }
     }
 }
 
-/// The three running simulators, sharing one clock and one token table.
+/// The running simulators, sharing one clock and one token table.
 #[derive(Clone, Debug)]
 pub struct Sims {
     pub login: LoginSim,
     pub graph: GraphSim,
     pub servicenow: ServiceNowSim,
+    pub exchange: ExchangeSim,
 }
 
 impl Sims {
@@ -132,13 +159,26 @@ impl Sims {
             SocketAddr::new(cfg.host, cfg.ports.login),
         )
         .await?;
-        let graph =
-            GraphSim::start(cfg.graph, &cfg.tenant, clock.clone(), tokens, SocketAddr::new(cfg.host, cfg.ports.graph))
-                .await?;
+        let graph = GraphSim::start(
+            cfg.graph,
+            &cfg.tenant,
+            clock.clone(),
+            tokens.clone(),
+            SocketAddr::new(cfg.host, cfg.ports.graph),
+        )
+        .await?;
+        let exchange = ExchangeSim::start(
+            cfg.exchange,
+            &cfg.tenant,
+            clock.clone(),
+            tokens,
+            SocketAddr::new(cfg.host, cfg.ports.exchange),
+        )
+        .await?;
         let servicenow =
             ServiceNowSim::start(cfg.servicenow, &cfg.tenant, clock, SocketAddr::new(cfg.host, cfg.ports.servicenow))
                 .await?;
-        Ok(Sims { login, graph, servicenow })
+        Ok(Sims { login, graph, servicenow, exchange })
     }
 
     /// The shared clock.
@@ -165,6 +205,8 @@ impl Sims {
             );
         }
         let _ = writeln!(out, "  graph              {}", self.graph.v1_url());
+        let _ = writeln!(out, "  exchange online    {}", self.exchange.base_url());
+        let _ = writeln!(out, "    invoke command   {}", self.exchange.invoke_url());
         let _ = writeln!(out, "  servicenow         {}", self.servicenow.base_url());
         let (accounts, clients) = self.servicenow.credentials();
         for a in accounts {
@@ -193,6 +235,10 @@ impl Sims {
             out,
             "  admin (servicenow) POST /sim/ritms, GET /sim/ritms/{{id}}, POST /sim/webhooks/fire, PUT /sim/rate-limits"
         );
+        let _ = writeln!(
+            out,
+            "  admin (exchange)   GET /sim/mailboxes, GET /sim/mailboxes/{{identity}}, GET /sim/counters, POST /sim/throttle, POST /sim/propagation, PUT /sim/rbac, PUT /sim/paging"
+        );
         out
     }
 
@@ -201,6 +247,7 @@ impl Sims {
         self.login.shutdown().await;
         self.graph.shutdown().await;
         self.servicenow.shutdown().await;
+        self.exchange.shutdown().await;
     }
 }
 

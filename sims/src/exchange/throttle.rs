@@ -102,10 +102,12 @@ impl Throttle {
             }
             None
         } else {
-            let wait = ((1.0 - bucket.tokens) / rate).ceil();
+            // The wait is measured after the penalty: honouring Retry-After succeeds, retrying
+            // sooner pushes the next success further out.
             if self.cfg.penalize_refused {
                 bucket.tokens = (bucket.tokens - 1.0).max(-cap);
             }
+            let wait = ((1.0 - bucket.tokens) / rate).ceil();
             Some(if wait.is_finite() && wait >= 1.0 { wait as u64 } else { 1 })
         };
         let remaining = if bucket.tokens >= 1.0 { bucket.tokens.floor() as u64 } else { 0 };
@@ -150,9 +152,11 @@ mod tests {
             Throttle::new(ExchangeThrottleConfig { write_per_second: 1.0, write_burst: 1, ..Default::default() });
         let now = Timestamp::UNIX_EPOCH;
         assert_eq!(t.check("a", true, now).retry_after, None);
-        assert_eq!(t.check("a", true, now).retry_after, Some(1));
-        // The refused call spent a token: one second later the bucket is still empty.
-        let later = now.checked_add(SignedDuration::from_secs(1)).unwrap();
-        assert_eq!(t.check("a", true, later).retry_after, Some(1));
+        assert_eq!(t.check("a", true, now).retry_after, Some(2));
+        // Retrying early is refused again and spends another token: the wait grows.
+        let early = now.checked_add(SignedDuration::from_secs(1)).unwrap();
+        assert_eq!(t.check("a", true, early).retry_after, Some(2));
+        let after = early.checked_add(SignedDuration::from_secs(2)).unwrap();
+        assert_eq!(t.check("a", true, after).retry_after, None);
     }
 }
