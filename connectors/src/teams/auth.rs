@@ -10,7 +10,7 @@ use super::model::Activity;
 use super::{BOT_FRAMEWORK_ISSUER, BotConfig, TeamsError};
 use crate::ConfigError;
 use crate::http;
-use crate::jwt::{JwksCache, JwksConfig, Validation};
+use crate::jwt::{DEFAULT_CLOCK_SKEW, JwksCache, JwksConfig, Validation};
 
 /// What the authenticator reads from an activity. Pass the whole activity ([`Activity`] or the
 /// parsed JSON) so the caller's identity is filled in; a bare service URL (`&str`) checks the
@@ -112,14 +112,24 @@ impl BotAuthenticator {
         Self::from_parts(config, http)
     }
 
-    /// An authenticator that fetches keys through `http`.
+    /// An authenticator that fetches keys through `http`, with the default clock skew
+    /// (5 minutes) and key cache (24 hours, refetch on an unknown key at most once a minute).
     pub fn from_parts(config: &BotConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
+        Self::with_options(config, http, DEFAULT_CLOCK_SKEW, JwksConfig::default())
+    }
+
+    /// As [`BotAuthenticator::from_parts`], with another clock skew and key cache.
+    pub fn with_options(
+        config: &BotConfig,
+        http: reqwest::Client,
+        clock_skew: Duration,
+        jwks: JwksConfig,
+    ) -> Result<Self, ConfigError> {
         let metadata = config.validate_inbound()?;
-        let jwks_config = JwksConfig { ttl: Duration::from_secs(config.jwks_ttl_secs), ..JwksConfig::default() };
         Ok(Self {
-            jwks: JwksCache::new(http, metadata, jwks_config),
+            jwks: JwksCache::new(http, metadata, jwks),
             app_id: config.app_id.trim().to_owned(),
-            skew: Duration::from_secs(config.clock_skew_secs),
+            skew: clock_skew,
         })
     }
 

@@ -70,10 +70,6 @@ pub struct BotConfig {
     pub openid_metadata_url: String,
     /// Service URLs the bot may call, by prefix (`https://smba.trafficmanager.net/`).
     pub allowed_service_urls: Vec<String>,
-    /// Allowance for clock differences on channel tokens, in seconds.
-    pub clock_skew_secs: u64,
-    /// How long the channel's signing keys are kept, in seconds.
-    pub jwks_ttl_secs: u64,
     pub http: HttpConfig,
 }
 
@@ -86,8 +82,6 @@ impl Default for BotConfig {
             authority: "https://login.microsoftonline.com".to_owned(),
             openid_metadata_url: DEFAULT_OPENID_METADATA_URL.to_owned(),
             allowed_service_urls: vec![DEFAULT_SERVICE_URL_PREFIX.to_owned()],
-            clock_skew_secs: 300,
-            jwks_ttl_secs: 24 * 3600,
             http: HttpConfig::default(),
         }
     }
@@ -105,9 +99,6 @@ impl BotConfig {
     fn validate_inbound(&self) -> Result<Url, ConfigError> {
         if self.app_id.trim().is_empty() {
             return Err(ConfigError::new("teams.app_id", "must be set"));
-        }
-        if self.jwks_ttl_secs == 0 {
-            return Err(ConfigError::new("teams.jwks_ttl_secs", "must be greater than zero"));
         }
         let url = Url::parse(self.openid_metadata_url.trim())
             .map_err(|e| ConfigError::new("teams.openid_metadata_url", format!("not a URL: {e}")))?;
