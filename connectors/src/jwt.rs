@@ -396,10 +396,20 @@ struct KeySnapshot {
 #[derive(Default)]
 struct CacheState {
     keys: Option<KeySnapshot>,
-    last_attempt: Option<Timestamp>,
+    /// When an unknown key id last caused a fetch.
+    last_refetch: Option<Timestamp>,
     /// Completed fetch attempts.
     attempts: u64,
     last_error: Option<JwtError>,
+}
+
+/// Why the keys are fetched.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// None are held, or they are older than the TTL.
+    Stale,
+    /// The held keys do not include the key a token names.
+    UnknownKey,
 }
 
 struct CacheInner {
@@ -434,9 +444,9 @@ fn age(now: Timestamp, then: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(then).abs()).unwrap_or(Duration::MAX)
 }
 
-/// Whether the cache may fetch now because of an unknown key id.
+/// Whether an unknown key id may cause a fetch now.
 fn may_refetch(state: &CacheState, now: Timestamp, interval: Duration) -> bool {
-    state.last_attempt.is_none_or(|t| age(now, t) >= interval)
+    state.last_refetch.is_none_or(|t| age(now, t) >= interval)
 }
 
 impl CacheState {
@@ -473,7 +483,7 @@ impl JwksCache {
     pub fn invalidate(&self) {
         let mut state = lock(&self.inner.state);
         state.keys = None;
-        state.last_attempt = None;
+        state.last_refetch = None;
     }
 
     /// Verifies `token`: alg, key, signature, then claims.
@@ -493,24 +503,28 @@ impl JwksCache {
                 return Ok(snap.issuer.clone());
             }
         }
-        self.refresh(now, None).await?;
+        self.refresh(now, None, Reason::Stale).await?;
         Ok(lock(&self.inner.state).keys.as_ref().and_then(|s| s.issuer.clone()))
     }
 
     /// The published key `kid`, fetching or refetching the keys as the cache's rules allow.
     pub async fn key(&self, kid: &str, now: Timestamp) -> Result<Jwk, JwtError> {
-        {
+        let reason = {
             let state = lock(&self.inner.state);
-            if let Some(snap) = state.fresh(now, self.inner.config.ttl) {
-                if let Some(k) = snap.keys.iter().find(|k| k.kid == kid) {
-                    return Ok(k.clone());
+            match state.fresh(now, self.inner.config.ttl) {
+                Some(snap) => {
+                    if let Some(k) = snap.keys.iter().find(|k| k.kid == kid) {
+                        return Ok(k.clone());
+                    }
+                    if !may_refetch(&state, now, self.inner.config.min_refetch_interval) {
+                        return Err(JwtError::UnknownKey { kid: kid.to_owned() });
+                    }
+                    Reason::UnknownKey
                 }
-                if !may_refetch(&state, now, self.inner.config.min_refetch_interval) {
-                    return Err(JwtError::UnknownKey { kid: kid.to_owned() });
-                }
+                None => Reason::Stale,
             }
-        }
-        self.refresh(now, Some(kid)).await?;
+        };
+        self.refresh(now, Some(kid), reason).await?;
         let state = lock(&self.inner.state);
         state
             .keys
@@ -522,12 +536,13 @@ impl JwksCache {
 
     /// Fetches the keys once (single flight). A caller that waited while another fetch
     /// completed uses that fetch's outcome. A failed fetch keeps the keys held before.
-    async fn refresh(&self, now: Timestamp, kid: Option<&str>) -> Result<(), JwtError> {
+    async fn refresh(&self, now: Timestamp, kid: Option<&str>, reason: Reason) -> Result<(), JwtError> {
         let seen = lock(&self.inner.state).attempts;
         let _flight = self.inner.flight.lock().await;
         {
-            let state = lock(&self.inner.state);
+            let mut state = lock(&self.inner.state);
             if state.attempts != seen {
+                // Another caller fetched while this one waited: use its outcome.
                 let has = |s: &KeySnapshot| kid.is_none_or(|kid| s.keys.iter().any(|k| k.kid == kid));
                 if state.keys.as_ref().is_some_and(has) {
                     return Ok(());
@@ -535,16 +550,16 @@ impl JwksCache {
                 if let Some(err) = &state.last_error {
                     return Err(err.clone());
                 }
-                if !may_refetch(&state, now, self.inner.config.min_refetch_interval) {
-                    return Ok(());
-                }
+                return Ok(());
+            }
+            if reason == Reason::UnknownKey {
+                state.last_refetch = Some(now);
             }
         }
         self.inner.fetches.fetch_add(1, Ordering::Relaxed);
         let result = self.fetch(now).await;
         let mut state = lock(&self.inner.state);
         state.attempts += 1;
-        state.last_attempt = Some(now);
         match result {
             Ok(snapshot) => {
                 state.keys = Some(snapshot);

@@ -76,6 +76,7 @@ macro_rules! teams_span {
 impl BotConnectorClient {
     /// A client with its own HTTP client and token provider, built from configuration.
     pub fn new(config: &BotConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
         let http = http::build_client(&config.http)?;
         let tokens = TokenProvider::new(&config.token_config(), http.clone())?;
         Self::from_parts(config, http, tokens)

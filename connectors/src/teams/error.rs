@@ -142,15 +142,16 @@ impl TeamsError {
         }
     }
 
-    /// True for a refused inbound activity (the route answers 401).
+    /// True for a refused inbound activity (the route answers 401). An unreachable key
+    /// endpoint is not the caller's fault: it is retryable and not counted here.
     pub fn is_unauthenticated(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            TeamsError::Unauthenticated(e) => !matches!(e, JwtError::KeysUnavailable { .. }),
             TeamsError::MissingAuthorization
-                | TeamsError::Unauthenticated(_)
-                | TeamsError::ServiceUrlMismatch { .. }
-                | TeamsError::KeyNotEndorsed { .. }
-        )
+            | TeamsError::ServiceUrlMismatch { .. }
+            | TeamsError::KeyNotEndorsed { .. } => true,
+            _ => false,
+        }
     }
 
     pub fn correlation(&self) -> Option<&Correlation> {
@@ -209,7 +210,7 @@ mod tests {
         let e = TeamsError::Unauthenticated(JwtError::BadSignature);
         assert_eq!((e.code(), e.is_unauthenticated()), ("jwt.bad_signature".to_owned(), true));
         let e = TeamsError::Unauthenticated(JwtError::KeysUnavailable { reason: "down".into() });
-        assert!(e.class().is_retryable());
+        assert!(e.class().is_retryable() && !e.is_unauthenticated());
         let step = StepError::from(api(404, "NotFound"));
         assert_eq!(step.code, "teams.not_found");
         assert!(step.message.contains("request-id: cv"));
