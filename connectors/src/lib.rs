@@ -29,6 +29,7 @@ pub mod teams;
 pub mod token;
 pub mod webhook;
 
+pub use exchange::{ExchangeClient, ExchangeConfig, ExchangeError};
 pub use grantline_shared::Secret;
 pub use graph::{GraphClient, GraphConfig, GraphError};
 pub use http::HttpConfig;
