@@ -756,3 +756,86 @@ async fn the_token_tenant_defaults_to_the_tenant_id() {
     ExchangeClient::new(&config).unwrap().add_send_as(FINANCE, ALEX).await.unwrap();
     assert_eq!(fixture.requests_to("/token")[0].path, format!("/{TENANT_ID}/oauth2/v2.0/token"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Spans: one per call, with the cmdlet and correlation fields, and never a token.
+
+type SpanLog = Arc<Mutex<Vec<(String, std::collections::HashMap<String, String>)>>>;
+
+#[derive(Clone, Default)]
+struct Spans(SpanLog, Arc<Mutex<std::collections::HashMap<u64, usize>>>);
+
+struct Fields<'a>(&'a mut std::collections::HashMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> tracing_subscriber::Layer<S>
+    for Spans
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = std::collections::HashMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        let mut spans = self.0.lock().unwrap();
+        spans.push((attrs.metadata().name().to_owned(), fields));
+        self.1.lock().unwrap().insert(id.into_u64(), spans.len() - 1);
+    }
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(&index) = self.1.lock().unwrap().get(&id.into_u64()) else { return };
+        values.record(&mut Fields(&mut self.0.lock().unwrap()[index].1));
+    }
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut fields = std::collections::HashMap::new();
+        event.record(&mut Fields(&mut fields));
+        self.0.lock().unwrap().push((format!("event {}", event.metadata().name()), fields));
+    }
+}
+
+#[tokio::test]
+async fn each_call_has_a_span_and_no_field_carries_a_token() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let (fixture, answers) = scripted().await;
+    let exchange = client(&fixture);
+    answers.push(|req| success(req, Value::Null, &[ALREADY]));
+    let added = exchange.add_full_access(FINANCE, ALEX, true).await.unwrap();
+    answers.push(nul_403);
+    let err = exchange.remove_send_as(FINANCE, ALEX).await.unwrap_err();
+
+    let spans = spans.0.lock().unwrap().clone();
+    let add = &spans.iter().find(|(name, _)| name == "exchange.add_full_access").unwrap().1;
+    assert_eq!(add["exchange.cmdlet"], "Add-MailboxPermission");
+    assert_eq!(add["http.method"], "POST");
+    assert_eq!(add["url.path"], INVOKE);
+    assert_eq!(add["http.status_code"], "200");
+    assert_eq!(add["client_request_id"], added.correlation.client_request_id);
+    assert_eq!(add["exchange.warnings"], "1");
+    assert!(!add.contains_key("error.code"));
+    let remove = &spans.iter().find(|(name, _)| name == "exchange.remove_send_as").unwrap().1;
+    assert_eq!(remove["http.status_code"], "403");
+    assert_eq!(remove["error.code"], "exchange.forbidden");
+    assert_eq!(remove["request_id"], err.correlation().unwrap().request_id.clone().unwrap());
+    assert!(spans.iter().any(|(name, _)| name == "token.fetch"));
+    for (_, fields) in &spans {
+        for value in fields.values() {
+            assert!(!value.contains("tok-") && !value.contains(CLIENT_SECRET), "{value}");
+        }
+    }
+}
