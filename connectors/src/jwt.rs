@@ -107,6 +107,7 @@ impl JwtError {
         }
     }
 
+    /// The refusal as a step failure (class, code, message).
     pub fn to_step_error(&self) -> StepError {
         StepError::new(self.class(), self.code(), self.to_string())
     }
@@ -155,6 +156,7 @@ impl Claims {
         &self.0
     }
 
+    /// A claim of any type.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(name)
     }
@@ -308,6 +310,7 @@ impl Validation {
         Self { issuer: issuer.to_owned(), audiences: vec![audience.to_owned()], clock_skew: DEFAULT_CLOCK_SKEW }
     }
 
+    /// Another clock skew.
     pub fn with_skew(mut self, skew: Duration) -> Self {
         self.clock_skew = skew;
         self

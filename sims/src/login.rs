@@ -72,6 +72,7 @@ pub struct AppRegistration {
 }
 
 impl AppRegistration {
+    /// An app with a secret and these application permissions; no redirect URIs.
     pub fn new(client_id: &str, secret: &str, roles: &[&str]) -> Self {
         Self {
             client_id: client_id.to_owned(),
@@ -84,6 +85,7 @@ impl AppRegistration {
         }
     }
 
+    /// Sets the display name (`app_displayname` in tokens).
     pub fn named(mut self, display_name: &str) -> Self {
         self.display_name = display_name.to_owned();
         self

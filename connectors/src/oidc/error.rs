@@ -50,6 +50,7 @@ pub enum OidcError {
 }
 
 impl OidcError {
+    /// Whether retrying can help: only an unreachable or failing identity platform.
     pub fn class(&self) -> ErrorClass {
         match self {
             OidcError::Token(e) => e.class(),
@@ -81,6 +82,7 @@ impl OidcError {
         }
     }
 
+    /// The failure as a step failure (class, code, message).
     pub fn to_step_error(&self) -> StepError {
         StepError::new(self.class(), self.code(), self.to_string())
     }

@@ -92,6 +92,7 @@ impl BotConnectorClient {
         Ok(Self { inner: Arc::new(Inner { http, tokens, app_id: config.app_id.trim().to_owned(), allowed }) })
     }
 
+    /// The Bot Connector token provider (shared by clones).
     pub fn token_provider(&self) -> &TokenProvider {
         &self.inner.tokens
     }

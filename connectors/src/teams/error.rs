@@ -81,6 +81,8 @@ pub enum TeamsError {
 }
 
 impl TeamsError {
+    /// Whether the queue should retry: by the status table for service answers; a refused
+    /// token is Permanent unless the keys were unavailable.
     pub fn class(&self) -> ErrorClass {
         match self {
             TeamsError::Token(e) => e.class(),
@@ -154,6 +156,7 @@ impl TeamsError {
         }
     }
 
+    /// The ids of the failed call, when one was made.
     pub fn correlation(&self) -> Option<&Correlation> {
         match self {
             TeamsError::Transport { correlation, .. }
@@ -163,6 +166,7 @@ impl TeamsError {
         }
     }
 
+    /// The failure as a step failure (class, code, message).
     pub fn to_step_error(&self) -> StepError {
         StepError::new(self.class(), self.code(), self.to_string())
     }

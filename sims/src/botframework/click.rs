@@ -53,6 +53,7 @@ pub struct Click {
 }
 
 impl Click {
+    /// `user` clicks the button with `verb` on activity `activity_id`, no inputs.
     pub fn new(user: &str, activity_id: &str, verb: &str) -> Self {
         Self {
             user: user.to_owned(),
@@ -83,6 +84,7 @@ impl Click {
         self
     }
 
+    /// Spoils the channel token this way.
     pub fn tamper(mut self, tamper: Tamper) -> Self {
         self.tamper = tamper;
         self

@@ -421,18 +421,22 @@ impl BotFrameworkSim {
         self.svc.records().state.clone()
     }
 
+    /// The scripted faults (Bot Connector and Workflows routes).
     pub fn faults(&self) -> &Faults {
         &self.svc.core.faults
     }
 
+    /// The requests received, secrets redacted.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.svc.core.log.snapshot()
     }
 
+    /// Empties the request log.
     pub fn clear_requests(&self) {
         self.svc.core.log.clear();
     }
 
+    /// The clock channel tokens and records are timed by.
     pub fn clock(&self) -> &Clock {
         &self.svc.core.clock
     }
