@@ -182,9 +182,7 @@ async fn full_access_add_is_idempotent_with_the_warning_and_lists_with_self_and_
     let resp = invoke(&sims, &token, "Add-MailboxPermission", add).await;
     let x_warnings = header(&resp, "X-Warnings");
     let body = ok(resp).await;
-    let expected = format!(
-        "The appropriate access control entry is already present on the object \"CN=finance,OU=contoso.onmicrosoft.com,OU=Microsoft Exchange Hosted Organizations,DC=NAMPR01A001,DC=PROD,DC=OUTLOOK,DC=COM\" for account \"NAMPR01A001\\AlexW\"."
-    );
+    let expected = "The appropriate access control entry is already present on the object \"CN=finance,OU=contoso.onmicrosoft.com,OU=Microsoft Exchange Hosted Organizations,DC=NAMPR01A001,DC=PROD,DC=OUTLOOK,DC=COM\" for account \"NAMPR01A001\\AlexW\".".to_owned();
     assert_eq!(warnings(&body), vec![expected.clone()]);
     assert_eq!(x_warnings, expected);
     assert_eq!(body["value"], json!([]));

@@ -3,8 +3,8 @@
 //!
 //! Routes (`{tenant}` must be the tenant id; a domain answers 401):
 //! - `POST /adminapi/beta/{tenant}/InvokeCommand` with
-//!   `{"CmdletInput":{"CmdletName":…,"Parameters":{…}}}`: the cmdlets in [`cmdlets::CMDLETS`]
-//!   (Get-Mailbox, Set-Mailbox `GrantSendOnBehalfTo`, Get/Add/Remove-MailboxPermission,
+//!   `{"CmdletInput":{"CmdletName":…,"Parameters":{…}}}`: these cmdlets, with the parameters
+//!   listed in `cmdlets.rs` (Get-Mailbox, Set-Mailbox `GrantSendOnBehalfTo`, Get/Add/Remove-MailboxPermission,
 //!   Get/Add/Remove-RecipientPermission, Get/Add/Set/Remove-MailboxFolderPermission). Any other
 //!   cmdlet is refused with 403 and a body of NUL bytes declared as gzip.
 //! - `POST /adminapi/beta/{tenant}/$batch`: `{"requests":[{id, method, url, headers, body}]}`,
