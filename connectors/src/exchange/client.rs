@@ -178,6 +178,7 @@ impl ExchangeClient {
         Ok(Self { inner: Arc::new(Inner { http, base, tenant_id, invoke, anchor, connection_id, tokens }) })
     }
 
+    /// The token provider (shareable with another client for the same resource).
     pub fn token_provider(&self) -> &TokenProvider {
         &self.inner.tokens
     }

@@ -183,6 +183,7 @@ fn api_message(status: u16, cmdlet: &str, body: &ExchangeErrorBody, correlation:
 }
 
 impl ExchangeError {
+    /// Whether and how the queue retries the step that got this error.
     pub fn class(&self) -> ErrorClass {
         match self {
             ExchangeError::Token(e) => e.class(),
@@ -260,6 +261,7 @@ impl ExchangeError {
         }
     }
 
+    /// The correlation ids of the call, when a request was sent.
     pub fn correlation(&self) -> Option<&Correlation> {
         match self {
             ExchangeError::Transport { correlation, .. }
@@ -270,6 +272,7 @@ impl ExchangeError {
         }
     }
 
+    /// The step failure the queue records (class, code, message without secrets).
     pub fn to_step_error(&self) -> StepError {
         StepError::new(self.class(), self.code(), self.to_string())
     }

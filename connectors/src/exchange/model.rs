@@ -131,6 +131,7 @@ pub struct MailboxPermission {
 }
 
 impl MailboxPermission {
+    /// `AccessRights` include `FullAccess`.
     pub fn has_full_access(&self) -> bool {
         self.access_rights.iter().any(|r| r.eq_ignore_ascii_case("FullAccess"))
     }
@@ -161,6 +162,7 @@ pub struct RecipientPermission {
 }
 
 impl RecipientPermission {
+    /// `AccessRights` include `SendAs`.
     pub fn has_send_as(&self) -> bool {
         self.access_rights.iter().any(|r| r.eq_ignore_ascii_case("SendAs"))
     }
