@@ -641,18 +641,22 @@ impl ExchangeSim {
         &self.svc.state
     }
 
+    /// The scripted faults of this simulator.
     pub fn faults(&self) -> &Faults {
         &self.svc.core.faults
     }
 
+    /// The request log (secrets redacted), oldest first.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.svc.core.log.snapshot()
     }
 
+    /// Empties the request log.
     pub fn clear_requests(&self) {
         self.svc.core.log.clear();
     }
 
+    /// The shared simulated clock.
     pub fn clock(&self) -> &Clock {
         &self.svc.core.clock
     }
@@ -662,6 +666,7 @@ impl ExchangeSim {
         self.svc.throttle().set_config(cfg);
     }
 
+    /// The current throttling settings.
     pub fn throttle_config(&self) -> ExchangeThrottleConfig {
         self.svc.throttle().cfg.clone()
     }
@@ -683,6 +688,7 @@ impl ExchangeSim {
         p.mode = mode;
     }
 
+    /// Stops the server (waits at most a few seconds for requests in flight).
     pub async fn shutdown(&self) {
         self.server.stop().await;
     }

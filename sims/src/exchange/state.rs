@@ -584,6 +584,7 @@ impl ExchangeState {
         self.lock().delay = delay;
     }
 
+    /// The delay later writes will have before `Get-*` sees them.
     pub fn propagation_delay(&self) -> Duration {
         self.lock().delay
     }
