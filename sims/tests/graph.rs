@@ -523,7 +523,7 @@ async fn write_budget_exhaustion_is_429_with_throttle_headers() {
     assert_eq!(header(&resp, "x-ms-throttle-information"), "WriteLimitExceeded");
     assert_eq!(
         header(&resp, "x-ms-throttle-scope"),
-        format!("Tenant_Application/ReadWrite/{}/{}", ids::APP_GRANTLINE_ID, ids::TENANT_ID)
+        format!("Tenant_Application/Write/{}/{}", ids::APP_GRANTLINE_ID, ids::TENANT_ID)
     );
     graph_error(
         resp,
@@ -692,4 +692,497 @@ async fn users_filter_by_mail_finds_a_guest_by_their_home_address() {
     assert_eq!(none["value"], json!([]));
     // other filters are not modelled, and say so
     assert_eq!(list("startswith(displayName,'A')").await.unwrap().status(), 501);
+}
+
+// ------------------------------------------------------------------------------------------
+// Delta queries (apis.md 2.10).
+
+const DELTA_SELECT: &str = "accountEnabled,employeeLeaveDateTime,userPrincipalName";
+
+async fn get_json(url: &str, token: &str, prefer: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = client().get(url).bearer_auth(token);
+    if let Some(p) = prefer {
+        req = req.header("Prefer", p);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap())
+}
+
+/// Follows `@odata.nextLink`s to the `@odata.deltaLink`: every item, the pages seen, the delta link.
+async fn drain(first: &str, token: &str, prefer: Option<&str>) -> (Vec<Value>, usize, String) {
+    let mut url = first.to_owned();
+    let mut items = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, _, body) = get_json(&url, token, prefer).await;
+        assert_eq!(status, 200, "{body}");
+        pages += 1;
+        items.extend(body["value"].as_array().unwrap().iter().cloned());
+        if let Some(next) = body["@odata.nextLink"].as_str() {
+            assert!(body.get("@odata.deltaLink").is_none());
+            url = next.to_owned();
+            continue;
+        }
+        return (items, pages, body["@odata.deltaLink"].as_str().expect("a delta link at the end").to_owned());
+    }
+}
+
+fn by_id<'a>(items: &'a [Value], id: &str) -> Option<&'a Value> {
+    items.iter().find(|i| i["id"] == id)
+}
+
+#[tokio::test]
+async fn users_delta_pages_then_reports_only_what_changed() {
+    let mut cfg = SimsConfig::demo();
+    cfg.graph.delta_page_size = 4;
+    let sims = Sims::start(cfg).await.unwrap();
+    let token = common::grantline_token(&sims).await;
+    let v1 = sims.graph.v1_url();
+    let first = format!("{v1}/users/delta?$select={DELTA_SELECT}");
+    let (status, headers, page) = get_json(&first, &token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(header_of(&headers, "x-ms-resource-unit"), "1");
+    assert_eq!(page["@odata.context"], format!("{}/v1.0/$metadata#users({DELTA_SELECT})", sims.graph.base_url()));
+    assert_eq!(page["value"].as_array().unwrap().len(), 4);
+    let next = page["@odata.nextLink"].as_str().unwrap();
+    assert!(next.starts_with(&format!("{v1}/users/delta?$skiptoken=")), "{next}");
+
+    let (items, pages, delta_link) = drain(&first, &token, None).await;
+    assert_eq!(pages, 3);
+    assert_eq!(items.len(), 11);
+    assert!(delta_link.starts_with(&format!("{v1}/users/delta?$deltatoken=")), "{delta_link}");
+    let alex = by_id(&items, ids::ALEX_ID).unwrap();
+    assert_eq!(
+        alex,
+        &json!({ "accountEnabled": true, "employeeLeaveDateTime": null, "userPrincipalName": ids::ALEX_UPN, "id": ids::ALEX_ID })
+    );
+    let leaver = by_id(&items, ids::LEAVER_ID).unwrap();
+    assert!(leaver["employeeLeaveDateTime"].as_str().unwrap().ends_with("T00:00:00Z"));
+    assert_eq!(by_id(&items, ids::DISABLED_ID).unwrap()["accountEnabled"], false);
+
+    // Nothing changed yet.
+    let (none, _, unchanged_link) = drain(&delta_link, &token, None).await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // Tracked changes appear; an untracked one (department) does not.
+    assert!(sims.graph.state().disable_user(ids::ISAIAH_ID));
+    let patched = client()
+        .patch(format!("{}/sim/users/{}", sims.graph.base_url(), ids::ALEX_ID))
+        .json(&json!({ "employeeLeaveDateTime": "2026-09-30T00:00:00Z" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    sims.graph.state().set_user_field(ids::SARA_ID, "department", json!("Legal")).unwrap();
+    let (changed, _, after_changes) = drain(&delta_link, &token, None).await;
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert_eq!(
+        by_id(&changed, ids::ISAIAH_ID).unwrap(),
+        &json!({ "accountEnabled": false, "employeeLeaveDateTime": null, "userPrincipalName": ids::ISAIAH_UPN, "id": ids::ISAIAH_ID })
+    );
+    assert_eq!(by_id(&changed, ids::ALEX_ID).unwrap()["employeeLeaveDateTime"], "2026-09-30T00:00:00Z");
+
+    // The same link again, asking for changed properties only.
+    let (status, headers, minimal) = get_json(&unchanged_link, &token, Some("return=minimal")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header_of(&headers, "preference-applied"), "return=minimal");
+    let minimal = minimal["value"].as_array().unwrap().clone();
+    assert_eq!(by_id(&minimal, ids::ISAIAH_ID).unwrap(), &json!({ "accountEnabled": false, "id": ids::ISAIAH_ID }));
+    assert_eq!(
+        by_id(&minimal, ids::ALEX_ID).unwrap(),
+        &json!({ "employeeLeaveDateTime": "2026-09-30T00:00:00Z", "id": ids::ALEX_ID })
+    );
+
+    // Deletion: restorable first ("changed"), then for good ("deleted").
+    assert!(sims.graph.state().delete_user(ids::MEGAN_ID));
+    let (removed, _, after_delete) = drain(&after_changes, &token, None).await;
+    assert_eq!(removed, [json!({ "id": ids::MEGAN_ID, "@removed": { "reason": "changed" } })]);
+    assert!(sims.graph.state().purge_user(ids::MEGAN_ID));
+    let purge = client()
+        .delete(format!("{}/sim/users/{}?permanent=true", sims.graph.base_url(), ids::ADELE_ID))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 204);
+    let (purged, _, after_purge) = drain(&after_delete, &token, None).await;
+    assert_eq!(purged.len(), 2);
+    assert_eq!(by_id(&purged, ids::MEGAN_ID).unwrap()["@removed"]["reason"], "deleted");
+    assert_eq!(by_id(&purged, ids::ADELE_ID).unwrap()["@removed"]["reason"], "deleted");
+
+    // A restored user and a new one come back whole.
+    assert!(sims.graph.state().delete_user(ids::ALLAN_ID));
+    assert!(sims.graph.state().restore_user(ids::ALLAN_ID));
+    sims.graph.state().upsert_user(User::new(
+        "10000000-0000-4000-8000-000000000099",
+        "NewHire@contoso.com",
+        "New Hire",
+    ));
+    let (added, _, _) = drain(&after_purge, &token, None).await;
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0]["userPrincipalName"], "NewHire@contoso.com");
+    assert_eq!(added[0]["accountEnabled"], true);
+    sims.shutdown().await;
+}
+
+fn header_of(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn users_delta_without_select_uses_the_default_properties_and_filters_by_id() {
+    let sims = start().await;
+    let token = common::grantline_token(&sims).await;
+    let v1 = sims.graph.v1_url();
+    let (items, pages, _) = drain(&format!("{v1}/users/delta"), &token, None).await;
+    assert_eq!((items.len(), pages), (11, 1));
+    let keys: Vec<&String> = by_id(&items, ids::ALEX_ID).unwrap().as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 11, "{keys:?}");
+    assert!(by_id(&items, ids::ALEX_ID).unwrap().get("accountEnabled").is_none());
+
+    let filter = format!("id eq '{}' or id eq '{}'", ids::ALEX_ID, ids::SARA_ID.to_ascii_uppercase());
+    let url = format!("{v1}/users/delta?$select=accountEnabled&$filter={}", urlencode(&filter));
+    let (items, _, link) = drain(&url, &token, None).await;
+    let mut got: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, [ids::ALEX_ID, ids::SARA_ID]);
+    sims.graph.state().disable_user(ids::ISAIAH_ID);
+    sims.graph.state().disable_user(ids::SARA_ID);
+    let (changed, _, _) = drain(&link, &token, None).await;
+    assert_eq!(changed, [json!({ "accountEnabled": false, "id": ids::SARA_ID })]);
+
+    let many = (0..51).map(|i| format!("id eq '10000000-0000-4000-8000-0000000001{i:02}'")).collect::<Vec<_>>();
+    let resp = client()
+        .get(format!("{v1}/users/delta?$filter={}", urlencode(&many.join(" or "))))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = client()
+        .get(format!("{v1}/users/delta?$filter={}", urlencode("displayName eq 'x'")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = client().get(format!("{v1}/users/delta?$select=nope")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    sims.shutdown().await;
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn unknown_or_expired_delta_tokens_are_410_sync_state_not_found() {
+    let mut cfg = SimsConfig::demo();
+    cfg.graph.delta_token_lifetime = Duration::from_secs(60);
+    cfg.graph.delta_page_size = 5;
+    let sims = Sims::start(cfg).await.unwrap();
+    let token = common::grantline_token(&sims).await;
+    let v1 = sims.graph.v1_url();
+    let message = "The sync state was not found: the token has expired or is unknown. Restart with a full delta query.";
+    let resp = client().get(format!("{v1}/users/delta?$deltatoken=nope")).bearer_auth(&token).send().await.unwrap();
+    graph_error(resp, 410, "syncStateNotFound", message).await;
+    let resp = client().get(format!("{v1}/users/delta?$skiptoken=nope")).bearer_auth(&token).send().await.unwrap();
+    graph_error(resp, 410, "syncStateNotFound", message).await;
+
+    // `latest`: no users, a link from now.
+    let (status, _, latest) =
+        get_json(&format!("{v1}/users/delta?$deltatoken=latest&$select=accountEnabled"), &token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(latest["value"], json!([]));
+    let from_now = latest["@odata.deltaLink"].as_str().unwrap().to_owned();
+    let (_, _, first) = get_json(&format!("{v1}/users/delta"), &token, None).await;
+    let skip = first["@odata.nextLink"].as_str().unwrap().to_owned();
+    sims.graph.state().disable_user(ids::ALEX_ID);
+    let (changed, _, _) = drain(&from_now, &token, None).await;
+    assert_eq!(changed.len(), 1);
+
+    sims.clock().advance(Duration::from_secs(61));
+    for url in [&from_now, &skip] {
+        let resp = client().get(url.as_str()).bearer_auth(&token).send().await.unwrap();
+        graph_error(resp, 410, "syncStateNotFound", message).await;
+    }
+    let (_, _, link) = drain(&format!("{v1}/users/delta"), &token, None).await;
+    sims.graph.state().expire_delta_tokens();
+    let resp = client().get(&link).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 410);
+
+    sims.shutdown().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// $expand=manager.
+
+#[tokio::test]
+async fn get_user_expands_the_manager() {
+    let sims = start().await;
+    let token = common::grantline_token(&sims).await;
+    let v1 = sims.graph.v1_url();
+    let url = format!(
+        "{v1}/users/{}?$select=id,displayName&$expand=manager($select=id,userPrincipalName,displayName)",
+        ids::ALEX_ID
+    );
+    let resp = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-ms-resource-unit"), "2");
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "@odata.context": format!("{}/v1.0/$metadata#users(id,displayName,manager(id,userPrincipalName,displayName))/$entity", sims.graph.base_url()),
+            "id": ids::ALEX_ID,
+            "displayName": "Alex Wilber",
+            "manager": { "@odata.type": "#microsoft.graph.user", "id": ids::SARA_ID,
+                         "userPrincipalName": ids::SARA_UPN, "displayName": "Sara Davis" },
+        })
+    );
+    assert!(text.ends_with(r#""displayName":"Sara Davis"}}"#), "{text}");
+
+    // No $select: default properties and a cost of 2 + 1.
+    let resp = client()
+        .get(format!("{v1}/users/{}?$expand=manager($select=id,userPrincipalName,displayName)", ids::ALEX_ID))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&resp, "x-ms-resource-unit"), "3");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["jobTitle"], "Financial Analyst");
+    assert_eq!(body["manager"]["id"], ids::SARA_ID);
+
+    // No manager: no manager property (not an error).
+    let resp = client()
+        .get(format!("{v1}/users/{}?$select=id&$expand=manager", ids::PATTI_ID))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body.get("manager").is_none(), "{body}");
+    assert_eq!(body["id"], ids::PATTI_ID);
+
+    let resp =
+        client().get(format!("{v1}/users/{}?$expand=memberOf", ids::ALEX_ID)).bearer_auth(&token).send().await.unwrap();
+    graph_error(
+        resp,
+        400,
+        "Request_BadRequest",
+        "Parsing OData Select and Expand failed: Could not find a property named 'memberOf' on type 'microsoft.graph.user'.",
+    )
+    .await;
+    sims.shutdown().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// mailboxSettings.
+
+async fn mailbox_token(sims: &Sims) -> String {
+    sims.login
+        .set_app_roles(
+            ids::APP_GRANTLINE_ID,
+            &["GroupMember.ReadWrite.All", "User.Read.All", "User-LifeCycleInfo.Read.All", "MailboxSettings.Read"],
+        )
+        .unwrap();
+    common::grantline_token(sims).await
+}
+
+#[tokio::test]
+async fn mailbox_settings_need_mailbox_settings_read() {
+    let sims = start().await;
+    let token = common::grantline_token(&sims).await;
+    let v1 = sims.graph.v1_url();
+    let url = format!("{v1}/users/{}/mailboxSettings?$select=automaticRepliesSetting,userPurpose", ids::SARA_ID);
+    let resp = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    graph_error(resp, 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.").await;
+
+    let token = mailbox_token(&sims).await;
+    let resp = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["@odata.context"],
+        format!("{}/v1.0/$metadata#users('{}')/mailboxSettings", sims.graph.base_url(), ids::SARA_ID)
+    );
+    assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
+    assert_eq!(body["userPurpose"], "user");
+    let replies = &body["automaticRepliesSetting"];
+    assert_eq!(replies["status"], "disabled");
+    assert_eq!(replies["externalAudience"], "all");
+    assert_eq!(replies["scheduledStartDateTime"]["timeZone"], "UTC");
+
+    // Out of office through the state helper: scheduled, with dateTimeTimeZone values.
+    let start: jiff::Timestamp = "2026-03-14T07:00:00Z".parse().unwrap();
+    let end: jiff::Timestamp = "2026-03-28T07:00:00Z".parse().unwrap();
+    sims.graph.state().set_out_of_office(ids::SARA_UPN, start, end, "Back on the 28th.").unwrap();
+    let body: Value = client().get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        body["automaticRepliesSetting"],
+        json!({ "status": "scheduled", "externalAudience": "all",
+                "scheduledStartDateTime": { "dateTime": "2026-03-14T07:00:00.0000000", "timeZone": "UTC" },
+                "scheduledEndDateTime": { "dateTime": "2026-03-28T07:00:00.0000000", "timeZone": "UTC" },
+                "internalReplyMessage": "Back on the 28th.", "externalReplyMessage": "Back on the 28th." })
+    );
+
+    // And through the admin route; then the single-setting path.
+    let resp = client()
+        .put(format!("{}/sim/users/{}/automatic-replies", sims.graph.base_url(), ids::SARA_ID))
+        .json(&json!({ "status": "alwaysEnabled", "externalAudience": "contactsOnly" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bad = client()
+        .put(format!("{}/sim/users/{}/automatic-replies", sims.graph.base_url(), ids::SARA_ID))
+        .json(&json!({ "status": "sometimes" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let one: Value = client()
+        .get(format!("{v1}/users/{}/mailboxSettings/automaticRepliesSetting", ids::SARA_UPN))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["status"], "alwaysEnabled");
+    assert_eq!(one["externalAudience"], "contactsOnly");
+    assert_eq!(one["internalReplyMessage"], "Back on the 28th.");
+    assert!(one["@odata.context"].as_str().unwrap().ends_with("/mailboxSettings/automaticRepliesSetting"));
+    assert_eq!(sims.graph.state().automatic_replies(ids::SARA_ID).unwrap()["status"], "alwaysEnabled");
+
+    // The whole object, a shared mailbox, and the Exchange-style refusals.
+    let all: Value = client()
+        .get(format!("{v1}/users/{}/mailboxSettings", ids::ALEX_ID))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for key in ["timeZone", "automaticRepliesSetting", "language", "workingHours", "userPurpose", "dateFormat"] {
+        assert!(all.get(key).is_some(), "{key}: {all}");
+    }
+    let shared: Value = client()
+        .get(format!("{v1}/users/{}/mailboxSettings/userPurpose", ids::MAILBOX_FINANCE))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shared["value"], "shared");
+    let resp =
+        client().get(format!("{v1}/users/{}/mailboxSettings", ids::GUEST_ID)).bearer_auth(&token).send().await.unwrap();
+    graph_error(
+        resp,
+        404,
+        "MailboxNotEnabledForRESTAPI",
+        "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+    )
+    .await;
+    let resp = client()
+        .get(format!("{v1}/users/nobody@contoso.com/mailboxSettings"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    graph_error(resp, 404, "ErrorInvalidUser", "The requested user 'nobody@contoso.com' is invalid.").await;
+    let resp = client()
+        .get(format!("{v1}/users/{}/mailboxSettings?$select=colour", ids::ALEX_ID))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    sims.shutdown().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Throttling scopes.
+
+#[tokio::test]
+async fn the_tenant_write_bucket_spans_apps_and_writes_per_window_are_counted() {
+    let mut cfg = SimsConfig::demo();
+    cfg.graph.throttle = ThrottleConfig {
+        tenant_writes: 3,
+        tenant_write_window: Duration::from_secs(300),
+        penalize_throttled: false,
+        ..ThrottleConfig::default()
+    };
+    let sims = Sims::start(cfg).await.unwrap();
+    let grantline = common::grantline_token(&sims).await;
+    let privileged = common::privileged_token(&sims).await;
+    assert_eq!(add(&sims, &grantline, ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID).await.status(), 204);
+    assert_eq!(add(&sims, &grantline, ids::GROUP_FINANCE_BI_READ, ids::SARA_ID).await.status(), 204);
+    assert_eq!(add(&sims, &privileged, ids::GROUP_HELPDESK, ids::ALEX_ID).await.status(), 204);
+    for (token, app) in [(&privileged, ids::APP_PRIVILEGED_ID), (&grantline, ids::APP_GRANTLINE_ID)] {
+        let resp = add(&sims, token, ids::GROUP_FINANCE_BI_READ, ids::ISAIAH_ID).await;
+        assert_eq!(header(&resp, "x-ms-throttle-scope"), format!("Tenant/Write/{app}/{}", ids::TENANT_ID));
+        assert_eq!(header(&resp, "x-ms-throttle-information"), "WriteLimitExceeded");
+        assert_eq!(header(&resp, "retry-after"), "100");
+        graph_error(
+            resp,
+            429,
+            "Request_ThrottledTemporarily",
+            "Your request is throttled temporarily. Please try after 100 seconds.",
+        )
+        .await;
+    }
+    // Reads still pass.
+    let resp = client()
+        .get(format!("{}/users/{}", sims.graph.v1_url(), ids::ALEX_ID))
+        .bearer_auth(&grantline)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let state = sims.graph.state();
+    let histogram = state.write_histogram();
+    assert_eq!(histogram.iter().map(|s| s.accepted).sum::<u64>(), 3);
+    assert_eq!(histogram.iter().map(|s| s.refused).sum::<u64>(), 2);
+    assert_eq!(state.max_writes_in_window(Duration::from_secs(300)), 3);
+    assert_eq!(state.counters().writes_refused, 2);
+    assert_eq!(state.counters().throttled, 2);
+
+    // After the refill, one more fits; a histogram over time never exceeds the pace.
+    sims.clock().advance(Duration::from_secs(100));
+    assert_eq!(add(&sims, &grantline, ids::GROUP_FINANCE_BI_READ, ids::ISAIAH_ID).await.status(), 204);
+    let writes: serde_json::Value =
+        client().get(format!("{}/sim/writes", sims.graph.base_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(writes.as_array().unwrap().len(), 2, "{writes}");
+    assert_eq!(state.max_writes_in_window(Duration::from_secs(1)), 3);
+    assert_eq!(state.max_writes_in_window(Duration::from_secs(300)), 4);
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_throttling_names_the_read_scope() {
+    let mut cfg = SimsConfig::demo();
+    cfg.graph.throttle = ThrottleConfig { resource_units: 2, penalize_throttled: false, ..ThrottleConfig::default() };
+    let sims = Sims::start(cfg).await.unwrap();
+    let token = common::grantline_token(&sims).await;
+    let get = || client().get(format!("{}/users/{}", sims.graph.v1_url(), ids::ALEX_ID)).bearer_auth(&token).send();
+    assert_eq!(get().await.unwrap().status(), 200);
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(
+        header(&resp, "x-ms-throttle-scope"),
+        format!("Tenant_Application/Read/{}/{}", ids::APP_GRANTLINE_ID, ids::TENANT_ID)
+    );
+    assert_eq!(header(&resp, "x-ms-throttle-information"), "ResourceUnitLimitExceeded");
+    assert!(sims.graph.state().write_histogram().is_empty());
+    sims.shutdown().await;
 }

@@ -1,14 +1,65 @@
 //! Microsoft Graph v1.0 simulator: users, managers, groups and group membership, `$batch`,
-//! throttling, replication lag, and Graph's headers and error envelopes.
+//! users delta queries, mailbox settings, throttling, replication lag, and Graph's headers and
+//! error envelopes.
 //!
 //! Every response carries `request-id`, `client-request-id` (the client's, or equal to
 //! `request-id`), `x-ms-ags-diagnostic`, `x-ms-resource-unit` and `OData-Version: 4.0`; error
 //! bodies carry `innerError` with `date` (no `Z`, no fraction), `request-id` and
 //! `client-request-id`. Permissions come from the `roles` of the bearer token, which must have been
 //! issued by the login simulator for `https://graph.microsoft.com`.
+//!
+//! Besides users, groups and membership:
+//!
+//! - `GET /users/delta` (see `delta.rs`): `$select`, `$filter=id eq '…' or …` (at most 50),
+//!   `Prefer: return=minimal`, `$skiptoken` pages and a `$deltatoken` link back at the
+//!   simulator; deleted users come back with `@removed` (`changed` while restorable, `deleted`
+//!   once purged). State helpers [`GraphState::delete_user`], [`GraphState::purge_user`],
+//!   [`GraphState::restore_user`], [`GraphState::expire_delta_tokens`].
+//! - `GET /users/{id}?$expand=manager($select=…)`: the user with a `manager` object, absent when
+//!   there is none; `$expand` costs one more resource unit.
+//! - `GET /users/{id}/mailboxSettings[?$select=…]` and `…/mailboxSettings/{setting}` (see
+//!   `mailbox.rs`), needing `MailboxSettings.Read`; [`GraphState::set_automatic_replies`] and
+//!   [`GraphState::set_out_of_office`] change a mailbox's automatic replies.
+//! - Throttling scopes: the app+tenant RU and write buckets and a tenant-wide write bucket
+//!   across all apps; a 429 names the bucket in `x-ms-throttle-scope` (`Tenant_Application/Read`,
+//!   `Tenant_Application/ReadWrite` for a write out of resource units,
+//!   `Tenant_Application/Write`, `Tenant/Write`). [`GraphState::write_histogram`] and
+//!   [`GraphState::max_writes_in_window`] show the writes let through and refused per second.
+//!
+//! Admin routes besides the common ones: `GET /sim/counters`, `GET /sim/writes`,
+//! `GET /sim/groups/{id}/members`, `GET|PATCH|DELETE /sim/users/{id}` (`?permanent=true` to
+//! purge), `POST /sim/users/{id}/restore`, `GET|PUT /sim/users/{id}/automatic-replies`,
+//! `POST /sim/delta {"page_size","expire_tokens"}`, `POST /sim/throttle` (also `tenant_writes`,
+//! `tenant_write_window_seconds`), `POST /sim/replication`.
+//!
+//! Where these additions knowingly differ from Graph:
+//!
+//! - Delta: tokens are random and kept in memory (Graph encodes state in them); they stay valid
+//!   for a configurable lifetime (7 days by default) and may be polled again; the 410 message,
+//!   and the 400 bodies for an unsupported or oversized `$filter`, are the simulator's wording.
+//!   `resyncRequired`, the `Location` header of a 410, `$expand` in delta, groups delta and
+//!   `@odata.type` on items are not modelled; items come in id order, page by page, computed when
+//!   a round starts. A change counts only if a tracked property's value differs (changing a
+//!   value and back between polls reports nothing). The base cost is 1 (not listed in the
+//!   throttling table).
+//! - `$expand=manager`: one level only; `$levels` is 501 and other navigation properties 400.
+//!   The `@odata.context` for an expansion, `users(…,manager(…))/$entity`, is the simulator's
+//!   rendering. `$expand` is still ignored (apart from its cost) on every route but
+//!   `GET /users/{id}`.
+//! - Mailbox settings: a missing permission is 403 `ErrorAccessDenied` ("Access is denied.
+//!   Check credentials and try again."), the Exchange-style answer these Outlook-backed routes
+//!   give, rather than the directory's `Authorization_RequestDenied`; `userPurpose` is a string
+//!   (the current v1.0 shape); the values other than automatic replies and user purpose are
+//!   fixed; `PATCH` is not modelled; mailbox settings count against the identity RU bucket
+//!   (Outlook's own limits are not modelled). Shared, room and equipment mailboxes answer under
+//!   their address.
+//! - Throttling: the per-app bucket across all tenants (150,000 RU / 20 s, 70,000 writes / 5
+//!   min) is not modelled; the tenant-wide bucket counts writes only, like Graph's.
 
 mod batch;
+mod delta;
 mod errors;
+mod mailbox;
 mod odata;
 mod routes;
 mod state;
@@ -45,6 +96,10 @@ pub struct GraphConfig {
     /// `employeeLeaveDateTime` reads as null unless the token has `User-LifeCycleInfo.Read.All`
     /// (default true, as documented).
     pub require_lifecycle_permission: bool,
+    /// Users per page of a `/users/delta` answer (default 100).
+    pub delta_page_size: usize,
+    /// How long delta and skip tokens stay valid (default 7 days; then 410).
+    pub delta_token_lifetime: Duration,
 }
 
 impl Default for GraphConfig {
@@ -53,6 +108,8 @@ impl Default for GraphConfig {
             throttle: ThrottleConfig::default(),
             replication_delay: Duration::ZERO,
             require_lifecycle_permission: true,
+            delta_page_size: 100,
+            delta_token_lifetime: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -178,8 +235,11 @@ impl GraphService {
         let write = route.is_write(&req.method);
         self.state.lock().counters.requests += 1;
         let verdict = self.throttle().check(&token.app_id, now, cost, write);
+        if write {
+            self.state.lock().record_write(now, matches!(verdict, Verdict::Allowed { .. }));
+        }
         let percentage = match verdict {
-            Verdict::Throttled { retry_after, information } => {
+            Verdict::Throttled { retry_after, information, scope } => {
                 self.state.lock().counters.throttled += 1;
                 let e = GraphError::new(
                     429,
@@ -187,10 +247,7 @@ impl GraphService {
                     format!("Your request is throttled temporarily. Please try after {retry_after} seconds."),
                 )
                 .header("Retry-After", retry_after.to_string())
-                .header(
-                    "x-ms-throttle-scope",
-                    format!("Tenant_Application/ReadWrite/{}/{}", token.app_id, self.tenant_id),
-                )
+                .header("x-ms-throttle-scope", format!("{}/{}/{}", scope.as_str(), token.app_id, self.tenant_id))
                 .header("x-ms-throttle-information", information);
                 return Err((e, cost));
             }
@@ -220,7 +277,16 @@ struct ThrottleBody {
     write_window_seconds: Option<u64>,
     resource_units: Option<u32>,
     resource_unit_window_seconds: Option<u64>,
+    tenant_writes: Option<u32>,
+    tenant_write_window_seconds: Option<u64>,
     penalize_throttled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct DeltaBody {
+    page_size: Option<usize>,
+    #[serde(default)]
+    expire_tokens: bool,
 }
 
 impl Service for GraphService {
@@ -291,11 +357,54 @@ impl Service for GraphService {
                     if let Some(s) = b.resource_unit_window_seconds {
                         cfg.resource_unit_window = Duration::from_secs(s);
                     }
+                    cfg.tenant_writes = b.tenant_writes.unwrap_or(cfg.tenant_writes);
+                    if let Some(s) = b.tenant_write_window_seconds {
+                        cfg.tenant_write_window = Duration::from_secs(s);
+                    }
                     t.set_config(cfg);
                     SimResponse::new(204)
                 }
                 Err(e) => admin_error(400, &e.to_string()),
             },
+            ("GET", ["writes"]) => admin_ok(&self.state.write_histogram()),
+            ("POST", ["delta"]) => match serde_json::from_slice::<DeltaBody>(&req.body) {
+                Ok(b) => {
+                    if let Some(n) = b.page_size {
+                        self.state.set_delta_page_size(n);
+                    }
+                    if b.expire_tokens {
+                        self.state.expire_delta_tokens();
+                    }
+                    SimResponse::new(204)
+                }
+                Err(_) => admin_error(400, "expected {\"page_size\": <number>, \"expire_tokens\": <bool>}"),
+            },
+            ("DELETE", ["users", id]) => {
+                let permanent = req.query_pairs().iter().any(|(k, v)| k == "permanent" && v == "true");
+                let done = if permanent { self.state.purge_user(id) } else { self.state.delete_user(id) };
+                if done { SimResponse::new(204) } else { admin_error(404, "no such user") }
+            }
+            ("POST", ["users", id, "restore"]) => {
+                if self.state.restore_user(id) {
+                    admin_ok(&self.state.user(id))
+                } else {
+                    admin_error(404, "no such deleted user")
+                }
+            }
+            ("GET", ["users", id, "automatic-replies"]) => match self.state.automatic_replies(id) {
+                Some(v) => admin_ok(&v),
+                None => admin_error(404, "no such mailbox"),
+            },
+            ("PUT" | "PATCH", ["users", id, "automatic-replies"]) => {
+                match serde_json::from_slice::<serde_json::Value>(&req.body) {
+                    Ok(v) => match self.state.set_automatic_replies(id, v) {
+                        Ok(()) => admin_ok(&self.state.automatic_replies(id)),
+                        Err(SimError::NotFound(what)) => admin_error(404, &format!("not found: {what}")),
+                        Err(e) => admin_error(400, &e.to_string()),
+                    },
+                    Err(_) => admin_error(400, "expected an automaticRepliesSetting JSON object"),
+                }
+            }
             ("POST", ["replication"]) => {
                 let ms = serde_json::from_slice::<serde_json::Value>(&req.body)
                     .ok()
@@ -331,9 +440,15 @@ impl GraphSim {
     ) -> Result<Self, SimError> {
         let (listener, base_url) = server::bind(addr).await?;
         let (core, shutdown) = server::core(clock.clone(), base_url);
+        let state = GraphState::new(tenant, clock, cfg.replication_delay);
+        {
+            let mut dir = state.lock();
+            dir.delta.page_size = cfg.delta_page_size.max(1);
+            dir.delta.lifetime = cfg.delta_token_lifetime;
+        }
         let svc = Arc::new(GraphService {
             core,
-            state: GraphState::new(tenant, clock, cfg.replication_delay),
+            state,
             tokens,
             throttle: Mutex::new(Throttle::new(cfg.throttle)),
             tenant_id: tenant.id.clone(),

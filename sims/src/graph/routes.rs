@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::errors::{self, CONTENT_TYPE, GraphError};
-use super::odata;
 use super::state::{DirObject, GraphState};
+use super::{delta, mailbox, odata};
 use crate::json::{Obj, Val};
 use crate::login::IssuedToken;
 use crate::server::{SimRequest, SimResponse, percent_decode};
@@ -63,7 +63,11 @@ pub(crate) enum Route {
     /// `GET /users?$filter=mail eq '…'` (or `userPrincipalName eq '…'`): the lookup that
     /// finds a B2B guest by the address their home organisation gave them.
     Users,
+    /// `GET /users/delta`.
+    UsersDelta,
     User(String),
+    /// `GET /users/{id}/mailboxSettings[/{setting}]`.
+    UserMailboxSettings(String, Option<String>),
     UserManager(String),
     UserMemberOf(String, String),
     CheckMemberGroups(String),
@@ -91,14 +95,22 @@ fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// `delta`, `delta()`, `microsoft.graph.delta`, `microsoft.graph.delta()`.
+fn is_delta(seg: &str) -> bool {
+    let s = seg.strip_prefix("microsoft.graph.").unwrap_or(seg);
+    eq(s, "delta") || eq(s, "delta()")
+}
+
 impl Route {
     /// Parses the path after `/v1.0`.
     pub(crate) fn parse(rest: &str) -> Result<Route, GraphError> {
         let mut segs: Vec<String> = Vec::new();
         for raw in rest.split('/').filter(|s| !s.is_empty()) {
             let (name, key) = key_segment(&percent_decode(raw));
+            // `delta()` is a function call with no arguments, not a key.
+            let call = key.as_deref() == Some("") && is_delta(&name);
             segs.push(name);
-            if let Some(k) = key {
+            if let Some(k) = key.filter(|_| !call) {
                 segs.push(k);
             }
         }
@@ -110,7 +122,14 @@ impl Route {
         let strip_ns = |x: &str| x.strip_prefix("microsoft.graph.").map(str::to_owned).unwrap_or_else(|| x.to_owned());
         match s.as_slice() {
             [b] if eq(b, "$batch") => Ok(Route::Batch),
+            [u, d] if eq(u, "users") && is_delta(d) => Ok(Route::UsersDelta),
             [u, id] if eq(u, "users") => Ok(Route::User((*id).to_owned())),
+            [u, id, m] if eq(u, "users") && eq(m, "mailboxSettings") => {
+                Ok(Route::UserMailboxSettings((*id).to_owned(), None))
+            }
+            [u, id, m, setting] if eq(u, "users") && eq(m, "mailboxSettings") => {
+                Ok(Route::UserMailboxSettings((*id).to_owned(), Some((*setting).to_owned())))
+            }
             [u, id, m] if eq(u, "users") && eq(m, "manager") => Ok(Route::UserManager((*id).to_owned())),
             [u, id, m, g] if eq(u, "users") && eq(m, "memberOf") => {
                 Ok(Route::UserMemberOf((*id).to_owned(), (*g).to_owned()))
@@ -240,7 +259,14 @@ pub(crate) fn handle(
     let m = &req.method;
     match route {
         Route::Users if m == Method::GET => filter_users(sel, pairs, ctx, state),
-        Route::User(key) if m == Method::GET => get_user(key, sel, ctx, state),
+        Route::UsersDelta if m == Method::GET => {
+            ctx.require(USER_READ)?;
+            delta::get(pairs, req.header("prefer"), ctx.base, ctx.lifecycle, ctx.now, state)
+        }
+        Route::User(key) if m == Method::GET => get_user(key, sel, pairs, ctx, state),
+        Route::UserMailboxSettings(key, setting) if m == Method::GET => {
+            mailbox::get(key, setting.as_deref(), sel, ctx.base, ctx.has(mailbox::MAILBOX_SETTINGS_READ), state)
+        }
         Route::UserManager(key) if m == Method::GET => get_manager(key, sel, ctx, state),
         Route::UserMemberOf(uid, gid) if m == Method::GET => member_of(uid, gid, sel, ctx, state),
         Route::CheckMemberGroups(uid) if m == Method::POST => check_member(uid, req, "groupIds", ctx, state),
@@ -259,14 +285,74 @@ pub(crate) fn handle(
     }
 }
 
-fn get_user(key: &str, sel: Option<&[String]>, ctx: &Ctx<'_>, state: &GraphState) -> Result<SimResponse, GraphError> {
+/// `$expand` on a user: `None` without it, `Some(select)` for `manager` or
+/// `manager($select=…)`. Other navigation properties and `$levels` are refused.
+fn expand_manager(pairs: &[(String, String)]) -> Result<Option<Option<Vec<String>>>, GraphError> {
+    let Some(raw) = pairs.iter().find(|(k, _)| eq(k, "$expand") || eq(k, "expand")).map(|(_, v)| v.trim()) else {
+        return Ok(None);
+    };
+    let (name, options) = match raw.find('(') {
+        Some(open) if raw.ends_with(')') => (&raw[..open], Some(&raw[open + 1..raw.len() - 1])),
+        _ => (raw, None),
+    };
+    if !eq(name.trim(), "manager") {
+        return Err(GraphError::bad_request(format!(
+            "Parsing OData Select and Expand failed: Could not find a property named '{}' on type 'microsoft.graph.user'.",
+            name.trim()
+        )));
+    }
+    let mut select = None;
+    for option in options.into_iter().flat_map(|o| o.split(';')).map(str::trim).filter(|o| !o.is_empty()) {
+        let (k, v) = option.split_once('=').unwrap_or((option, ""));
+        if eq(k.trim(), "$select") {
+            select = Some(v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect::<Vec<_>>());
+        } else if eq(k.trim(), "$levels") {
+            return Err(GraphError::new(
+                501,
+                "NotImplemented",
+                "The simulator does not expand manager chains ($levels); expand one level.",
+            ));
+        } else {
+            return Err(GraphError::bad_request(format!(
+                "Parsing OData Select and Expand failed: Unsupported option '{}' in $expand.",
+                k.trim()
+            )));
+        }
+    }
+    Ok(Some(select))
+}
+
+fn get_user(
+    key: &str,
+    sel: Option<&[String]>,
+    pairs: &[(String, String)],
+    ctx: &Ctx<'_>,
+    state: &GraphState,
+) -> Result<SimResponse, GraphError> {
     ctx.require(USER_READ)?;
     if let Some(s) = sel {
         odata::validate_select(s, true, false, "user")?;
     }
+    let expand = expand_manager(pairs)?;
+    if let Some(Some(ms)) = &expand {
+        odata::validate_select(ms, true, true, "directoryObject")?;
+    }
     let dir = state.lock();
     let user = dir.user(key).ok_or_else(|| GraphError::not_found(key))?;
-    Ok(ok(200, &odata::user_entity(user, ctx.base, sel, ctx.lifecycle)))
+    let Some(manager_select) = expand else {
+        return Ok(ok(200, &odata::user_entity(user, ctx.base, sel, ctx.lifecycle)));
+    };
+    let ms = manager_select.as_deref();
+    let mut parts: Vec<String> = sel.map(<[String]>::to_vec).unwrap_or_default();
+    parts.push(format!("manager({})", ms.map(|m| m.join(",")).unwrap_or_default()));
+    let mut body = Obj::new().with("@odata.context", odata::context(ctx.base, "users", Some(&parts), true));
+    for (k, v) in odata::user_collection_item(user, sel, ctx.lifecycle).into_pairs() {
+        body.push(k, v);
+    }
+    if let Some(m) = dir.manager_of(&user.id) {
+        body.push("manager", Val::Obj(odata::directory_object(&DirObject::User(m.clone()), ms, ctx.lifecycle)));
+    }
+    Ok(ok(200, &body))
 }
 
 /// The `$filter` forms the simulator answers: `mail eq '…'` and `userPrincipalName eq '…'`
@@ -646,5 +732,24 @@ mod tests {
         assert_eq!(Route::User("x".into()).cost(&Method::GET, &sel), 1);
         assert_eq!(Route::GroupMember("g".into(), "u".into()).cost(&Method::GET, &sel), 1);
         assert_eq!(Route::CheckMemberGroups("u".into()).cost(&Method::POST, &none), 4);
+        let expand = vec![("$expand".to_owned(), "manager($select=id)".to_owned())];
+        assert_eq!(Route::User("x".into()).cost(&Method::GET, &expand), 3);
+        assert_eq!(Route::UsersDelta.cost(&Method::GET, &sel), 1);
+    }
+
+    #[test]
+    fn parses_delta_and_mailbox_settings() {
+        assert_eq!(Route::parse("/users/delta").unwrap(), Route::UsersDelta);
+        assert_eq!(Route::parse("/users/microsoft.graph.delta()").unwrap(), Route::UsersDelta);
+        assert_eq!(Route::parse("/users/u/mailboxSettings").unwrap(), Route::UserMailboxSettings("u".into(), None));
+        assert_eq!(
+            Route::parse("/users/u/mailboxSettings/automaticRepliesSetting").unwrap(),
+            Route::UserMailboxSettings("u".into(), Some("automaticRepliesSetting".into()))
+        );
+        let p = |v: &str| expand_manager(&[("$expand".to_owned(), v.to_owned())]);
+        assert_eq!(p("manager").unwrap(), Some(None));
+        assert_eq!(p("manager($select=id,displayName)").unwrap(), Some(Some(vec!["id".into(), "displayName".into()])));
+        assert_eq!(p("memberOf").unwrap_err().status, 400);
+        assert_eq!(p("manager($levels=max;$select=id)").unwrap_err().status, 501);
     }
 }

@@ -12,9 +12,20 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use super::delta::DeltaStore;
+use super::mailbox::Mailboxes;
 use crate::clock::Clock;
 use crate::error::SimError;
 use crate::tenant::{Group, Tenant, User};
+
+/// Writes the throttling buckets let through and refused in one second of the simulated clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WriteSecond {
+    /// Unix seconds.
+    pub second: i64,
+    pub accepted: u64,
+    pub refused: u64,
+}
 
 /// Counters of what the Graph simulator did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -27,6 +38,8 @@ pub struct GraphCounters {
     pub writes_applied: u64,
     /// Requests answered 429 by the throttling buckets.
     pub throttled: u64,
+    /// Write requests answered 429 by the throttling buckets (also counted in `throttled`).
+    pub writes_refused: u64,
     /// User objects deleted (by `DELETE /groups/{id}/members/{id}` without `/$ref`).
     pub users_deleted: u64,
 }
@@ -60,7 +73,13 @@ pub(crate) struct Directory {
     managers: HashMap<String, String>,
     members: HashMap<String, BTreeMap<String, Membership>>,
     deleted_users: Vec<User>,
+    /// Users deleted but restorable (a delta reports them `"reason": "changed"`), by key.
+    soft_deleted: BTreeMap<String, User>,
     pub(crate) counters: GraphCounters,
+    /// Writes per simulated second: (accepted, refused).
+    pub(crate) write_log: BTreeMap<i64, (u64, u64)>,
+    pub(crate) delta: DeltaStore,
+    pub(crate) mailboxes: Mailboxes,
     pub(crate) replication_delay: Duration,
     seq: u64,
 }
@@ -84,6 +103,7 @@ impl Directory {
         for (u, m) in &t.managers {
             d.managers.insert(key(u), key(m));
         }
+        d.mailboxes = Mailboxes::from_tenant(t, now);
         d
     }
 
@@ -97,6 +117,27 @@ impl Directory {
 
     pub(crate) fn all_users(&self) -> impl Iterator<Item = &User> {
         self.users.values()
+    }
+
+    /// Live users by key (lower-case id), in key order.
+    pub(crate) fn users_by_key(&self) -> &BTreeMap<String, User> {
+        &self.users
+    }
+
+    /// Deleted, restorable users by key.
+    pub(crate) fn soft_deleted(&self) -> &BTreeMap<String, User> {
+        &self.soft_deleted
+    }
+
+    /// Counts one write the throttling buckets accepted or refused.
+    pub(crate) fn record_write(&mut self, now: Timestamp, accepted: bool) {
+        let slot = self.write_log.entry(now.as_second()).or_default();
+        if accepted {
+            slot.0 += 1;
+        } else {
+            slot.1 += 1;
+            self.counters.writes_refused += 1;
+        }
     }
 
     /// A user by id or UPN (case-insensitive).
@@ -224,8 +265,26 @@ impl Directory {
         self.managers.remove(&key(id));
         self.managers.retain(|_, m| *m != key(id));
         self.deleted_users.push(u.clone());
+        self.soft_deleted.insert(key(&u.id), u.clone());
         self.counters.users_deleted += 1;
         Some(u)
+    }
+
+    /// Deletes a user for good (from the live directory or from the deleted items).
+    pub(crate) fn purge_user(&mut self, id: &str) -> bool {
+        let live = self.delete_user(id).is_some();
+        self.soft_deleted.remove(&key(id)).is_some() || live
+    }
+
+    /// Brings a soft-deleted user back (memberships and manager links are not restored).
+    pub(crate) fn restore_user(&mut self, id: &str) -> bool {
+        match self.soft_deleted.remove(&key(id)) {
+            Some(u) => {
+                self.put_user(u);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Deletes a group object and its memberships.
@@ -372,5 +431,107 @@ impl GraphState {
     /// Sets the replication delay for later writes.
     pub fn set_replication_delay(&self, delay: Duration) {
         self.lock().replication_delay = delay;
+    }
+
+    /// Deletes a user the way Entra does: the object goes to deleted items (restorable for 30
+    /// days), memberships and manager links go. A delta query reports it with
+    /// `"@removed": {"reason": "changed"}`. Returns false when there is no such user.
+    pub fn delete_user(&self, id_or_upn: &str) -> bool {
+        let mut d = self.lock();
+        let Some(id) = d.user(id_or_upn).map(|u| u.id.clone()) else {
+            return false;
+        };
+        d.delete_user(&id).is_some()
+    }
+
+    /// Deletes a user permanently (live or already soft-deleted, by id): a delta query reports
+    /// `"@removed": {"reason": "deleted"}`.
+    pub fn purge_user(&self, id: &str) -> bool {
+        let mut d = self.lock();
+        let id = d.user(id).map(|u| u.id.clone()).unwrap_or_else(|| id.to_owned());
+        d.purge_user(&id)
+    }
+
+    /// Restores a soft-deleted user (by id).
+    pub fn restore_user(&self, id: &str) -> bool {
+        self.lock().restore_user(id)
+    }
+
+    /// Accepted and refused writes per second of the simulated clock, oldest first (seconds
+    /// without writes are left out).
+    pub fn write_histogram(&self) -> Vec<WriteSecond> {
+        self.lock()
+            .write_log
+            .iter()
+            .map(|(second, (accepted, refused))| WriteSecond {
+                second: *second,
+                accepted: *accepted,
+                refused: *refused,
+            })
+            .collect()
+    }
+
+    /// The most writes accepted within any `window` (whole seconds, sliding by one second):
+    /// compare it with a write budget.
+    pub fn max_writes_in_window(&self, window: Duration) -> u64 {
+        let span = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
+        let d = self.lock();
+        let mut best = 0;
+        for start in d.write_log.keys() {
+            let end = start.saturating_add(span);
+            let sum: u64 = d.write_log.range(*start..end).map(|(_, (a, _))| *a).sum();
+            best = best.max(sum);
+        }
+        best
+    }
+
+    /// Makes every delta and skip token unknown, as when Graph loses the sync state: the next
+    /// poll is 410 `syncStateNotFound`.
+    pub fn expire_delta_tokens(&self) {
+        self.lock().delta.clear();
+    }
+
+    /// Sets the number of users per delta page.
+    pub fn set_delta_page_size(&self, size: usize) {
+        self.lock().delta.page_size = size.max(1);
+    }
+
+    /// Merges settings into a mailbox's `automaticRepliesSetting`, in Graph's JSON shape:
+    /// `status` (`disabled`, `alwaysEnabled`, `scheduled`), `externalAudience` (`none`,
+    /// `contactsOnly`, `all`), `scheduledStartDateTime` / `scheduledEndDateTime` (a
+    /// `{"dateTime", "timeZone"}` object in UTC, or an RFC 3339 string), `internalReplyMessage`,
+    /// `externalReplyMessage`. `mailbox` is a user's id or UPN, or a mailbox address.
+    pub fn set_automatic_replies(&self, mailbox: &str, setting: serde_json::Value) -> Result<(), SimError> {
+        let mut d = self.lock();
+        let k = d.mailbox_key(mailbox).ok_or_else(|| SimError::NotFound(format!("mailbox {mailbox}")))?;
+        d.mailboxes.set_automatic_replies(&k, &setting)
+    }
+
+    /// Turns on scheduled automatic replies (out of office) between `start` and `end`, with
+    /// the same message inside and outside the organisation.
+    pub fn set_out_of_office(
+        &self,
+        mailbox: &str,
+        start: Timestamp,
+        end: Timestamp,
+        message: &str,
+    ) -> Result<(), SimError> {
+        self.set_automatic_replies(
+            mailbox,
+            serde_json::json!({
+                "status": "scheduled",
+                "scheduledStartDateTime": start.to_string(),
+                "scheduledEndDateTime": end.to_string(),
+                "internalReplyMessage": message,
+                "externalReplyMessage": message,
+            }),
+        )
+    }
+
+    /// A mailbox's `automaticRepliesSetting` as Graph renders it.
+    pub fn automatic_replies(&self, mailbox: &str) -> Option<serde_json::Value> {
+        let d = self.lock();
+        let k = d.mailbox_key(mailbox)?;
+        d.mailboxes.automatic_replies_json(&k)
     }
 }
