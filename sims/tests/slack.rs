@@ -243,6 +243,18 @@ async fn users_derive_from_the_tenant_and_email_needs_its_scope() {
     assert_eq!(info["user"]["real_name"], "Alex Wilber");
     assert_eq!(info["user"]["profile"]["email"], ids::ALEX_UPN);
     // The guest's email is their home address; the disabled account is deactivated.
+    // The same as a form body with the bearer token (how read methods are usually called).
+    let form: Value = reqwest::Client::new()
+        .post(format!("{}/users.info", sim.api_url()))
+        .bearer_auth(DEMO_BOT_TOKEN)
+        .form(&[("user", alex.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(form["user"], info["user"]);
     let (_, _, guest) = call(&sim, "users.info", &json!({ "user": slack_user_id(ids::GUEST_ID) })).await;
     assert_eq!(guest["user"]["profile"]["email"], "jordan@fabrikam.com");
     let (_, _, diego) = call(&sim, "users.info", &json!({ "user": slack_user_id(ids::DISABLED_ID) })).await;

@@ -87,7 +87,10 @@ impl PagerDutyClient {
         payload.insert("summary".into(), truncate_summary(&event.summary).into());
         payload.insert("source".into(), event.source.clone().into());
         payload.insert("severity".into(), event.severity.as_str().into());
-        payload.insert("timestamp".into(), Timestamp::now().to_string().into());
+        // Whole seconds: PagerDuty documents ISO 8601 and shows no fractions.
+        let now = Timestamp::now();
+        let stamp = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        payload.insert("timestamp".into(), stamp.to_string().into());
         for (name, value) in [("component", &event.component), ("group", &event.group), ("class", &event.class)] {
             if let Some(v) = value {
                 payload.insert(name.into(), v.clone().into());
