@@ -1162,8 +1162,11 @@ async fn the_tenant_write_bucket_spans_apps_and_writes_per_window_are_counted() 
     assert_eq!(add(&sims, &grantline, ids::GROUP_FINANCE_BI_READ, ids::ISAIAH_ID).await.status(), 204);
     let writes: serde_json::Value =
         client().get(format!("{}/sim/writes", sims.graph.base_url())).send().await.unwrap().json().await.unwrap();
-    assert_eq!(writes.as_array().unwrap().len(), 2, "{writes}");
-    assert_eq!(state.max_writes_in_window(Duration::from_secs(1)), 3);
+    // The simulated clock follows the wall clock, so the first three may straddle a second.
+    let seconds = writes.as_array().unwrap();
+    assert!(seconds.len() >= 2, "{writes}");
+    assert_eq!(seconds.iter().map(|s| s["accepted"].as_u64().unwrap()).sum::<u64>(), 4);
+    assert_eq!(state.max_writes_in_window(Duration::from_secs(50)), 3);
     assert_eq!(state.max_writes_in_window(Duration::from_secs(300)), 4);
     sims.shutdown().await;
 }
