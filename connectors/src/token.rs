@@ -446,6 +446,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct EntraSource {
     http: reqwest::Client,
     url: Url,
+    tenant: String,
     client_id: String,
     client_secret: Secret,
     scope: String,
@@ -504,12 +505,23 @@ impl TokenProvider {
         let source = EntraSource {
             http,
             url,
+            tenant: config.tenant.trim().to_owned(),
             client_id: config.client_id.trim().to_owned(),
             client_secret: config.client_secret.clone(),
             scope: config.scope(),
         };
         let margin = Duration::from_secs(config.refresh_margin_secs);
         Ok(Self { cache: Arc::new(TokenCache::new(source, margin, clock)) })
+    }
+
+    /// The tenant the tokens are for (a GUID or a domain, as configured).
+    pub fn tenant(&self) -> &str {
+        &self.cache.source.tenant
+    }
+
+    /// The app (client id) the tokens are issued to.
+    pub fn client_id(&self) -> &str {
+        &self.cache.source.client_id
     }
 
     /// A valid token: the cached one, or a new one (one request however many tasks ask).

@@ -18,8 +18,8 @@ use crate::ConfigError;
 use crate::http;
 use crate::token::TokenProvider;
 
-const USER_SELECT: &str = "$select=id,userPrincipalName,displayName,accountEnabled,userType,employeeType,department,employeeLeaveDateTime,mail";
-const GROUP_SELECT: &str = "$select=id,displayName,groupTypes,mailEnabled,securityEnabled,isAssignableToRole,membershipRule,onPremisesSyncEnabled,mail";
+pub(super) const USER_SELECT: &str = "$select=id,userPrincipalName,displayName,accountEnabled,userType,employeeType,department,employeeLeaveDateTime,mail";
+pub(super) const GROUP_SELECT: &str = "$select=id,displayName,groupTypes,mailEnabled,securityEnabled,isAssignableToRole,membershipRule,onPremisesSyncEnabled,mail";
 const ID_SELECT: &str = "$select=id";
 
 /// A client for Microsoft Graph v1.0. Cloning is cheap; clones share the HTTP connection pool
@@ -45,11 +45,11 @@ impl fmt::Debug for GraphClient {
 }
 
 /// One HTTP exchange with Graph, after the one token refresh a `401` allows.
-struct Reply {
-    status: StatusCode,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
     headers: HeaderMap,
-    body: Vec<u8>,
-    correlation: Correlation,
+    pub(super) body: Vec<u8>,
+    pub(super) correlation: Correlation,
 }
 
 macro_rules! graph_span {
@@ -63,9 +63,11 @@ macro_rules! graph_span {
             request_id = tracing::field::Empty,
             client_request_id = tracing::field::Empty,
             error.code = tracing::field::Empty,
+            batch.size = tracing::field::Empty,
         )
     };
 }
+pub(super) use graph_span;
 
 impl GraphClient {
     /// A client with its own HTTP client and token provider, built from configuration.
@@ -84,6 +86,14 @@ impl GraphClient {
 
     pub fn token_provider(&self) -> &TokenProvider {
         &self.inner.tokens
+    }
+
+    pub(super) fn base(&self) -> &Url {
+        &self.inner.base
+    }
+
+    pub(super) fn api_error(&self, reply: Reply) -> GraphError {
+        api_error(reply)
     }
 
     /// The `@odata.id` of a directory object: `<base>/directoryObjects/{id}`.
@@ -253,7 +263,12 @@ impl GraphClient {
 
     /// Sends one request; on a `401`, drops the token, fetches a new one and sends the request
     /// once more (with a new `client-request-id`). A second `401` is returned as is.
-    async fn execute(&self, method: Method, url: Url, body: Option<&serde_json::Value>) -> Result<Reply, GraphError> {
+    pub(super) async fn execute(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, GraphError> {
         let span = Span::current();
         let mut refreshed = false;
         loop {
@@ -318,11 +333,12 @@ fn api_error(reply: Reply) -> GraphError {
         correlation.request_id = body.inner_error.as_ref().and_then(|i| i.request_id.clone());
     }
     let retry_after = http::retry_after(&reply.headers, jiff::Timestamp::now());
-    GraphError::Api { status: reply.status.as_u16(), body, retry_after, correlation }
+    let throttle_scope = http::header_str(&reply.headers, "x-ms-throttle-scope").map(str::to_owned);
+    GraphError::Api { status: reply.status.as_u16(), body, retry_after, throttle_scope, correlation }
 }
 
 /// Runs one call inside its span and records the error code when it fails.
-async fn traced<T>(span: Span, call: impl Future<Output = Result<T, GraphError>>) -> Result<T, GraphError> {
+pub(super) async fn traced<T>(span: Span, call: impl Future<Output = Result<T, GraphError>>) -> Result<T, GraphError> {
     let result = call.instrument(span.clone()).await;
     if let Err(err) = &result {
         let code = err.code();

@@ -83,7 +83,15 @@ pub enum GraphError {
     Transport { kind: TransportKind, message: String, correlation: Correlation },
     /// Graph answered with a status the operation does not treat as success.
     #[error("graph answered HTTP {status} {}: {} ({correlation})", .body.code, .body.message)]
-    Api { status: u16, body: GraphErrorBody, retry_after: Option<Duration>, correlation: Correlation },
+    Api {
+        status: u16,
+        body: GraphErrorBody,
+        retry_after: Option<Duration>,
+        /// `x-ms-throttle-scope` of a 429: which budget was spent (`Tenant_Application/...` for
+        /// this app's share of the tenant, `Tenant/...` for the tenant's total).
+        throttle_scope: Option<String>,
+        correlation: Correlation,
+    },
     /// A success status with a body that is not the expected resource.
     #[error("graph response could not be decoded: {message} ({correlation})")]
     Decode { message: String, correlation: Correlation },
@@ -128,6 +136,14 @@ impl GraphError {
     pub fn graph_code(&self) -> Option<&str> {
         match self {
             GraphError::Api { body, .. } if !body.code.is_empty() => Some(&body.code),
+            _ => None,
+        }
+    }
+
+    /// The `x-ms-throttle-scope` Graph named when it throttled the call.
+    pub fn throttle_scope(&self) -> Option<&str> {
+        match self {
+            GraphError::Api { throttle_scope, .. } => throttle_scope.as_deref(),
             _ => None,
         }
     }
@@ -190,6 +206,7 @@ mod tests {
             status,
             body: GraphErrorBody { code: "Request_BadRequest".into(), message: message.into(), inner_error: None },
             retry_after: Some(Duration::from_secs(3)),
+            throttle_scope: None,
             correlation: corr(),
         };
         let e = api(400, "Cannot Update a mail-enabled security groups and or distribution list.");

@@ -11,12 +11,14 @@
 //! missing" from "not a member" there); writes treat 404 as an error, except `remove_member`,
 //! where 404 means "already removed".
 
+mod batch;
 mod client;
 mod error;
 mod model;
 
 use serde::Deserialize;
 
+pub use batch::{BatchRequest, BatchResponse, DirectoryFacts, ItemResult, MAX_BATCH};
 pub use client::GraphClient;
 pub use error::{GraphError, GraphErrorBody, InnerError};
 pub use model::{AddOutcome, Correlated, Correlation, DirectoryObject, Group, RemoveOutcome, User};
