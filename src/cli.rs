@@ -36,10 +36,11 @@ pub enum Command {
     Run,
     /// Run the HTTP edge: webhooks, request status, approval decisions, health, metrics.
     Ingest,
-    /// Run the simulators (Entra login, Graph, ServiceNow) with the seeded demo tenant.
+    /// Run the simulators (Entra login, Graph, ServiceNow, Exchange Online) with the seeded
+    /// demo tenant.
     Sims {
-        /// Ports for login, Graph and ServiceNow (0 picks free ones).
-        #[arg(long, num_args = 3, default_values_t = [0u16, 0, 0])]
+        /// Ports for login, Graph, ServiceNow and Exchange (0 picks free ones).
+        #[arg(long, num_args = 4, default_values_t = [0u16, 0, 0, 0])]
         ports: Vec<u16>,
     },
     /// Run the step workers (scale by adding processes).
@@ -66,6 +67,18 @@ pub enum Command {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Benchmarks that print their figures (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// The full path: webhook to verified grant and closed ticket, through worker processes,
+    /// against the simulators, optionally with Graph enforcing its write budget.
+    Pipeline(crate::bench::PipelineArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,13 +178,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Policy { cmd } = &cli.command {
         return policy_cmd(cmd);
     }
+    if let Command::Bench { cmd: BenchCmd::Pipeline(args) } = &cli.command {
+        crate::bench::pipeline(args.clone()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Demo { policy } = &cli.command {
         crate::demo::run(policy).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Sims { ports } = &cli.command {
         let mut cfg = grantline_sims::SimsConfig::demo();
-        cfg.ports = grantline_sims::Ports { login: ports[0], graph: ports[1], servicenow: ports[2] };
+        cfg.ports =
+            grantline_sims::Ports { login: ports[0], graph: ports[1], servicenow: ports[2], exchange: ports[3] };
         grantline_sims::run_standalone(cfg).await.map_err(|e| anyhow!("simulators: {e}"))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -278,7 +296,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Audit { cmd } => return audit_cmd(&cfg, cmd).await,
-        Command::Policy { .. } | Command::Demo { .. } | Command::Sims { .. } => {}
+        Command::Policy { .. } | Command::Demo { .. } | Command::Sims { .. } | Command::Bench { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -317,6 +335,7 @@ pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> 
         grantline_connectors::ServiceNowClient::new(sn)?,
         policy,
         grantline_shared::Clock::system(),
+        &cfg.executors,
     )))
 }
 
@@ -392,9 +411,16 @@ async fn explain_ticket(cfg: &Config, file: &std::path::Path, number: &str, json
     let graph = grantline_connectors::GraphClient::new(graph)?;
     let sn = grantline_connectors::ServiceNowClient::new(sn)?;
     let ritm = sn.get_ritm_by_number(number).await.map_err(|e| anyhow!("{number}: {e}"))?;
-    let ev = grantline_workers::steps::validate::evaluate_ticket(&graph, &sn, &p, &ritm.sys_id, jiff::Timestamp::now())
-        .await
-        .map_err(|e| anyhow!("{number}: {e}"))?;
+    let ev = grantline_workers::steps::validate::evaluate_ticket(
+        &graph,
+        &sn,
+        &p,
+        &ritm.sys_id,
+        jiff::Timestamp::now(),
+        None,
+    )
+    .await
+    .map_err(|e| anyhow!("{number}: {e}"))?;
     let Some(facts) = ev.facts else {
         println!("{number}: the person the access is for was not found in the directory: denied");
         return Ok(ExitCode::SUCCESS);

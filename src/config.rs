@@ -21,6 +21,8 @@ pub struct Config {
     pub ingest: grantline_ingest::IngestConfig,
     pub graph: Option<GraphConfig>,
     pub servicenow: Option<ServiceNowConfig>,
+    /// Shared budgets and batching of the executors.
+    pub executors: grantline_workers::ExecutorSettings,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             ingest: grantline_ingest::IngestConfig::default(),
             graph: None,
             servicenow: None,
+            executors: grantline_workers::ExecutorSettings::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ impl Config {
             bail!("workers.concurrency must be at least 1");
         }
         self.queue_config().validate().map_err(anyhow::Error::msg)?;
+        self.executors.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -127,7 +131,7 @@ impl Config {
                 max_attempts: q.max_attempts,
                 base: Duration::from_millis(q.backoff_base_ms),
                 cap: Duration::from_millis(q.backoff_cap_ms),
-                ..RetryPolicy::default()
+                max_wait: Duration::from_secs(self.executors.max_wait_secs),
             },
             dead_letter_queue: Some(grantline_shared::JobKind::Alert.as_str().into()),
             ..QueueConfig::default()

@@ -116,6 +116,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
         ServiceNowClient::new(&servicenow_config(&sims))?,
         policy,
         grantline_shared::Clock::from_fn(move || clock.now()),
+        &grantline_workers::ExecutorSettings::default(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx = stop_rx.clone();

@@ -1,6 +1,7 @@
 //! The `grantline` binary's library: configuration and the command-line interface, so the
 //! end-to-end tests can drive the same entry points the binary uses.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -130,7 +130,7 @@ async fn one_request_is_one_trace_of_job_spans_with_connector_children() {
 
     // connector calls are spans of the same trace, under a job span
     let connectors: Vec<&SpanData> = spans.iter().filter(|s| is_connector_span(s)).collect();
-    for name in ["servicenow.get_ritm", "graph.get_user", "graph.add_member", "servicenow.update_ritm"] {
+    for name in ["servicenow.get_ritm", "graph.batch", "graph.add_member", "servicenow.update_ritm"] {
         assert!(connectors.iter().any(|s| s.name == name), "no {name} span:\n{}", listing());
     }
     for s in &connectors {

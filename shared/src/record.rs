@@ -228,6 +228,8 @@ record! {
         approvals: Vec<ApprovalEntry> = APPROVALS "approvals",
         /// Where approvers and the requester were told (cards and messages to update later).
         notices: Vec<Notice> = NOTICES "notices",
+        /// The ticket updates already written (their markers are on the ticket).
+        noted: Vec<String> = NOTED "noted",
     }
 }
 
@@ -339,6 +341,7 @@ impl RequestRecord {
             asked_ms: None,
             approvals: Vec::new(),
             notices: Vec::new(),
+            noted: Vec::new(),
         }
     }
 

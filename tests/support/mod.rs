@@ -18,7 +18,7 @@ use grantline_queue::{Queue, QueueConfig, QueueMetrics, RetryPolicy};
 use grantline_shared::audit::{self, AuditRecord};
 use grantline_shared::request::{RequestState, fields, keys};
 use grantline_sims::{Sims, SimsConfig, ids};
-use grantline_workers::{Services, WorkerOptions};
+use grantline_workers::{ExecutorSettings, Services, WorkerOptions};
 use redis::AsyncCommands;
 use tokio::sync::oneshot;
 
@@ -39,12 +39,37 @@ pub struct StackOptions {
     pub policy: PathBuf,
     /// Run the step workers in this process (false: the test brings its own, e.g. processes).
     pub workers: bool,
+    /// The simulators' configuration (the demo tenant by default).
+    pub sims: SimsConfig,
+    /// Budgets and batching of the executors (also handed to worker processes).
+    pub executors: ExecutorSettings,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { policy: PathBuf::from(POLICY), workers: true }
+        Self {
+            policy: PathBuf::from(POLICY),
+            workers: true,
+            sims: SimsConfig::demo(),
+            executors: ExecutorSettings::default(),
+        }
     }
+}
+
+#[allow(unused_imports)]
+pub use grantline::bench::{agent_id as bulk_user_id, agents_tenant as bulk_tenant};
+
+/// The demo tenant plus `n` people in Sales managed by Sara Davis (`seller0001@…`): their
+/// Team Alpha requests need Sara's approval.
+pub fn sales_tenant(n: usize) -> grantline_sims::Tenant {
+    let mut t = grantline_sims::Tenant::demo();
+    for i in 0..n {
+        let id = format!("41000000-0000-4000-8000-{i:012}");
+        let upn = format!("seller{i:04}@contoso.com");
+        t.users.push(grantline_sims::User::new(&id, &upn, &format!("Seller {i:04}")).department("Sales"));
+        t.managers.push((id, ids::SARA_ID.to_owned()));
+    }
+    t
 }
 
 pub struct Stack {
@@ -55,6 +80,7 @@ pub struct Stack {
     pub queue: Queue,
     pub svc: Arc<Services>,
     pub policy_path: PathBuf,
+    pub executors: ExecutorSettings,
     stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -93,7 +119,7 @@ impl Stack {
 
     pub async fn start_opts(opts: StackOptions) -> Stack {
         let redis = RedisServer::start().expect("redis-server");
-        let sims = Sims::start(SimsConfig::demo()).await.expect("simulators");
+        let sims = Sims::start(opts.sims.clone()).await.expect("simulators");
         let queue = Queue::connect(&redis.url(), queue_config()).await.expect("queue");
         let policy = grantline_shared::policy::load_file(&opts.policy).expect("policy");
         let clock = sims.clock().clone();
@@ -103,6 +129,7 @@ impl Stack {
             ServiceNowClient::new(&servicenow_config(&sims)).expect("servicenow"),
             policy,
             grantline_shared::Clock::from_fn(move || clock.now()),
+            &opts.executors,
         ));
         let ingest_cfg = grantline_ingest::IngestConfig {
             servicenow: grantline_ingest::ServiceNowAuth {
@@ -134,6 +161,7 @@ impl Stack {
             queue,
             svc,
             policy_path: opts.policy,
+            executors: opts.executors,
             stops: vec![tx],
         };
         if opts.workers {
@@ -378,32 +406,15 @@ impl Stack {
     }
 
     /// The environment of a `grantline worker` process pointed at this stack's Redis
-    /// namespace, simulators and policy.
+    /// namespace, simulators, policy and executor settings.
     pub fn worker_env(&self) -> Vec<(String, String)> {
-        let cfg = self.queue.config();
-        let retry = &cfg.default_retry;
-        [
-            ("GRANTLINE__REDIS_URL", self.redis.url()),
-            ("GRANTLINE__QUEUE__NAMESPACE", cfg.namespace.clone()),
-            ("GRANTLINE__QUEUE__LEASE_MS", cfg.lease.as_millis().to_string()),
-            ("GRANTLINE__QUEUE__MAX_ATTEMPTS", retry.max_attempts.to_string()),
-            ("GRANTLINE__QUEUE__BACKOFF_BASE_MS", retry.base.as_millis().to_string()),
-            ("GRANTLINE__QUEUE__BACKOFF_CAP_MS", retry.cap.as_millis().to_string()),
-            ("GRANTLINE__WORKERS__SHUTDOWN_TIMEOUT_SECS", "10".to_owned()),
-            ("GRANTLINE__POLICY__PATH", self.policy_path.display().to_string()),
-            ("GRANTLINE__GRAPH__BASE_URL", self.sims.graph.v1_url()),
-            ("GRANTLINE__GRAPH__TOKEN__AUTHORITY", self.sims.login.base_url()),
-            ("GRANTLINE__GRAPH__TOKEN__TENANT", ids::TENANT_ID.to_owned()),
-            ("GRANTLINE__GRAPH__TOKEN__CLIENT_ID", ids::APP_GRANTLINE_ID.to_owned()),
-            ("GRANTLINE__GRAPH__TOKEN__CLIENT_SECRET", ids::APP_GRANTLINE_SECRET.to_owned()),
-            ("GRANTLINE__SERVICENOW__INSTANCE_URL", self.sims.servicenow.base_url()),
-            ("GRANTLINE__SERVICENOW__AUTH__KIND", "basic".to_owned()),
-            ("GRANTLINE__SERVICENOW__AUTH__USERNAME", ids::SNOW_USER.to_owned()),
-            ("GRANTLINE__SERVICENOW__AUTH__PASSWORD", ids::SNOW_PASSWORD.to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        grantline::bench::worker_env(
+            &self.redis.url(),
+            self.queue.config(),
+            &self.sims,
+            &self.policy_path.display().to_string(),
+            &self.executors,
+        )
     }
 
     pub async fn shutdown(mut self) {

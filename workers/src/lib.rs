@@ -5,6 +5,8 @@
 //! acknowledges the job, updates the record, appends its audit events and enqueues what
 //! `shared::flow::next` says comes next.
 
+pub mod batch;
+pub mod budget;
 pub mod executor;
 pub mod membership;
 pub mod policy_reload;
@@ -14,4 +16,4 @@ pub mod services;
 pub mod steps;
 
 pub use runtime::{WorkerOptions, run_workers};
-pub use services::{PolicyHandle, Services};
+pub use services::{ExecutorSettings, PolicyHandle, Services};

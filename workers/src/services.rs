@@ -6,7 +6,10 @@ use std::sync::{Arc, RwLock};
 use grantline_connectors::{GraphClient, ServiceNowClient};
 use grantline_queue::Queue;
 use grantline_shared::policy::Policy;
+use serde::Deserialize;
 
+use crate::budget::{Budget, BudgetConfig};
+use crate::executor::group::GroupOptions;
 use crate::executor::{Executors, GroupExecutor};
 
 pub use grantline_shared::Clock;
@@ -33,20 +36,68 @@ impl PolicyHandle {
     }
 }
 
+/// How the executors call the directory: the shared budgets and batching.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorSettings {
+    /// Microsoft Graph budgets per tenant and app (documented limits by default).
+    pub graph_budget: BudgetConfig,
+    /// Share one Graph call between requests for the same group that are ready together.
+    pub batch: bool,
+    /// How long the first request of a batch waits for others (ms).
+    pub batch_linger_ms: u64,
+    /// How long a request may wait for its tenant's budget before it goes to manual
+    /// intervention (seconds).
+    pub max_wait_secs: u64,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self { graph_budget: BudgetConfig::graph(), batch: true, batch_linger_ms: 20, max_wait_secs: 24 * 3600 }
+    }
+}
+
+impl ExecutorSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        self.graph_budget.validate("executors.graph_budget")?;
+        if self.batch_linger_ms > 1_000 {
+            return Err("executors.batch_linger_ms must be at most 1000".into());
+        }
+        if self.max_wait_secs == 0 {
+            return Err("executors.max_wait_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 pub struct Services {
     pub queue: Queue,
     pub graph: GraphClient,
     pub servicenow: ServiceNowClient,
     pub executors: Executors,
+    /// The tenant's shared Graph budget (the group executor holds a clone).
+    pub graph_budget: Budget,
     pub policy: PolicyHandle,
     pub clock: Clock,
 }
 
 impl Services {
     /// Services for the group flow; add the mailbox executor with [`Services::with_mailboxes`].
-    pub fn new(queue: Queue, graph: GraphClient, servicenow: ServiceNowClient, policy: Policy, clock: Clock) -> Self {
-        let executors = Executors { group: GroupExecutor::new(graph.clone(), clock.clone()), mailbox: None };
-        Self { queue, graph, servicenow, executors, policy: PolicyHandle::new(policy), clock }
+    pub fn new(
+        queue: Queue,
+        graph: GraphClient,
+        servicenow: ServiceNowClient,
+        policy: Policy,
+        clock: Clock,
+        settings: &ExecutorSettings,
+    ) -> Self {
+        let tokens = graph.token_provider();
+        let budget = Budget::new(queue.clone(), "graph", tokens.tenant(), tokens.client_id(), &settings.graph_budget);
+        let opts =
+            GroupOptions { batch: settings.batch, linger: std::time::Duration::from_millis(settings.batch_linger_ms) };
+        let group = GroupExecutor::new(graph.clone(), clock.clone(), budget.clone(), &opts);
+        let executors = Executors { group, mailbox: None };
+        Self { queue, graph, servicenow, executors, graph_budget: budget, policy: PolicyHandle::new(policy), clock }
     }
 
     pub fn now(&self) -> jiff::Timestamp {

@@ -310,6 +310,40 @@ fn resolved(
     }
 }
 
+/// The declared target a ticket's own fields (catalog item, target variable, AI suggestion)
+/// resolve to, before any directory fact is known: what the validate step must read about.
+/// `evaluate` resolves it again, the same way, with the facts.
+pub fn ticket_target<'p>(
+    policy: &'p Policy,
+    catalog_item: &str,
+    target: Option<&str>,
+    ai_suggested_target: Option<&str>,
+) -> Option<&'p Target> {
+    let facts = RequestFacts {
+        now: Timestamp::UNIX_EPOCH,
+        requester: super::facts::UserFacts {
+            id: String::new(),
+            upn: String::new(),
+            display_name: None,
+            user_type: String::new(),
+            account_enabled: false,
+            employee_leave_date_time: None,
+            manager_id: None,
+            manager_upn: None,
+            member_of: Vec::new(),
+        },
+        opened_by: None,
+        catalog_item: catalog_item.to_owned(),
+        target: target.map(str::to_owned),
+        level: None,
+        duration: None,
+        end: None,
+        ai_suggested_target: ai_suggested_target.map(str::to_owned),
+        target_group: None,
+    };
+    resolve_target(&facts, policy).target.map(|(t, _)| t)
+}
+
 fn resolve_target<'p>(facts: &RequestFacts, policy: &'p Policy) -> Resolution<'p> {
     let hint = non_empty(facts.target.as_ref());
     let suggestion = non_empty(facts.ai_suggested_target.as_ref());

@@ -38,7 +38,7 @@ pub use decision::{
     ResolvedTarget, SuggestionStatus, TargetSelection, WindowOutcome, codes,
 };
 pub use error::{Diagnostic, PolicyError};
-pub use eval::evaluate;
+pub use eval::{evaluate, ticket_target};
 pub use explain::{Explanation, explain};
 pub use facts::{GroupFacts, Principal, RequestFacts, UserFacts};
 pub use load::load_file;

@@ -169,9 +169,36 @@ fn duration_note(decision: Option<&grantline_shared::policy::Decision>) -> &'sta
 
 pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
     let Some(rec) = load(&svc, JobKind::UpdateTicket, &job.request_id).await? else { return Ok(Handoff::done()) };
+    let update = job.update.as_str();
+    if rec.noted.iter().any(|n| n == update) {
+        // written and committed before: this is a repeated job
+        return Ok(Handoff::done());
+    }
     let (marker, patch) = note(&rec, job.update);
-    let existing = svc.servicenow.list_work_notes(&rec.ticket.sys_id).await.map_err(job_error)?;
-    if !existing.iter().any(|n| n.value.contains(&marker)) {
+    // effect ledger: on the first attempt nothing can be on the ticket yet, so the note is
+    // written without reading the journal; a later attempt (after a crash between the write
+    // and the commit) reads it and skips a note already there
+    let ledger = format!("ledger:{}:update-ticket:{update}", rec.id);
+    let mut conn = svc.queue.connection();
+    let first: bool = redis::cmd("SET")
+        .arg(svc.queue.namespace().key(&ledger))
+        .arg(svc.now_ms())
+        .arg("NX")
+        .arg("EX")
+        .arg(7 * 24 * 3600)
+        .query_async::<Option<String>>(&mut conn)
+        .await
+        .map_err(super::redis_unavailable)?
+        .is_some();
+    let written = !first
+        && svc
+            .servicenow
+            .list_work_notes(&rec.ticket.sys_id)
+            .await
+            .map_err(job_error)?
+            .iter()
+            .any(|n| n.value.contains(&marker));
+    if !written {
         svc.servicenow
             .update_ritm(&rec.ticket.sys_id, &patch, UpdateOptions { no_response_body: true })
             .await
@@ -179,12 +206,13 @@ pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff,
     }
     let time_bound = rec.end_ms.is_some()
         || rec.decision.as_ref().and_then(|d| d.duration.as_ref()).is_some_and(|d| !d.is_permanent());
+    let mut noted = rec.noted.clone();
+    noted.push(update.to_owned());
     handoff(
         commit(&svc, &rec, JobKind::UpdateTicket)
-            .event(AuditEvent::TicketUpdated {
-                update: job.update.as_str().into(),
-                state: patch.state.clone().unwrap_or_default(),
-            })
+            .event(AuditEvent::TicketUpdated { update: update.into(), state: patch.state.clone().unwrap_or_default() })
+            .set(|u| u.noted(&noted))
+            .write(grantline_queue::Write::new(grantline_queue::WriteCmd::Del, ledger, Vec::<String>::new()))
             .outcome(Outcome::TicketUpdated { update: job.update, time_bound }),
     )
 }

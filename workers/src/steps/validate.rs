@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use apalis_core::task::data::Data;
-use grantline_connectors::graph::{Group, User};
+use grantline_connectors::graph::Group;
 use grantline_connectors::servicenow::Ritm;
 use grantline_connectors::{GraphClient, ServiceNowClient};
 use grantline_queue::{Handoff, JobError, Write, WriteCmd};
@@ -17,6 +17,7 @@ use grantline_shared::policy::{self, Decision, GroupFacts, Policy, Principal, Re
 use grantline_shared::receipt::CurrentState;
 
 use super::{evidence, job_error};
+use crate::budget::Budget;
 use crate::record::{commit, handoff, load};
 use crate::services::Services;
 
@@ -44,18 +45,10 @@ fn group_facts(g: &Group) -> GroupFacts {
     }
 }
 
-/// A ServiceNow user reference resolved to a directory user: by email as UPN (members),
-/// then by the `mail` property (B2B guests, whose UPN is the `#EXT#` form).
-async fn directory_user(graph: &GraphClient, sn: &ServiceNowClient, sys_id: &str) -> Result<Option<User>, JobError> {
-    let snu = sn.get_user(sys_id).await.map_err(job_error)?;
-    let upn = if snu.email.is_empty() { snu.user_name.clone() } else { snu.email.clone() };
-    if let Some(u) = graph.get_user(&upn).await.map_err(job_error)?.value {
-        return Ok(Some(u));
-    }
-    if snu.email.contains('@') {
-        return Ok(graph.find_user_by_mail(&snu.email).await.map_err(job_error)?.value);
-    }
-    Ok(None)
+/// The address a ServiceNow user is known by in the directory: their email (a member's UPN),
+/// else their user name.
+fn directory_name(u: &grantline_connectors::servicenow::ServiceNowUser) -> String {
+    if u.email.is_empty() { u.user_name.clone() } else { u.email.clone() }
 }
 
 /// What a ticket asks for, resolved against the directory and evaluated under a policy.
@@ -70,45 +63,76 @@ pub struct Evaluated {
     pub current: Option<CurrentState>,
 }
 
+/// The groups the policy's conditions ask about: the facts hold exactly what the rules need
+/// (no listing of every membership).
+fn asked_groups(policy: &Policy) -> Vec<String> {
+    let mut asked: Vec<String> = policy
+        .rules()
+        .iter()
+        .map(|r| &r.when)
+        .chain(policy.durations().iter().map(|d| &d.when))
+        .chain(policy.windows().iter().map(|w| &w.when))
+        .flat_map(|m| m.requester_member_of.iter().cloned())
+        .collect();
+    asked.sort();
+    asked.dedup();
+    asked
+}
+
+/// Reads the ticket (item, variables, people) from ServiceNow and everything the policy needs
+/// from the directory in one Graph call (a `$batch`: the user, their manager, the groups the
+/// conditions name, the target group and the user's direct membership of it), then evaluates.
+/// With a `budget`, the directory read is counted against the tenant's read budget and a
+/// refusal pauses every reader.
 pub async fn evaluate_ticket(
     graph: &GraphClient,
     sn: &ServiceNowClient,
     policy: &Policy,
     sys_id: &str,
     now: jiff::Timestamp,
+    budget: Option<&Budget>,
 ) -> Result<Evaluated, JobError> {
     let ritm = sn.get_ritm(sys_id).await.map_err(job_error)?;
     let vars = sn.get_variables(&ritm.sys_id).await.map_err(job_error)?;
     let catalog_item = ritm.cat_item.as_ref().map(|c| c.display_value.clone()).unwrap_or_default();
     let requested_for = ritm.requested_for.as_ref().map(|r| r.value.clone()).unwrap_or_default();
-    let opened_by = ritm.opened_by.as_ref().map(|r| r.value.clone()).filter(|v| !v.is_empty());
-    let Some(user) = directory_user(graph, sn, &requested_for).await? else {
-        return Ok(Evaluated { ritm, facts: None, decision: None, current: None });
+    let opened_by = ritm.opened_by.as_ref().map(|r| r.value.clone()).filter(|v| !v.is_empty() && *v != requested_for);
+    let snu = sn.get_user(&requested_for).await.map_err(job_error)?;
+    let filer = match &opened_by {
+        Some(o) => Some(sn.get_user(o).await.map_err(job_error)?),
+        None => None,
     };
-    let manager = graph.get_manager(&user.id).await.map_err(job_error)?.value;
-    let opener = match opened_by.as_deref() {
-        Some(o) if o != requested_for => {
-            directory_user(graph, sn, o).await?.map(|u| Principal::new(u.id, Some(&u.user_principal_name)))
+    let target_var = first(&vars, &TARGET_VARS);
+    let ai_var = first(&vars, &AI_VARS);
+    let target = policy::ticket_target(policy, &catalog_item, target_var.as_deref(), ai_var.as_deref());
+    let group_id = target.and_then(|t| t.group_id()).map(str::to_owned);
+    let asked = asked_groups(policy);
+    let read = |upn: String| {
+        let (asked, group_id, other) = (asked.clone(), group_id.clone(), filer.as_ref().map(directory_name));
+        async move {
+            if let Some(b) = budget {
+                // user, manager, checkMemberGroups (4), group, direct membership, filer
+                b.read(&format!("validate:{sys_id}"), 9).await?;
+            }
+            match graph.directory_facts(&upn, &asked, group_id.as_deref(), other.as_deref()).await {
+                Ok(r) => Ok(r),
+                Err(e) => Err(graph_read_failure(e, budget).await),
+            }
         }
-        _ => None,
     };
-    // the groups the policy's conditions ask about: checked one by one in Graph, so the
-    // facts hold exactly what the rules need (no listing of every membership)
-    let mut asked: Vec<String> = policy
-        .rules()
-        .iter()
-        .map(|r| &r.when)
-        .chain(policy.durations().iter().map(|d| &d.when))
-        .flat_map(|m| m.requester_member_of.iter().cloned())
-        .collect();
-    asked.sort();
-    asked.dedup();
-    let mut member_of = Vec::new();
-    for group in asked {
-        if graph.is_member(&group, &user.id).await.map_err(job_error)?.value {
-            member_of.push(group);
+    let mut dir = read(directory_name(&snu)).await?;
+    if dir.value.user.is_none() && snu.email.contains('@') {
+        // a B2B guest: their UPN is the #EXT# form; find them by the mail the ITSM knows
+        if let Some(guest) = graph.find_user_by_mail(&snu.email).await.map_err(job_error)?.value {
+            dir = read(guest.user_principal_name.clone()).await?;
         }
     }
+    let at_ms = grantline_shared::clock::ms(now);
+    let correlation = dir.correlation.clone();
+    let d = dir.value;
+    let Some(user) = d.user else {
+        return Ok(Evaluated { ritm, facts: None, decision: None, current: None });
+    };
     let requester = UserFacts {
         id: user.id.clone(),
         upn: user.user_principal_name.clone(),
@@ -116,42 +140,52 @@ pub async fn evaluate_ticket(
         user_type: user.user_type.clone().unwrap_or_else(|| "Member".into()),
         account_enabled: user.account_enabled.unwrap_or(false),
         employee_leave_date_time: user.employee_leave_date_time,
-        manager_id: manager.as_ref().map(|m| m.id.clone()),
-        manager_upn: manager.as_ref().and_then(|m| m.user_principal_name.clone()),
-        member_of,
+        manager_id: d.manager.as_ref().map(|m| m.id.clone()),
+        manager_upn: d.manager.as_ref().and_then(|m| m.user_principal_name.clone()),
+        member_of: asked.iter().filter(|g| d.member_of.iter().any(|m| m.eq_ignore_ascii_case(g))).cloned().collect(),
     };
-    let mut facts = RequestFacts {
+    let facts = RequestFacts {
         now,
         requester,
-        opened_by: opener,
+        opened_by: d.other.map(|u| Principal::new(u.id, Some(&u.user_principal_name))),
         catalog_item,
-        target: first(&vars, &TARGET_VARS),
+        target: target_var,
         level: first(&vars, &LEVEL_VARS),
         duration: first(&vars, &DURATION_VARS),
         end: first(&vars, &END_VARS).and_then(|e| parse_date(&e)),
-        ai_suggested_target: first(&vars, &AI_VARS),
-        target_group: None,
-    };
-    // resolve the target first, then evaluate again with what the directory says of it
-    let mut decision = policy::evaluate(&facts, policy);
-    let mut current = None;
-    if let Some(group_id) = decision.target.as_ref().and_then(|t| t.group_id.clone()) {
+        ai_suggested_target: ai_var,
         // an unknown group keeps no facts, and the policy refuses a group without them
-        if let Some(g) = graph.get_group(&group_id).await.map_err(job_error)?.value {
-            facts.target_group = Some(group_facts(&g));
-            decision = policy::evaluate(&facts, policy);
-            let member = graph.is_member(&group_id, &user.id).await.map_err(job_error)?;
-            let at_ms = grantline_shared::clock::ms(now);
-            current = Some(CurrentState { present: member.value, evidence: evidence(&member.correlation, at_ms) });
-        }
-    }
+        target_group: d.group.as_ref().map(group_facts),
+    };
+    let decision = policy::evaluate(&facts, policy);
+    let current = match (&d.group, d.direct_member) {
+        (Some(_), Some(present)) => Some(CurrentState { present, evidence: evidence(&correlation, at_ms) }),
+        _ => None,
+    };
     Ok(Evaluated { ritm, facts: Some(facts), decision: Some(decision), current })
+}
+
+/// A failed directory read: a refusal pauses the tenant's readers and waits; anything else is
+/// classified where it was born.
+async fn graph_read_failure(e: grantline_connectors::GraphError, budget: Option<&Budget>) -> JobError {
+    match (e.status(), budget) {
+        (Some(429), Some(b)) => {
+            let after = match &e {
+                grantline_connectors::GraphError::Api { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            b.refused(false, e.throttle_scope(), after).await
+        }
+        _ => job_error(e),
+    }
 }
 
 pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
     let Some(rec) = load(&svc, JobKind::Validate, &job.request_id).await? else { return Ok(Handoff::done()) };
     let policy = svc.policy.get();
-    let ev = evaluate_ticket(&svc.graph, &svc.servicenow, &policy, &rec.ticket.sys_id, svc.now()).await?;
+    let ev =
+        evaluate_ticket(&svc.graph, &svc.servicenow, &policy, &rec.ticket.sys_id, svc.now(), Some(&svc.graph_budget))
+            .await?;
     let ritm = &ev.ritm;
     let commit = commit(&svc, &rec, JobKind::Validate).event(AuditEvent::TicketRead {
         ticket: ritm.number.clone(),
