@@ -36,11 +36,12 @@ pub enum Command {
     Run,
     /// Run the HTTP edge: webhooks, request status, approval decisions, health, metrics.
     Ingest,
-    /// Run the simulators (Entra login, Graph, ServiceNow, Exchange Online) with the seeded
-    /// demo tenant.
+    /// Run the simulators (Entra login, Graph, ServiceNow, Exchange Online, Teams, Slack,
+    /// PagerDuty and the alert webhook) with the seeded demo tenant.
     Sims {
-        /// Ports for login, Graph, ServiceNow and Exchange (0 picks free ones).
-        #[arg(long, num_args = 4, default_values_t = [0u16, 0, 0, 0])]
+        /// Ports in that order: login, Graph, ServiceNow, Exchange, Teams, Slack, paging (0, or
+        /// a port left out, picks a free one).
+        #[arg(long, num_args = 1..=7, value_delimiter = ',')]
         ports: Vec<u16>,
     },
     /// Run the step workers (scale by adding processes).
@@ -188,8 +189,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Command::Sims { ports } = &cli.command {
         let mut cfg = grantline_sims::SimsConfig::demo();
-        cfg.ports =
-            grantline_sims::Ports { login: ports[0], graph: ports[1], servicenow: ports[2], exchange: ports[3] };
+        let port = |i: usize| ports.get(i).copied().unwrap_or(0);
+        cfg.ports = grantline_sims::Ports {
+            login: port(0),
+            graph: port(1),
+            servicenow: port(2),
+            exchange: port(3),
+            botframework: port(4),
+            slack: port(5),
+            paging: port(6),
+        };
         grantline_sims::run_standalone(cfg).await.map_err(|e| anyhow!("simulators: {e}"))?;
         return Ok(ExitCode::SUCCESS);
     }

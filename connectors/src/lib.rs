@@ -3,8 +3,18 @@
 //!
 //! - [`token`]: Microsoft identity platform client-credentials tokens, cached and refreshed
 //!   with a single flight.
-//! - [`graph`]: Microsoft Graph v1.0 users, groups and group membership.
-//! - [`servicenow`]: the ServiceNow Table API (requested items, variables, users, work notes).
+//! - [`graph`]: Microsoft Graph v1.0 users, groups and group membership, batched writes and
+//!   reads, users delta.
+//! - [`exchange`]: Exchange Online mailbox permissions through the REST command endpoint
+//!   (InvokeCommand).
+//! - [`servicenow`]: the ServiceNow Table API (requested items, variables, users, work notes,
+//!   approval records).
+//! - [`teams`]: Bot Connector approval cards, inbound Bot Framework activity authentication, and
+//!   Workflows channel cards; [`jwt`]: RS256 token verification with a JWKS cache.
+//! - [`oidc`]: approver sign-in with OpenID Connect (authorization code with PKCE).
+//! - [`slack`]: chat messages, interactivity payloads and their request signatures.
+//! - [`pagerduty`], [`webhook`]: paging on-call (Events API v2, and grantline's signed alert
+//!   webhook).
 //!
 //! Every base URL is configuration, so the same client talks to a simulator, to any faithful
 //! server or to the real service. Every failure is classified where it is born into

@@ -73,6 +73,7 @@ pub mod tenant;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+pub use botframework::{BotFrameworkConfig, BotFrameworkSim};
 pub use clock::Clock;
 pub use error::SimError;
 pub use exchange::{
@@ -80,16 +81,18 @@ pub use exchange::{
     FullAccessEntry, MailboxView, ResultSizeMode,
 };
 pub use faults::{FaultAction, FaultId, FaultRule, Faults, PathPattern, Times};
-pub use graph::{GraphConfig, GraphCounters, GraphSim, GraphState, ThrottleConfig};
+pub use graph::{GraphConfig, GraphCounters, GraphSim, GraphState, ThrottleConfig, WriteSecond};
 /// The method type [`FaultRule::on`] takes (re-exported from `http`).
 pub use http::Method;
 pub use log::{LoggedRequest, REDACTED};
 pub use login::{AppRegistration, EXCHANGE_RESOURCE, GRAPH_RESOURCE, IssuedToken, LoginConfig, LoginSim, TokenTable};
+pub use paging::{PagingConfig, PagingSims};
 pub use servicenow::{
     CatalogItem, CreatedRitm, HmacSigning, JournalEntry, NewRitm, OAuthClient, RateLimitRule, Record, RitmView,
     ServiceNowAccount, ServiceNowConfig, ServiceNowSim, ServiceNowState, WebhookConfig, WebhookDelivery, WebhookTarget,
     snow_user_name,
 };
+pub use slack::{SlackConfig, SlackSim};
 pub use tenant::{
     FolderGrant, FullAccessGrant, Group, Mailbox, Tenant, TenantBuilder, User, ids, mailbox_guid_for_user, snow_sys_id,
 };
@@ -101,6 +104,11 @@ pub struct Ports {
     pub graph: u16,
     pub servicenow: u16,
     pub exchange: u16,
+    /// The Bot Framework channel (Teams) simulator.
+    pub botframework: u16,
+    pub slack: u16,
+    /// PagerDuty Events v2 and the signed alert webhook receiver.
+    pub paging: u16,
 }
 
 /// Everything the simulators need.
@@ -111,6 +119,9 @@ pub struct SimsConfig {
     pub graph: GraphConfig,
     pub servicenow: ServiceNowConfig,
     pub exchange: ExchangeConfig,
+    pub botframework: BotFrameworkConfig,
+    pub slack: SlackConfig,
+    pub paging: PagingConfig,
     /// Address to bind (default 127.0.0.1).
     pub host: IpAddr,
     pub ports: Ports,
@@ -131,6 +142,9 @@ impl SimsConfig {
             graph: GraphConfig::default(),
             servicenow: ServiceNowConfig::demo(),
             exchange: ExchangeConfig::default(),
+            botframework: BotFrameworkConfig::demo(),
+            slack: SlackConfig::demo(),
+            paging: PagingConfig::demo(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             ports: Ports::default(),
         }
@@ -144,6 +158,13 @@ pub struct Sims {
     pub graph: GraphSim,
     pub servicenow: ServiceNowSim,
     pub exchange: ExchangeSim,
+    /// Microsoft Teams through the Bot Framework: the Bot Connector API and the channel that
+    /// sends approvers' clicks.
+    pub botframework: BotFrameworkSim,
+    /// The Slack Web API and the interactivity sender.
+    pub slack: SlackSim,
+    /// PagerDuty Events v2 and the signed alert webhook receiver, on one port.
+    pub paging: PagingSims,
 }
 
 impl Sims {
@@ -171,14 +192,25 @@ impl Sims {
             cfg.exchange,
             &cfg.tenant,
             clock.clone(),
-            tokens,
+            tokens.clone(),
             SocketAddr::new(cfg.host, cfg.ports.exchange),
         )
         .await?;
+        let botframework = BotFrameworkSim::start(
+            cfg.botframework,
+            &cfg.tenant,
+            clock.clone(),
+            tokens,
+            SocketAddr::new(cfg.host, cfg.ports.botframework),
+        )
+        .await?;
+        let slack =
+            SlackSim::start(cfg.slack, &cfg.tenant, clock.clone(), SocketAddr::new(cfg.host, cfg.ports.slack)).await?;
+        let paging = PagingSims::start(cfg.paging, clock.clone(), SocketAddr::new(cfg.host, cfg.ports.paging)).await?;
         let servicenow =
             ServiceNowSim::start(cfg.servicenow, &cfg.tenant, clock, SocketAddr::new(cfg.host, cfg.ports.servicenow))
                 .await?;
-        Ok(Sims { login, graph, servicenow, exchange })
+        Ok(Sims { login, graph, servicenow, exchange, botframework, slack, paging })
     }
 
     /// The shared clock.
@@ -239,6 +271,20 @@ impl Sims {
             out,
             "  admin (exchange)   GET /sim/mailboxes, GET /sim/mailboxes/{{identity}}, GET /sim/counters, POST /sim/throttle, POST /sim/propagation, PUT /sim/rbac, PUT /sim/paging"
         );
+        let _ = writeln!(out, "  teams service url  {}", self.botframework.service_url());
+        let _ = writeln!(out, "    bot metadata     {}", self.botframework.openid_metadata_url());
+        let _ = writeln!(out, "    sign-in config   {}", self.login.openid_configuration_url());
+        let _ = writeln!(out, "  slack web api      {}", self.slack.api_url());
+        let _ = writeln!(out, "  pagerduty events   {}", self.paging.enqueue_url());
+        let _ = writeln!(out, "  alert webhook      {}", self.paging.webhook_url());
+        let _ = writeln!(
+            out,
+            "  admin (teams)      GET /sim/state, PUT /sim/bot-endpoint, POST /sim/click, POST /sim/channels, PUT /sim/installed, POST /sim/keys/rotate"
+        );
+        let _ = writeln!(
+            out,
+            "  admin (slack)      GET /sim/state, PUT /sim/request-url, POST /sim/click, POST /sim/replay, PUT /sim/scopes, POST /sim/channels"
+        );
         out
     }
 
@@ -248,6 +294,9 @@ impl Sims {
         self.graph.shutdown().await;
         self.servicenow.shutdown().await;
         self.exchange.shutdown().await;
+        self.botframework.shutdown().await;
+        self.slack.shutdown().await;
+        self.paging.shutdown().await;
     }
 }
 

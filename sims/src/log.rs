@@ -14,8 +14,24 @@ pub const REDACTED: &str = "[redacted]";
 const SECRET_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"];
 
-const SECRET_FIELDS: &[&str] =
-    &["client_secret", "client_assertion", "password", "refresh_token", "access_token", "secret", "assertion"];
+const SECRET_FIELDS: &[&str] = &[
+    "client_secret",
+    "client_assertion",
+    "password",
+    "refresh_token",
+    "access_token",
+    "id_token",
+    "secret",
+    "assertion",
+    // a Workflows webhook's signature, an authorization code and its PKCE verifier are
+    // credentials too
+    "sig",
+    "code",
+    "code_verifier",
+    // a PagerDuty routing key is its integration's credential; Slack form calls carry a token
+    "routing_key",
+    "token",
+];
 
 /// One request as a simulator saw it.
 #[derive(Clone, Debug, Serialize)]

@@ -133,6 +133,7 @@ impl LoginConfig {
                         "GroupMember.ReadWrite.All",
                         "User.Read.All",
                         "User-LifeCycleInfo.Read.All",
+                        "MailboxSettings.Read",
                         "Exchange.ManageAsApp",
                     ],
                 )

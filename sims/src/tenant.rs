@@ -102,7 +102,8 @@ pub mod ids {
     pub const MAILBOX_BOARDROOM_GUID: &str = "40000000-0000-4000-8000-000000000103";
 
     /// grantline's app registration: GroupMember.ReadWrite.All, User.Read.All,
-    /// User-LifeCycleInfo.Read.All and, for Exchange Online, Exchange.ManageAsApp (no
+    /// User-LifeCycleInfo.Read.All, MailboxSettings.Read and, for Exchange Online,
+    /// Exchange.ManageAsApp (no
     /// RoleManagement.ReadWrite.Directory, no User.ReadWrite.All).
     pub const APP_GRANTLINE_ID: &str = "30000000-0000-4000-8000-000000000001";
     pub const APP_GRANTLINE_SECRET: &str = "grantline-demo-secret";

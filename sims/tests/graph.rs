@@ -983,20 +983,16 @@ async fn get_user_expands_the_manager() {
 // ------------------------------------------------------------------------------------------
 // mailboxSettings.
 
+/// The demo app holds MailboxSettings.Read.
 async fn mailbox_token(sims: &Sims) -> String {
-    sims.login
-        .set_app_roles(
-            ids::APP_GRANTLINE_ID,
-            &["GroupMember.ReadWrite.All", "User.Read.All", "User-LifeCycleInfo.Read.All", "MailboxSettings.Read"],
-        )
-        .unwrap();
     common::grantline_token(sims).await
 }
 
 #[tokio::test]
 async fn mailbox_settings_need_mailbox_settings_read() {
     let sims = start().await;
-    let token = common::grantline_token(&sims).await;
+    // the read-only app lacks MailboxSettings.Read
+    let token = common::readonly_token(&sims).await;
     let v1 = sims.graph.v1_url();
     let url = format!("{v1}/users/{}/mailboxSettings?$select=automaticRepliesSetting,userPurpose", ids::SARA_ID);
     let resp = client().get(&url).bearer_auth(&token).send().await.unwrap();

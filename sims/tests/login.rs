@@ -49,7 +49,12 @@ async fn issues_a_jwt_shaped_token_with_claims() {
     assert_eq!(claims["appid"], ids::APP_GRANTLINE_ID);
     assert_eq!(
         claims["roles"],
-        serde_json::json!(["GroupMember.ReadWrite.All", "User.Read.All", "User-LifeCycleInfo.Read.All"])
+        serde_json::json!([
+            "GroupMember.ReadWrite.All",
+            "User.Read.All",
+            "User-LifeCycleInfo.Read.All",
+            "MailboxSettings.Read"
+        ])
     );
     let iat = claims["iat"].as_i64().unwrap();
     assert_eq!(claims["nbf"].as_i64().unwrap(), iat);

@@ -73,7 +73,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use uuid::Uuid;
 
-pub use state::{GraphCounters, GraphState};
+pub use state::{GraphCounters, GraphState, WriteSecond};
 pub use throttle::ThrottleConfig;
 
 use self::errors::{CONTENT_TYPE, GraphError};
