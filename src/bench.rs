@@ -51,6 +51,9 @@ pub struct PipelineArgs {
     /// Batch membership writes (members@odata.bind, up to 20 per write).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub batch: bool,
+    /// How long the first grant of a batch waits for others (ms).
+    #[arg(long, default_value_t = 20)]
+    pub linger_ms: u64,
     /// SIGKILL a worker this many times during the run (each restarted at once).
     #[arg(long, default_value_t = 0)]
     pub kill: u32,
@@ -115,6 +118,13 @@ pub fn worker_env(
         ("GRANTLINE__SERVICENOW__AUTH__KIND", "basic".to_owned()),
         ("GRANTLINE__SERVICENOW__AUTH__USERNAME", ids::SNOW_USER.to_owned()),
         ("GRANTLINE__SERVICENOW__AUTH__PASSWORD", ids::SNOW_PASSWORD.to_owned()),
+        ("GRANTLINE__EXCHANGE__BASE_URL", sims.exchange.base_url()),
+        ("GRANTLINE__EXCHANGE__TENANT_ID", ids::TENANT_ID.to_owned()),
+        ("GRANTLINE__EXCHANGE__TOKEN__AUTHORITY", sims.login.base_url()),
+        ("GRANTLINE__EXCHANGE__TOKEN__TENANT", ids::TENANT_ID.to_owned()),
+        ("GRANTLINE__EXCHANGE__TOKEN__CLIENT_ID", ids::APP_GRANTLINE_ID.to_owned()),
+        ("GRANTLINE__EXCHANGE__TOKEN__CLIENT_SECRET", ids::APP_GRANTLINE_SECRET.to_owned()),
+        ("GRANTLINE__EXCHANGE__TOKEN__RESOURCE", "https://outlook.office365.com".to_owned()),
         ("GRANTLINE__EXECUTORS__BATCH", executors.batch.to_string()),
         ("GRANTLINE__EXECUTORS__BATCH_LINGER_MS", executors.batch_linger_ms.to_string()),
         ("GRANTLINE__EXECUTORS__MAX_WAIT_SECS", executors.max_wait_secs.to_string()),
@@ -218,7 +228,12 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
             default_retry_after_ms: 1_000,
         }
     };
-    let executors = ExecutorSettings { graph_budget: budget, batch: args.batch, ..ExecutorSettings::default() };
+    let executors = ExecutorSettings {
+        graph_budget: budget,
+        batch: args.batch,
+        batch_linger_ms: args.linger_ms,
+        ..ExecutorSettings::default()
+    };
     let policy = args.policy.display().to_string();
     let env = worker_env(&url, &queue_cfg, &sims, &policy, &executors);
 
@@ -410,6 +425,7 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
         "throttled": args.throttled,
         "writes_per_second": args.throttled.then_some(args.writes_per_second),
         "batch": args.batch,
+        "linger_ms": args.linger_ms,
         "kills": killed,
         "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
         "requests_per_s": (args.n as f64 / span_s).round(),

@@ -133,7 +133,8 @@ pub enum PolicyCmd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    // a benchmark prints its figures; its own request logs would only slow it down
+    crate::telemetry::init_with_default(if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -338,14 +339,19 @@ pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> 
         .as_ref()
         .ok_or_else(|| anyhow!("servicenow: configuration missing (servicenow.instance_url, servicenow.auth)"))?;
     let policy = policy::load_file(&cfg.policy.path).map_err(|e| anyhow!("{e}"))?;
-    Ok(Arc::new(grantline_workers::Services::new(
+    let svc = grantline_workers::Services::new(
         queue(cfg).await?,
         grantline_connectors::GraphClient::new(graph)?,
         grantline_connectors::ServiceNowClient::new(sn)?,
         policy,
         grantline_shared::Clock::system(),
         &cfg.executors,
-    )))
+    );
+    let svc = match &cfg.exchange {
+        Some(x) => svc.with_mailboxes(grantline_connectors::ExchangeClient::new(x)?, &x.tenant_id, &cfg.executors),
+        None => svc,
+    };
+    Ok(Arc::new(svc))
 }
 
 async fn resolve_request(q: &Queue, r: &str) -> Result<String> {
@@ -419,17 +425,24 @@ async fn explain_ticket(cfg: &Config, file: &std::path::Path, number: &str, json
     let sn = cfg.servicenow.as_ref().ok_or_else(|| anyhow!("servicenow: configuration missing"))?;
     let graph = grantline_connectors::GraphClient::new(graph)?;
     let sn = grantline_connectors::ServiceNowClient::new(sn)?;
+    let mailboxes = match &cfg.exchange {
+        Some(x) => Some(grantline_workers::executor::MailboxExecutor::new(
+            grantline_connectors::ExchangeClient::new(x)?,
+            grantline_shared::Clock::system(),
+            None,
+        )),
+        None => None,
+    };
     let ritm = sn.get_ritm_by_number(number).await.map_err(|e| anyhow!("{number}: {e}"))?;
-    let ev = grantline_workers::steps::validate::evaluate_ticket(
-        &graph,
-        &sn,
-        &p,
-        &ritm.sys_id,
-        jiff::Timestamp::now(),
-        None,
-    )
-    .await
-    .map_err(|e| anyhow!("{number}: {e}"))?;
+    let readers = grantline_workers::steps::validate::Readers {
+        graph: &graph,
+        servicenow: &sn,
+        mailboxes: mailboxes.as_ref(),
+        budget: None,
+    };
+    let ev = grantline_workers::steps::validate::evaluate_ticket(readers, &p, &ritm.sys_id, jiff::Timestamp::now())
+        .await
+        .map_err(|e| anyhow!("{number}: {e}"))?;
     let Some(facts) = ev.facts else {
         println!("{number}: the person the access is for was not found in the directory: denied");
         return Ok(ExitCode::SUCCESS);

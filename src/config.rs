@@ -21,6 +21,8 @@ pub struct Config {
     pub ingest: grantline_ingest::IngestConfig,
     pub graph: Option<GraphConfig>,
     pub servicenow: Option<ServiceNowConfig>,
+    /// Exchange Online, for mailbox permissions (without it, mailbox requests cannot execute).
+    pub exchange: Option<grantline_connectors::ExchangeConfig>,
     /// Shared budgets and batching of the executors.
     pub executors: grantline_workers::ExecutorSettings,
 }
@@ -35,6 +37,7 @@ impl Default for Config {
             ingest: grantline_ingest::IngestConfig::default(),
             graph: None,
             servicenow: None,
+            exchange: None,
             executors: grantline_workers::ExecutorSettings::default(),
         }
     }

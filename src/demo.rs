@@ -36,6 +36,44 @@ pub fn graph_config(sims: &Sims) -> GraphConfig {
     }
 }
 
+/// Exchange Online configuration for the simulator.
+pub fn exchange_config(sims: &Sims) -> grantline_connectors::ExchangeConfig {
+    grantline_connectors::ExchangeConfig {
+        base_url: sims.exchange.base_url(),
+        tenant_id: ids::TENANT_ID.into(),
+        token: EntraTokenConfig {
+            authority: sims.login.base_url(),
+            tenant: ids::TENANT_ID.into(),
+            client_id: ids::APP_GRANTLINE_ID.into(),
+            client_secret: Secret::new(ids::APP_GRANTLINE_SECRET),
+            resource: "https://outlook.office365.com".into(),
+            refresh_margin_secs: 300,
+        },
+        http: HttpConfig::default(),
+        anchor: None,
+    }
+}
+
+/// The services of the demo's workers: the group and mailbox executors against the simulators.
+pub fn services(
+    queue: Queue,
+    sims: &Sims,
+    policy: grantline_shared::policy::Policy,
+    clock: grantline_shared::Clock,
+    settings: &grantline_workers::ExecutorSettings,
+) -> Result<Services> {
+    let exchange = exchange_config(sims);
+    Ok(Services::new(
+        queue,
+        GraphClient::new(&graph_config(sims))?,
+        ServiceNowClient::new(&servicenow_config(sims))?,
+        policy,
+        clock,
+        settings,
+    )
+    .with_mailboxes(grantline_connectors::ExchangeClient::new(&exchange)?, &exchange.tenant_id, settings))
+}
+
 pub fn servicenow_config(sims: &Sims) -> ServiceNowConfig {
     ServiceNowConfig {
         instance_url: sims.servicenow.base_url(),
@@ -79,6 +117,20 @@ fn samples() -> Vec<Sample> {
             label: "Isaiah: Standing desk (not in the catalog)",
             ritm: NewRitm::new(&snow_sys_id(ids::ISAIAH_ID), ids::CAT_ITEM_UNMAPPED_NAME),
         },
+        Sample {
+            label: "Alex: Send As on finance@",
+            ritm: NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_SHARED_MAILBOX_NAME)
+                .variable("mailbox", ids::MAILBOX_FINANCE)
+                .variable("access", "Send As")
+                .variable("justification", "sending the month-end statements for Finance"),
+        },
+        Sample {
+            label: "Megan: read-only on helpdesk@",
+            ritm: NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_SHARED_MAILBOX_NAME)
+                .variable("mailbox", ids::MAILBOX_HELPDESK)
+                .variable("access", "read-only")
+                .variable("justification", "working the helpdesk queue"),
+        },
     ]
 }
 
@@ -110,14 +162,13 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let policy = grantline_shared::policy::load_file(policy_path).map_err(|e| anyhow!("{e}"))?;
     println!("policy: {policy_path} ({})", policy.version());
     let clock = sims.clock().clone();
-    let svc = Arc::new(Services::new(
+    let svc = Arc::new(services(
         queue.clone(),
-        GraphClient::new(&graph_config(&sims))?,
-        ServiceNowClient::new(&servicenow_config(&sims))?,
+        &sims,
         policy,
         grantline_shared::Clock::from_fn(move || clock.now()),
         &grantline_workers::ExecutorSettings::default(),
-    ));
+    )?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx = stop_rx.clone();
     let workers = tokio::spawn(grantline_workers::run_workers(svc.clone(), WorkerOptions::default(), async move {
@@ -177,6 +228,8 @@ pub async fn run(policy_path: &str) -> Result<()> {
     for (index, approver, why) in [
         (0, ids::PATTI_UPN, "as the data owner of Finance BI"),
         (2, ids::PATTI_ID, "as the contractor's manager (by directory object id)"),
+        (7, ids::SARA_UPN, "as Alex's manager (Send As needs the manager and the mailbox owner)"),
+        (7, ids::PATTI_UPN, "as the owner of the finance@ mailbox"),
     ] {
         let (_, number, id) = &requests[index];
         println!("\n{approver} approves {number} {why}\n");

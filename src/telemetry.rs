@@ -71,8 +71,8 @@ where
     tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO)
 }
 
-fn fmt_layer() -> Box<dyn Layer<Registry> + Send + Sync> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn fmt_layer(default_level: &str) -> Box<dyn Layer<Registry> + Send + Sync> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let json = std::env::var("GRANTLINE_LOG").is_ok_and(|v| v == "json");
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() }
@@ -82,6 +82,11 @@ fn fmt_layer() -> Box<dyn Layer<Registry> + Send + Sync> {
 /// module docs). The W3C trace-context propagator is installed either way. Call once, early;
 /// a second call changes nothing.
 pub fn init() {
+    init_with_default("info");
+}
+
+/// As [`init`], logging at `default_level` unless `RUST_LOG` says otherwise.
+pub fn init_with_default(default_level: &str) {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = if export_configured() {
         match otlp_provider() {
@@ -95,7 +100,7 @@ pub fn init() {
         None
     };
     let otel = provider.as_ref().map(otel_layer);
-    if tracing_subscriber::registry().with(fmt_layer()).with(otel).try_init().is_err() {
+    if tracing_subscriber::registry().with(fmt_layer(default_level)).with(otel).try_init().is_err() {
         // a subscriber was already installed: this provider would never see a span
         if let Some(p) = provider {
             let _ = p.shutdown();

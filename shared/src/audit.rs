@@ -19,6 +19,9 @@ pub enum AuditEvent {
         catalog_item: String,
         requested_for: String,
         opened_by: String,
+        /// The business justification the requester gave, as the ticket has it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        justification: Option<String>,
     },
     CheckEvaluated {
         code: String,
@@ -54,6 +57,28 @@ pub enum AuditEvent {
         /// `request_id`, which the event is flattened next to).
         graph_request_id: Option<String>,
         client_request_id: String,
+    },
+    /// A mailbox permission was granted (or found already there) and verified.
+    PermissionGranted {
+        mailbox: String,
+        level: String,
+        user_id: String,
+        before_present: bool,
+        pre_existing: bool,
+        /// Exchange's `request-id` of the write (or of the read that showed the permission).
+        exchange_request_id: Option<String>,
+        client_request_id: String,
+    },
+    /// A mailbox permission was let go of: removed and verified gone, or kept.
+    PermissionRemoved {
+        mailbox: String,
+        level: String,
+        user_id: String,
+        removed: bool,
+        kept_pre_existing: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept_for: Vec<String>,
+        trigger: String,
     },
     TicketUpdated {
         update: String,
@@ -103,6 +128,8 @@ impl AuditEvent {
             AuditEvent::ApprovalRecorded { .. } => "approval_recorded",
             AuditEvent::SelfApprovalRefused { .. } => "self_approval_refused",
             AuditEvent::GrantExecuted { .. } => "grant_executed",
+            AuditEvent::PermissionGranted { .. } => "permission_granted",
+            AuditEvent::PermissionRemoved { .. } => "permission_removed",
             AuditEvent::TicketUpdated { .. } => "ticket_updated",
             AuditEvent::RemovalScheduled { .. } => "removal_scheduled",
             AuditEvent::RemovalExecuted { .. } => "removal_executed",
@@ -233,6 +260,7 @@ mod tests {
                 catalog_item: "c".into(),
                 requested_for: "a".into(),
                 opened_by: "b".into(),
+                justification: Some("covering the inbox".into()),
             },
             AuditEvent::CheckEvaluated { code: "c".into(), passed: true, reason: "r".into() },
             AuditEvent::DecisionMade {
@@ -254,6 +282,24 @@ mod tests {
                 graph_request_id: Some("graph-req".into()),
                 client_request_id: "client-req".into(),
             },
+            AuditEvent::PermissionGranted {
+                mailbox: "m".into(),
+                level: "send-as".into(),
+                user_id: "u".into(),
+                before_present: false,
+                pre_existing: false,
+                exchange_request_id: Some("x".into()),
+                client_request_id: "c".into(),
+            },
+            AuditEvent::PermissionRemoved {
+                mailbox: "m".into(),
+                level: "send-as".into(),
+                user_id: "u".into(),
+                removed: true,
+                kept_pre_existing: false,
+                kept_for: vec![],
+                trigger: "expiry".into(),
+            },
             AuditEvent::TicketUpdated { update: "granted".into(), state: "3".into() },
             AuditEvent::RemovalScheduled { remove_at_ms: 42 },
             AuditEvent::RemovalExecuted {
@@ -269,7 +315,7 @@ mod tests {
             AuditEvent::DeadLettered { queue: "q".into(), job_id: "j".into(), dead_letter_id: "d".into() },
         ];
         // a new variant must be added above
-        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 14);
+        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 16);
         for event in events {
             let r = AuditRecord { event, ..rec(1) };
             let (fields, _) = entry(GENESIS, &r).unwrap();

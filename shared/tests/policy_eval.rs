@@ -5,8 +5,8 @@
 
 use grantline_shared::policy::{
     AccessLevel, ApprovalProgress, ApprovalRequirement, Approver, ApproverKind, CheckStatus, Decision, GroupFacts,
-    ItemMatch, Outcome, Policy, Principal, Quorum, RecordedApproval, RequestFacts, SuggestionStatus, TargetSelection,
-    UserFacts, Verdict, approval_state, codes, evaluate,
+    ItemMatch, MailboxFacts, Outcome, Policy, Principal, Quorum, RecordedApproval, RequestFacts, SuggestionStatus,
+    TargetSelection, UserFacts, Verdict, approval_state, codes, evaluate,
 };
 use jiff::Timestamp;
 
@@ -232,6 +232,7 @@ fn ask(item: &str) -> Req {
         end: None,
         ai_suggested_target: None,
         target_group: None,
+        target_mailbox: None,
     })
 }
 
@@ -269,6 +270,10 @@ impl Req {
         self.0.target_group = Some(g);
         self
     }
+    fn mailbox(mut self, m: MailboxFacts) -> Self {
+        self.0.target_mailbox = Some(m);
+        self
+    }
     fn who(mut self, f: impl FnOnce(&mut UserFacts)) -> Self {
         f(&mut self.0.requester);
         self
@@ -281,9 +286,31 @@ impl Req {
 
 type Then = fn(&Decision);
 
+/// Exchange's facts for a mailbox target, as validate reads them when the mailbox exists and is
+/// of its declared type; a case that sets its own facts keeps them.
+fn with_mailbox_facts(mut req: Req, p: &Policy) -> Req {
+    if req.0.target_mailbox.is_none()
+        && let Some(address) = grantline_shared::policy::ticket_target(
+            p,
+            &req.0.catalog_item,
+            req.0.target.as_deref(),
+            req.0.ai_suggested_target.as_deref(),
+        )
+        .and_then(|t| t.mailbox_address().zip(t.mailbox_type()))
+    {
+        req.0.target_mailbox = Some(MailboxFacts {
+            address: address.0.to_owned(),
+            recipient_type_details: address.1.recipient_type_details().to_owned(),
+            display_name: None,
+        });
+    }
+    req
+}
+
 fn run(cases: Vec<(&str, Req, Outcome, &[&str], Then)>) {
     let p = policy();
     for (name, req, outcome, failing, then) in cases {
+        let req = with_mailbox_facts(req, &p);
         let d = evaluate(&req.0, &p);
         let mut got = d.failing_codes();
         got.sort_unstable();
@@ -945,4 +972,38 @@ fn request_facts_accept_graph_spellings() {
     }"#;
     let facts: RequestFacts = serde_json::from_str(json).unwrap();
     assert!(evaluate(&facts, &policy()).is_allowed());
+}
+
+#[test]
+fn mailboxes_must_exist_and_be_of_their_declared_type() {
+    let p = policy();
+    let ask_mailbox = || ask("Mailboxes").target("shared@x.com").level("send-on-behalf");
+    let status = |d: &Decision, code: &str| d.check(code).map(|c| c.status);
+    // no facts: Exchange did not find it
+    let d = evaluate(&ask_mailbox().0, &p);
+    assert_eq!(status(&d, "mailbox.facts"), Some(CheckStatus::Fail), "{:#?}", d.checks);
+    assert_eq!(status(&d, "mailbox.type"), Some(CheckStatus::Skip));
+    assert!(!d.is_allowed());
+    // facts about another mailbox
+    let d = evaluate(&ask_mailbox().mailbox(MailboxFacts::shared("other@x.com")).0, &p);
+    assert_eq!(status(&d, "mailbox.facts"), Some(CheckStatus::Fail));
+    // a user's own mailbox declared shared
+    let personal = MailboxFacts {
+        address: "Shared@X.com".into(),
+        recipient_type_details: "UserMailbox".into(),
+        display_name: None,
+    };
+    let d = evaluate(&ask_mailbox().mailbox(personal).0, &p);
+    assert_eq!(
+        (status(&d, "mailbox.facts"), status(&d, "mailbox.type")),
+        (Some(CheckStatus::Pass), Some(CheckStatus::Fail))
+    );
+    assert!(d.check("mailbox.type").unwrap().reason.contains("UserMailbox"));
+    assert!(!d.is_allowed());
+    // the real thing (the address compares without case)
+    let d = evaluate(&ask_mailbox().mailbox(MailboxFacts::shared("SHARED@x.com")).0, &p);
+    assert_eq!(
+        (status(&d, "mailbox.facts"), status(&d, "mailbox.type")),
+        (Some(CheckStatus::Pass), Some(CheckStatus::Pass))
+    );
 }

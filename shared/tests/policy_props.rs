@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use grantline_shared::policy::{
-    ApprovalProgress, Approver, GroupFacts, IgnoreReason, Outcome, Policy, Principal, RecordedApproval, RequestFacts,
-    UserFacts, Verdict, approval_state, codes, evaluate,
+    ApprovalProgress, Approver, GroupFacts, IgnoreReason, MailboxFacts, Outcome, Policy, Principal, RecordedApproval,
+    RequestFacts, UserFacts, Verdict, approval_state, codes, evaluate,
 };
 use proptest::prelude::*;
 
@@ -386,6 +386,7 @@ fn facts(p: &GenPolicy, r: &GenRequest) -> RequestFacts {
         end: None,
         ai_suggested_target: None,
         target_group: target.group.then(|| GroupFacts::security_group(group_id(t))),
+        target_mailbox: (!target.group).then(|| MailboxFacts::shared(key(t, target))),
     }
 }
 

@@ -145,6 +145,10 @@ pub mod ids {
     /// Catalog item "Team Alpha" (variables: justification).
     pub const CAT_ITEM_TEAM_ALPHA: &str = "0b36816197113110a24734000153af02";
     pub const CAT_ITEM_TEAM_ALPHA_NAME: &str = "Team Alpha";
+    /// Catalog item "Shared mailbox access" (variables: mailbox, access, duration,
+    /// justification).
+    pub const CAT_ITEM_SHARED_MAILBOX: &str = "0b36816197113110a24734000153af04";
+    pub const CAT_ITEM_SHARED_MAILBOX_NAME: &str = "Shared mailbox access";
     /// Catalog item "Standing desk", mapped to nothing in the demo policy (variables: location).
     pub const CAT_ITEM_UNMAPPED: &str = "0b36816197113110a24734000153af03";
     pub const CAT_ITEM_UNMAPPED_NAME: &str = "Standing desk";

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grantline_connectors::{GraphClient, ServiceNowClient};
 use grantline_queue::server::RedisServer;
 use grantline_queue::{Queue, QueueConfig, QueueMetrics, RetryPolicy};
 use grantline_shared::audit::{self, AuditRecord};
@@ -104,7 +103,8 @@ pub fn queue_config() -> QueueConfig {
     cfg
 }
 
-pub use grantline::demo::{graph_config, servicenow_config};
+#[allow(unused_imports)]
+pub use grantline::demo::{exchange_config, graph_config, servicenow_config};
 
 impl Stack {
     /// The example policy, workers in this process.
@@ -123,14 +123,16 @@ impl Stack {
         let queue = Queue::connect(&redis.url(), queue_config()).await.expect("queue");
         let policy = grantline_shared::policy::load_file(&opts.policy).expect("policy");
         let clock = sims.clock().clone();
-        let svc = Arc::new(Services::new(
-            queue.clone(),
-            GraphClient::new(&graph_config(&sims)).expect("graph"),
-            ServiceNowClient::new(&servicenow_config(&sims)).expect("servicenow"),
-            policy,
-            grantline_shared::Clock::from_fn(move || clock.now()),
-            &opts.executors,
-        ));
+        let svc = Arc::new(
+            grantline::demo::services(
+                queue.clone(),
+                &sims,
+                policy,
+                grantline_shared::Clock::from_fn(move || clock.now()),
+                &opts.executors,
+            )
+            .expect("services"),
+        );
         let ingest_cfg = grantline_ingest::IngestConfig {
             servicenow: grantline_ingest::ServiceNowAuth {
                 shared_secret: Some(grantline_ingest::Secret::new(WEBHOOK_SECRET)),

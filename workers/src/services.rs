@@ -3,14 +3,14 @@
 
 use std::sync::{Arc, RwLock};
 
-use grantline_connectors::{GraphClient, ServiceNowClient};
+use grantline_connectors::{ExchangeClient, GraphClient, ServiceNowClient};
 use grantline_queue::Queue;
 use grantline_shared::policy::Policy;
 use serde::Deserialize;
 
 use crate::budget::{Budget, BudgetConfig};
 use crate::executor::group::GroupOptions;
-use crate::executor::{Executors, GroupExecutor};
+use crate::executor::{Executors, GroupExecutor, MailboxExecutor};
 
 pub use grantline_shared::Clock;
 
@@ -42,6 +42,8 @@ impl PolicyHandle {
 pub struct ExecutorSettings {
     /// Microsoft Graph budgets per tenant and app (documented limits by default).
     pub graph_budget: BudgetConfig,
+    /// Exchange Online budgets per tenant and app (about 2 write cmdlets per second).
+    pub exchange_budget: BudgetConfig,
     /// Share one Graph call between requests for the same group that are ready together.
     pub batch: bool,
     /// How long the first request of a batch waits for others (ms).
@@ -53,13 +55,20 @@ pub struct ExecutorSettings {
 
 impl Default for ExecutorSettings {
     fn default() -> Self {
-        Self { graph_budget: BudgetConfig::graph(), batch: true, batch_linger_ms: 20, max_wait_secs: 24 * 3600 }
+        Self {
+            graph_budget: BudgetConfig::graph(),
+            exchange_budget: BudgetConfig::exchange(),
+            batch: true,
+            batch_linger_ms: 20,
+            max_wait_secs: 24 * 3600,
+        }
     }
 }
 
 impl ExecutorSettings {
     pub fn validate(&self) -> Result<(), String> {
         self.graph_budget.validate("executors.graph_budget")?;
+        self.exchange_budget.validate("executors.exchange_budget")?;
         if self.batch_linger_ms > 1_000 {
             return Err("executors.batch_linger_ms must be at most 1000".into());
         }
@@ -98,6 +107,19 @@ impl Services {
         let group = GroupExecutor::new(graph.clone(), clock.clone(), budget.clone(), &opts);
         let executors = Executors { group, mailbox: None };
         Self { queue, graph, servicenow, executors, graph_budget: budget, policy: PolicyHandle::new(policy), clock }
+    }
+
+    /// Adds the mailbox executor: Exchange Online within the tenant's shared Exchange budget.
+    pub fn with_mailboxes(mut self, exchange: ExchangeClient, tenant_id: &str, settings: &ExecutorSettings) -> Self {
+        let budget = Budget::new(
+            self.queue.clone(),
+            "exchange",
+            tenant_id,
+            exchange.token_provider().client_id(),
+            &settings.exchange_budget,
+        );
+        self.executors.mailbox = Some(MailboxExecutor::new(exchange, self.clock.clone(), Some(budget)));
+        self
     }
 
     pub fn now(&self) -> jiff::Timestamp {

@@ -39,6 +39,10 @@ pub mod codes {
     pub const GROUP_DISTRIBUTION_LIST: &str = "group.distribution_list";
     /// Hard rule: groups synchronized from on-premises AD are changed there.
     pub const GROUP_ON_PREMISES_SYNCED: &str = "group.on_premises_synced";
+    /// What Exchange Online says of the target mailbox was provided: it exists.
+    pub const MAILBOX_FACTS: &str = "mailbox.facts";
+    /// The mailbox is of the type the policy declares for it (a shared mailbox is shared).
+    pub const MAILBOX_TYPE: &str = "mailbox.type";
     /// A rule covers the request (deny by default).
     pub const RULE_MATCHED: &str = "rule.matched";
     /// The matching rule denies the request.
@@ -72,6 +76,8 @@ pub mod codes {
         GROUP_MAIL_ENABLED_SECURITY,
         GROUP_DISTRIBUTION_LIST,
         GROUP_ON_PREMISES_SYNCED,
+        MAILBOX_FACTS,
+        MAILBOX_TYPE,
         RULE_MATCHED,
         RULE_DENY,
         APPROVAL_APPROVERS,

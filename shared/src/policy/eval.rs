@@ -13,7 +13,7 @@ use super::decision::{
     AiSuggestionOutcome, ApprovalRequirement, Check, CheckStatus, Decision, DurationOutcome, ItemMatch, Outcome,
     ResolvedTarget, SuggestionStatus, TargetSelection, WindowOutcome, codes,
 };
-use super::facts::{GroupFacts, RequestFacts};
+use super::facts::{GroupFacts, MailboxFacts, RequestFacts};
 use super::model::{AccessLevel, DurationRule, OverMax, Policy, RuleOutcome, Target, TargetKind, TargetRef};
 use super::units::{PolicyDuration, normalize};
 use super::window::WindowStatus;
@@ -30,7 +30,8 @@ pub fn evaluate(facts: &RequestFacts, policy: &Policy) -> Decision {
 
     let group = match target {
         Some(t) if t.kind() == TargetKind::Group => group_checks(t, facts.target_group.as_ref()),
-        _ => Vec::new(),
+        Some(t) => mailbox_checks(t, facts.target_mailbox.as_ref()),
+        None => Vec::new(),
     };
 
     // The rest needs a target and a level it offers.
@@ -340,6 +341,7 @@ pub fn ticket_target<'p>(
         end: None,
         ai_suggested_target: ai_suggested_target.map(str::to_owned),
         target_group: None,
+        target_mailbox: None,
     };
     resolve_target(&facts, policy).target.map(|(t, _)| t)
 }
@@ -576,6 +578,43 @@ fn resolve_level(facts: &RequestFacts, target: Option<&Target>) -> (Option<Acces
     }
     let how = if parsed.is_some() { "" } else { " (the only level of a group)" };
     (Some(level), Check::pass(codes::LEVEL_ALLOWED, format!("{level} is offered on \"{}\"{how}", t.key)))
+}
+
+fn mailbox_checks(t: &Target, facts: Option<&MailboxFacts>) -> Vec<Check> {
+    let TargetRef::Mailbox { address, mailbox_type, .. } = &t.target else { return Vec::new() };
+    let m = match facts {
+        None => {
+            return vec![
+                Check::fail(
+                    codes::MAILBOX_FACTS,
+                    format!("the mailbox {address} was not found in Exchange Online (or its facts were not provided)"),
+                ),
+                Check::skip(codes::MAILBOX_TYPE, "not evaluated without the mailbox's facts"),
+            ];
+        }
+        Some(m) if normalize(&m.address) != normalize(address) => {
+            return vec![
+                Check::fail(codes::MAILBOX_FACTS, format!("the facts are about mailbox {}, not {address}", m.address)),
+                Check::skip(codes::MAILBOX_TYPE, "not evaluated without the mailbox's facts"),
+            ];
+        }
+        Some(m) => m,
+    };
+    let wanted = mailbox_type.recipient_type_details();
+    vec![
+        Check::pass(codes::MAILBOX_FACTS, format!("Exchange Online has mailbox {address}")),
+        if m.recipient_type_details.eq_ignore_ascii_case(wanted) {
+            Check::pass(codes::MAILBOX_TYPE, format!("{address} is a {wanted}, as declared"))
+        } else {
+            Check::fail(
+                codes::MAILBOX_TYPE,
+                format!(
+                    "the policy declares {address} a {mailbox_type} mailbox but Exchange Online says {}: access to it is not granted here",
+                    m.recipient_type_details
+                ),
+            )
+        },
+    ]
 }
 
 fn group_checks(t: &Target, facts: Option<&GroupFacts>) -> Vec<Check> {

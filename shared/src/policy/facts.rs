@@ -37,6 +37,29 @@ pub struct RequestFacts {
     /// The directory facts of the target group, read from Graph (`GET /groups/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_group: Option<GroupFacts>,
+    /// What Exchange Online says of the target mailbox (`Get-Mailbox`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_mailbox: Option<MailboxFacts>,
+}
+
+/// What Exchange Online says of a mailbox (`Get-Mailbox`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxFacts {
+    /// The primary SMTP address.
+    #[serde(alias = "primarySmtpAddress", alias = "PrimarySmtpAddress")]
+    pub address: String,
+    /// `SharedMailbox`, `UserMailbox`, `RoomMailbox`, `EquipmentMailbox`, ...
+    #[serde(alias = "recipientTypeDetails", alias = "RecipientTypeDetails")]
+    pub recipient_type_details: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "displayName", alias = "DisplayName")]
+    pub display_name: Option<String>,
+}
+
+impl MailboxFacts {
+    /// A shared mailbox at `address`.
+    pub fn shared(address: impl Into<String>) -> Self {
+        MailboxFacts { address: address.into(), recipient_type_details: "SharedMailbox".into(), display_name: None }
+    }
 }
 
 /// A directory principal: object id and, when known, UPN.

@@ -40,7 +40,7 @@ pub use decision::{
 pub use error::{Diagnostic, PolicyError};
 pub use eval::{evaluate, ticket_target};
 pub use explain::{Explanation, explain};
-pub use facts::{GroupFacts, Principal, RequestFacts, UserFacts};
+pub use facts::{GroupFacts, MailboxFacts, Principal, RequestFacts, UserFacts};
 pub use load::load_file;
 pub use model::{
     AccessLevel, ApproverKind, ApproverSpec, CatalogEntry, DurationRule, MailboxType, Match, OnTimeout, OverMax,

@@ -65,6 +65,18 @@ keyword_enum! {
     }
 }
 
+impl MailboxType {
+    /// Exchange's `RecipientTypeDetails` for a mailbox of this type.
+    pub fn recipient_type_details(self) -> &'static str {
+        match self {
+            MailboxType::Shared => "SharedMailbox",
+            MailboxType::Room => "RoomMailbox",
+            MailboxType::Equipment => "EquipmentMailbox",
+            MailboxType::User => "UserMailbox",
+        }
+    }
+}
+
 keyword_enum! {
     /// What happens when a stage's time to decide runs out.
     pub enum OnTimeout: "timeout action" {
@@ -258,6 +270,13 @@ impl Target {
         match &self.target {
             TargetRef::Group { id } => Some(id),
             TargetRef::Mailbox { .. } => None,
+        }
+    }
+
+    pub fn mailbox_address(&self) -> Option<&str> {
+        match &self.target {
+            TargetRef::Group { .. } => None,
+            TargetRef::Mailbox { address, .. } => Some(address),
         }
     }
 

@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use super::decision::{Outcome, SuggestionStatus, codes};
 use super::error::{Diagnostic, PolicyError, locate};
-use super::facts::{GroupFacts, Principal, RequestFacts, UserFacts};
+use super::facts::{GroupFacts, MailboxFacts, Principal, RequestFacts, UserFacts};
 use super::model::{
     AccessLevel, ApproverKind, ApproverSpec, CatalogEntry, DurationRule, MailboxType, Match, OnTimeout, OverMax,
     Owners, Policy, Quorum, Rule, RuleOutcome, SCHEMA_VERSION, StageSpec, Target, TargetKind, TargetRef, TestCase,
@@ -207,6 +207,17 @@ struct RawFixtures {
     users: BTreeMap<String, RawUser>,
     #[serde(default)]
     groups: BTreeMap<String, RawGroupFacts>,
+    #[serde(default)]
+    mailboxes: BTreeMap<String, RawMailboxFacts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailboxFacts {
+    address: String,
+    recipient_type_details: String,
+    #[serde(default)]
+    display_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +281,8 @@ struct RawTest {
     ai_suggested_target: Option<String>,
     #[serde(default)]
     target_group: Option<Spanned<String>>,
+    #[serde(default)]
+    target_mailbox: Option<Spanned<String>>,
     expect: RawExpect,
 }
 
@@ -905,6 +918,21 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
             )
         })
         .collect();
+    let mailboxes: BTreeMap<String, MailboxFacts> = raw
+        .fixtures
+        .mailboxes
+        .into_iter()
+        .map(|(k, m)| {
+            (
+                k,
+                MailboxFacts {
+                    address: m.address,
+                    recipient_type_details: m.recipient_type_details,
+                    display_name: m.display_name,
+                },
+            )
+        })
+        .collect();
     let mut tests = Vec::new();
     let mut test_names = BTreeSet::new();
     for t in raw.test {
@@ -934,6 +962,20 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                         "unknown group fixture \"{}\", expected one of {} (under [fixtures.groups])",
                         g.get_ref(),
                         list(groups.keys())
+                    ),
+                );
+            }
+            found
+        });
+        let target_mailbox = t.target_mailbox.as_ref().and_then(|m| {
+            let found = mailboxes.get(m.get_ref()).cloned();
+            if found.is_none() {
+                cx.at(
+                    Some(m.span()),
+                    format!(
+                        "unknown mailbox fixture \"{}\", expected one of {} (under [fixtures.mailboxes])",
+                        m.get_ref(),
+                        list(mailboxes.keys())
                     ),
                 );
             }
@@ -990,6 +1032,7 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                     end: t.end.map(|x| x.0),
                     ai_suggested_target: t.ai_suggested_target,
                     target_group,
+                    target_mailbox,
                 },
                 expect,
             });

@@ -150,6 +150,17 @@ impl ServiceNowConfig {
                     variables: vec![("justification".into(), "Business justification".into())],
                 },
                 CatalogItem {
+                    sys_id: ids::CAT_ITEM_SHARED_MAILBOX.to_owned(),
+                    name: ids::CAT_ITEM_SHARED_MAILBOX_NAME.to_owned(),
+                    short_description: "Access to a shared mailbox".to_owned(),
+                    variables: vec![
+                        ("mailbox".into(), "Mailbox".into()),
+                        ("access".into(), "Access level".into()),
+                        ("duration".into(), "For how long".into()),
+                        ("justification".into(), "Business justification".into()),
+                    ],
+                },
+                CatalogItem {
                     sys_id: ids::CAT_ITEM_UNMAPPED.to_owned(),
                     name: ids::CAT_ITEM_UNMAPPED_NAME.to_owned(),
                     short_description: "Request a standing desk".to_owned(),

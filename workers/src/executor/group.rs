@@ -44,6 +44,7 @@ type Answer<T> = Result<T, JobError>;
 /// The group executor.
 #[derive(Clone)]
 pub struct GroupExecutor {
+    batch: bool,
     graph: GraphClient,
     clock: Clock,
     budget: Budget,
@@ -67,6 +68,7 @@ impl GroupExecutor {
     pub fn new(graph: GraphClient, clock: Clock, budget: Budget, opts: &GroupOptions) -> Self {
         let max = if opts.batch { MAX_BATCH } else { 1 };
         Self {
+            batch: opts.batch,
             graph,
             clock,
             budget,
@@ -74,6 +76,11 @@ impl GroupExecutor {
             adds: Coalescer::new(max, opts.linger),
             removes: Coalescer::new(max, opts.linger),
         }
+    }
+
+    /// Whether grants to one group share writes.
+    pub fn batches(&self) -> bool {
+        self.batch
     }
 
     fn now(&self) -> u64 {
@@ -153,6 +160,7 @@ impl GroupExecutor {
                 applied: r.value == AddOutcome::Added,
                 evidence: evidence(&r.correlation, self.now()),
                 batched,
+                parts: Vec::new(),
             }),
             Err(e) => Err(self.failure(e, true).await),
         }
@@ -168,7 +176,12 @@ impl GroupExecutor {
         }
         match self.graph.add_members(group, &users).await {
             Ok(r) => {
-                let change = Change { applied: true, evidence: evidence(&r.correlation, self.now()), batched: true };
+                let change = Change {
+                    applied: true,
+                    evidence: evidence(&r.correlation, self.now()),
+                    batched: true,
+                    parts: Vec::new(),
+                };
                 vec![Ok(change); n]
             }
             // all or nothing: someone is already a member, or missing; one add each tells who
@@ -199,6 +212,7 @@ impl GroupExecutor {
             applied: o == RemoveOutcome::Removed,
             evidence: evidence(c, self.now()),
             batched,
+            parts: Vec::new(),
         };
         if n == 1 {
             if let Err(wait) = self.budget.write(&format!("remove:{group}:{}", users[0])).await {

@@ -21,8 +21,24 @@ pub use mailbox::MailboxExecutor;
 /// The access a request asks for, resolved from its decision and its requester.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
-    Group { group_id: String, group_name: String, user_id: String, user_upn: String },
-    Mailbox { address: String, name: String, user_id: String, user_upn: String, level: AccessLevel, automapping: bool },
+    Group {
+        group_id: String,
+        group_name: String,
+        user_id: String,
+        user_upn: String,
+    },
+    Mailbox {
+        address: String,
+        name: String,
+        user_id: String,
+        user_upn: String,
+        /// How Exchange may show the person in permission rows.
+        user_display: Option<String>,
+        level: AccessLevel,
+        automapping: bool,
+        /// Read-only: the folders the grant covers (on revocation: the folders grantline added).
+        folders: Vec<String>,
+    },
 }
 
 impl Access {
@@ -60,8 +76,14 @@ impl Access {
                     name: target.display_name.clone(),
                     user_id: requester.id.clone(),
                     user_upn: requester.upn.clone(),
+                    user_display: requester.display_name.clone(),
                     level,
                     automapping: target.automapping.unwrap_or(true),
+                    folders: if level == AccessLevel::ReadOnly {
+                        mailbox::READ_ONLY_FOLDERS.iter().map(|f| (*f).to_owned()).collect()
+                    } else {
+                        Vec::new()
+                    },
                 })
             }
         }
@@ -75,8 +97,9 @@ impl Access {
         }
     }
 
-    /// The receipt of a grant of this access.
-    pub fn receipt(&self, pre_existing: bool, granted_ms: u64, evidence: Evidence, batched: bool) -> Receipt {
+    /// The receipt of a grant of this access; `change` is the write (None: nothing was written).
+    pub fn receipt(&self, pre_existing: bool, granted_ms: u64, evidence: Evidence, change: Option<&Change>) -> Receipt {
+        let batched = change.is_some_and(|c| c.batched);
         match self {
             Access::Group { group_id, group_name, user_id, user_upn } => Receipt::Group(GroupReceipt {
                 group_id: group_id.clone(),
@@ -88,7 +111,7 @@ impl Access {
                 evidence,
                 batched,
             }),
-            Access::Mailbox { address, name, user_id, user_upn, level, automapping } => {
+            Access::Mailbox { address, name, user_id, user_upn, level, automapping, .. } => {
                 Receipt::Mailbox(MailboxReceipt {
                     mailbox: address.clone(),
                     mailbox_name: name.clone(),
@@ -96,11 +119,9 @@ impl Access {
                     user_upn: user_upn.clone(),
                     level: *level,
                     automapping: (*level == AccessLevel::FullAccess).then_some(*automapping),
-                    folders: if *level == AccessLevel::ReadOnly {
-                        mailbox::READ_ONLY_FOLDERS.iter().map(|f| (*f).to_owned()).collect()
-                    } else {
-                        Vec::new()
-                    },
+                    // only the folders this grant added: a folder permission that was there
+                    // before is never removed by it
+                    folders: change.map(|c| c.parts.clone()).unwrap_or_default(),
                     pre_existing,
                     granted_ms,
                     evidence,
@@ -123,8 +144,10 @@ impl Access {
                 name: m.mailbox_name.clone(),
                 user_id: m.user_id.clone(),
                 user_upn: m.user_upn.clone(),
+                user_display: None,
                 level: m.level,
                 automapping: m.automapping.unwrap_or(true),
+                folders: m.folders.clone(),
             },
         }
     }
@@ -147,6 +170,9 @@ pub struct Change {
     pub evidence: Evidence,
     /// The write carried several requests' changes at once.
     pub batched: bool,
+    /// The parts of the access the write changed, when it has parts (the folders of a read-only
+    /// grant).
+    pub parts: Vec<String>,
 }
 
 /// The executors of every target kind.
@@ -164,6 +190,16 @@ impl Executors {
                 "mailbox permissions need the Exchange Online connector (configure `exchange`)",
             )
         })
+    }
+
+    /// Whether a grant must know the current state before it writes. A single write that
+    /// answers "already there" needs no read first (its answer is the check); a batched write
+    /// that one member already present would fail for all does.
+    pub fn checks_before_grant(&self, a: &Access) -> bool {
+        match a {
+            Access::Group { .. } => self.group.batches(),
+            Access::Mailbox { .. } => false,
+        }
     }
 
     /// Whether the person has the access now.

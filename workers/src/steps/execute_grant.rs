@@ -4,8 +4,9 @@
 //!
 //! The algorithm is the same for every kind: under the access's lock, write an effect-ledger
 //! marker, find out whether the access is there (the validate step's read, when fresh and this
-//! is the first attempt; otherwise a read now), write only when it is not, read back after a
-//! write, and record a receipt that says whether the access existed before grantline. An
+//! is the first attempt; otherwise a read now when the executor's write cannot say so itself,
+//! as a batched write cannot), write only when it is not there, read back after a write, and
+//! record a receipt that says whether the access existed before grantline. An
 //! access not yet visible after the write is a transient failure: the queue retries with
 //! backoff (no handler sleeps to wait for replication).
 
@@ -67,11 +68,13 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             first_attempt && now_ms.saturating_sub(c.evidence.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64
         });
         let before = match fresh {
-            Some(c) => crate::executor::Found { present: c.present, evidence: c.evidence.clone() },
-            None => svc.executors.check(&access).await?,
+            Some(c) => Some(crate::executor::Found { present: c.present, evidence: c.evidence.clone() }),
+            None if svc.executors.checks_before_grant(&access) => Some(svc.executors.check(&access).await?),
+            // the write's own answer ("already there") says what was there
+            None => None,
         };
-        let (evidence, applied, batched) = if before.present {
-            (before.evidence.clone(), false, false)
+        let (evidence, applied, change) = if let Some(b) = before.as_ref().filter(|b| b.present) {
+            (b.evidence.clone(), false, None)
         } else {
             let change = svc.executors.grant(&access, &rec.id).await?;
             // read back: the write's success is the source of truth, but a grant is recorded
@@ -82,7 +85,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
                     "the access is not visible yet; it will be verified again",
                 ));
             }
-            (change.evidence, change.applied, change.batched)
+            (change.evidence.clone(), change.applied, Some(change))
         };
         // pre-existing: there before grantline (our first attempt may find its own write on a
         // retry, hence the ledger); an access other grantline requests hold is shared, not
@@ -92,22 +95,34 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         let pre_existing = if !others.is_empty() {
             false
         } else if first_attempt {
-            before.present || !applied
+            !applied
         } else {
             validated_pre_existing
         };
-        let receipt = access.receipt(pre_existing, now_ms, evidence.clone(), batched);
-        let (target_id, user_id) = receipt_ids(&access);
-        let mut c = commit(&svc, &rec, JobKind::ExecuteGrant)
-            .event(AuditEvent::GrantExecuted {
-                group_id: target_id,
-                user_id,
-                before_member: before.present,
+        let receipt = access.receipt(pre_existing, now_ms, evidence.clone(), change.as_ref());
+        let before_present = before.as_ref().map(|b| b.present).unwrap_or(!applied);
+        let event = match &access {
+            Access::Group { group_id, user_id, .. } => AuditEvent::GrantExecuted {
+                group_id: group_id.clone(),
+                user_id: user_id.clone(),
+                before_member: before_present,
                 after_member: true,
                 pre_existing,
                 graph_request_id: evidence.request_id.clone(),
                 client_request_id: evidence.client_request_id.clone(),
-            })
+            },
+            Access::Mailbox { address, level, user_id, .. } => AuditEvent::PermissionGranted {
+                mailbox: address.clone(),
+                level: level.to_string(),
+                user_id: user_id.clone(),
+                before_present,
+                pre_existing,
+                exchange_request_id: evidence.request_id.clone(),
+                client_request_id: evidence.client_request_id.clone(),
+            },
+        };
+        let mut c = commit(&svc, &rec, JobKind::ExecuteGrant)
+            .event(event)
             .set(|u| u.grant(&receipt))
             .write(Write::new(WriteCmd::Del, ledger.clone(), Vec::<String>::new()));
         if !pre_existing {
@@ -116,14 +131,6 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         handoff(c.outcome(Outcome::Granted))
     })
     .await
-}
-
-/// The target and the person, as the audit event names them.
-fn receipt_ids(a: &Access) -> (String, String) {
-    match a {
-        Access::Group { group_id, user_id, .. } => (group_id.clone(), user_id.clone()),
-        Access::Mailbox { address, level, user_id, .. } => (format!("{address} ({level})"), user_id.clone()),
-    }
 }
 
 /// The effect-ledger key of this step's change to one access (relative to the namespace).

@@ -36,11 +36,36 @@ pub fn evidence(c: &grantline_connectors::graph::Correlation, at_ms: u64) -> gra
     }
 }
 
-/// The target and the person of a receipt, as audit events name them.
-pub fn receipt_target(r: &grantline_shared::receipt::Receipt) -> (String, String) {
+/// The audit event of letting go of an access: a group membership's removal (or
+/// compensation), or a mailbox permission's.
+pub fn removal_event(
+    r: &grantline_shared::receipt::Receipt,
+    release: &grantline_shared::receipt::RemovalReceipt,
+) -> grantline_shared::audit::AuditEvent {
+    use grantline_shared::audit::AuditEvent;
     use grantline_shared::receipt::Receipt;
     match r {
-        Receipt::Group(g) => (g.group_id.clone(), g.user_id.clone()),
-        Receipt::Mailbox(m) => (format!("{} ({})", m.mailbox, m.level), m.user_id.clone()),
+        Receipt::Group(g) if release.trigger == "compensation" => AuditEvent::Compensated {
+            group_id: g.group_id.clone(),
+            user_id: g.user_id.clone(),
+            removed: release.removed,
+        },
+        Receipt::Group(g) => AuditEvent::RemovalExecuted {
+            group_id: g.group_id.clone(),
+            user_id: g.user_id.clone(),
+            removed: release.removed,
+            kept_pre_existing: release.kept_pre_existing,
+            kept_for: release.kept_for.clone(),
+            trigger: release.trigger.clone(),
+        },
+        Receipt::Mailbox(m) => AuditEvent::PermissionRemoved {
+            mailbox: m.mailbox.clone(),
+            level: m.level.to_string(),
+            user_id: m.user_id.clone(),
+            removed: release.removed,
+            kept_pre_existing: release.kept_pre_existing,
+            kept_for: release.kept_for.clone(),
+            trigger: release.trigger.clone(),
+        },
     }
 }

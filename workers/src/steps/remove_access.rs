@@ -8,7 +8,6 @@ use std::sync::Arc;
 use apalis_core::task::data::Data;
 use grantline_queue::{Handoff, JobError, Write, WriteCmd};
 use grantline_shared::JobKind;
-use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::RemoveAccess;
 use grantline_shared::request::keys;
@@ -26,17 +25,9 @@ pub async fn run(job: RemoveAccess, svc: Data<Arc<Services>>) -> Result<Handoff,
     let lock = MembershipLock::acquire(&svc.queue, &key, &rec.id, JobKind::RemoveAccess.as_str()).await?;
     locked(lock, &svc.queue, async {
         let release = let_go(&svc, &grant, &rec.id, job.trigger.as_str()).await?;
-        let (target, user) = super::receipt_target(&grant);
         handoff(
             commit(&svc, &rec, JobKind::RemoveAccess)
-                .event(AuditEvent::RemovalExecuted {
-                    group_id: target,
-                    user_id: user,
-                    removed: release.removed,
-                    kept_pre_existing: release.kept_pre_existing,
-                    kept_for: release.kept_for.clone(),
-                    trigger: job.trigger.as_str().to_owned(),
-                })
+                .event(super::removal_event(&grant, &release))
                 .set(|u| u.removal(&release))
                 .write(forget_write(&key, &rec.id))
                 .write(Write::new(WriteCmd::ZRem, keys::EXPIRING, [rec.id.clone()]))

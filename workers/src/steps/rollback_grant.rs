@@ -8,7 +8,6 @@ use std::sync::Arc;
 use apalis_core::task::data::Data;
 use grantline_queue::{Handoff, JobError, Write, WriteCmd};
 use grantline_shared::JobKind;
-use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::RollbackGrant;
 use grantline_shared::request::keys;
@@ -28,10 +27,9 @@ pub async fn run(job: RollbackGrant, svc: Data<Arc<Services>>) -> Result<Handoff
     let lock = MembershipLock::acquire(&svc.queue, &key, &rec.id, JobKind::RollbackGrant.as_str()).await?;
     locked(lock, &svc.queue, async {
         let release = let_go(&svc, &grant, &rec.id, "compensation").await?;
-        let (target, user) = super::receipt_target(&grant);
         handoff(
             commit(&svc, &rec, JobKind::RollbackGrant)
-                .event(AuditEvent::Compensated { group_id: target, user_id: user, removed: release.removed })
+                .event(super::removal_event(&grant, &release))
                 .set(|u| u.removal(&release))
                 .write(forget_write(&key, &rec.id))
                 .write(Write::new(WriteCmd::ZRem, keys::EXPIRING, [rec.id.clone()]))

@@ -13,11 +13,15 @@ use grantline_shared::JobKind;
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::Validate;
-use grantline_shared::policy::{self, Decision, GroupFacts, Policy, Principal, RequestFacts, UserFacts};
+use grantline_shared::policy::{
+    self, AccessLevel, Decision, GroupFacts, MailboxFacts, Policy, Principal, RequestFacts, TargetKind, UserFacts,
+};
 use grantline_shared::receipt::CurrentState;
 
 use super::{evidence, job_error};
 use crate::budget::Budget;
+use crate::executor::mailbox::READ_ONLY_FOLDERS;
+use crate::executor::{Access, MailboxExecutor};
 use crate::record::{commit, handoff, load};
 use crate::services::Services;
 
@@ -27,6 +31,7 @@ const LEVEL_VARS: [&str; 2] = ["access", "level"];
 const DURATION_VARS: [&str; 1] = ["duration"];
 const END_VARS: [&str; 2] = ["end_date", "until"];
 const AI_VARS: [&str; 1] = ["ai_suggested_target"];
+const JUSTIFICATION_VARS: [&str; 3] = ["justification", "business_justification", "reason"];
 
 fn first(vars: &std::collections::BTreeMap<String, String>, names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| vars.get(*n)).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
@@ -61,6 +66,8 @@ pub struct Evaluated {
     /// What the directory says of the access asked for today (the requester is already a
     /// member of the target group), with the read that says so.
     pub current: Option<CurrentState>,
+    /// The business justification the ticket gives.
+    pub justification: Option<String>,
 }
 
 /// The groups the policy's conditions ask about: the facts hold exactly what the rules need
@@ -84,14 +91,23 @@ fn asked_groups(policy: &Policy) -> Vec<String> {
 /// conditions name, the target group and the user's direct membership of it), then evaluates.
 /// With a `budget`, the directory read is counted against the tenant's read budget and a
 /// refusal pauses every reader.
+/// What validate reads with: the directory, the ticket system, the mailbox executor (for
+/// mailbox targets) and, in a worker, the tenant's read budget.
+#[derive(Clone, Copy)]
+pub struct Readers<'a> {
+    pub graph: &'a GraphClient,
+    pub servicenow: &'a ServiceNowClient,
+    pub mailboxes: Option<&'a MailboxExecutor>,
+    pub budget: Option<&'a Budget>,
+}
+
 pub async fn evaluate_ticket(
-    graph: &GraphClient,
-    sn: &ServiceNowClient,
+    readers: Readers<'_>,
     policy: &Policy,
     sys_id: &str,
     now: jiff::Timestamp,
-    budget: Option<&Budget>,
 ) -> Result<Evaluated, JobError> {
+    let Readers { graph, servicenow: sn, mailboxes, budget } = readers;
     let ritm = sn.get_ritm(sys_id).await.map_err(job_error)?;
     let vars = sn.get_variables(&ritm.sys_id).await.map_err(job_error)?;
     let catalog_item = ritm.cat_item.as_ref().map(|c| c.display_value.clone()).unwrap_or_default();
@@ -103,6 +119,7 @@ pub async fn evaluate_ticket(
         None => None,
     };
     let target_var = first(&vars, &TARGET_VARS);
+    let justification = first(&vars, &JUSTIFICATION_VARS);
     let ai_var = first(&vars, &AI_VARS);
     let target = policy::ticket_target(policy, &catalog_item, target_var.as_deref(), ai_var.as_deref());
     let group_id = target.and_then(|t| t.group_id()).map(str::to_owned);
@@ -131,7 +148,7 @@ pub async fn evaluate_ticket(
     let correlation = dir.correlation.clone();
     let d = dir.value;
     let Some(user) = d.user else {
-        return Ok(Evaluated { ritm, facts: None, decision: None, current: None });
+        return Ok(Evaluated { ritm, facts: None, decision: None, current: None, justification });
     };
     let requester = UserFacts {
         id: user.id.clone(),
@@ -144,25 +161,60 @@ pub async fn evaluate_ticket(
         manager_upn: d.manager.as_ref().and_then(|m| m.user_principal_name.clone()),
         member_of: asked.iter().filter(|g| d.member_of.iter().any(|m| m.eq_ignore_ascii_case(g))).cloned().collect(),
     };
+    let level = first(&vars, &LEVEL_VARS);
+    // a mailbox target: what Exchange says of it, and whether the person already has the level
+    let mut target_mailbox = None;
+    let mut current_mailbox = None;
+    if let (Some(t), Some(exo)) = (target, mailboxes)
+        && let Some(address) = t.mailbox_address()
+        && let Some(m) = exo.mailbox(address).await?
+    {
+        target_mailbox = Some(MailboxFacts {
+            address: m.address.clone(),
+            recipient_type_details: m.recipient_type_details.clone(),
+            display_name: Some(m.display_name.clone()),
+        });
+        let wanted =
+            level.as_deref().and_then(AccessLevel::from_ticket).filter(|l| l.target_kind() == TargetKind::Mailbox);
+        if let Some(level) = wanted {
+            let access = Access::Mailbox {
+                address: address.to_owned(),
+                name: t.display_name.clone(),
+                user_id: requester.id.clone(),
+                user_upn: requester.upn.clone(),
+                user_display: requester.display_name.clone(),
+                level,
+                automapping: true,
+                folders: if level == AccessLevel::ReadOnly {
+                    READ_ONLY_FOLDERS.iter().map(|f| (*f).to_owned()).collect()
+                } else {
+                    Vec::new()
+                },
+            };
+            let found = exo.check(&access).await?;
+            current_mailbox = Some(CurrentState { present: found.present, evidence: found.evidence });
+        }
+    }
     let facts = RequestFacts {
         now,
         requester,
         opened_by: d.other.map(|u| Principal::new(u.id, Some(&u.user_principal_name))),
         catalog_item,
         target: target_var,
-        level: first(&vars, &LEVEL_VARS),
+        level,
         duration: first(&vars, &DURATION_VARS),
         end: first(&vars, &END_VARS).and_then(|e| parse_date(&e)),
         ai_suggested_target: ai_var,
-        // an unknown group keeps no facts, and the policy refuses a group without them
+        // an unknown group or mailbox keeps no facts, and the policy refuses a target without them
         target_group: d.group.as_ref().map(group_facts),
+        target_mailbox,
     };
     let decision = policy::evaluate(&facts, policy);
     let current = match (&d.group, d.direct_member) {
         (Some(_), Some(present)) => Some(CurrentState { present, evidence: evidence(&correlation, at_ms) }),
-        _ => None,
+        _ => current_mailbox,
     };
-    Ok(Evaluated { ritm, facts: Some(facts), decision: Some(decision), current })
+    Ok(Evaluated { ritm, facts: Some(facts), decision: Some(decision), current, justification })
 }
 
 /// A failed directory read: a refusal pauses the tenant's readers and waits; anything else is
@@ -183,15 +235,20 @@ async fn graph_read_failure(e: grantline_connectors::GraphError, budget: Option<
 pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
     let Some(rec) = load(&svc, JobKind::Validate, &job.request_id).await? else { return Ok(Handoff::done()) };
     let policy = svc.policy.get();
-    let ev =
-        evaluate_ticket(&svc.graph, &svc.servicenow, &policy, &rec.ticket.sys_id, svc.now(), Some(&svc.graph_budget))
-            .await?;
+    let readers = Readers {
+        graph: &svc.graph,
+        servicenow: &svc.servicenow,
+        mailboxes: svc.executors.mailbox.as_ref(),
+        budget: Some(&svc.graph_budget),
+    };
+    let ev = evaluate_ticket(readers, &policy, &rec.ticket.sys_id, svc.now()).await?;
     let ritm = &ev.ritm;
     let commit = commit(&svc, &rec, JobKind::Validate).event(AuditEvent::TicketRead {
         ticket: ritm.number.clone(),
         catalog_item: ritm.cat_item.as_ref().map(|c| c.display_value.clone()).unwrap_or_default(),
         requested_for: ritm.requested_for.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
         opened_by: ritm.opened_by.as_ref().map(|r| r.display_value.clone()).unwrap_or_default(),
+        justification: ev.justification.clone(),
     });
     // the doorbell named a ticket by sys_id and number: they must be the same item, or the
     // delivery is refused and the ticket's key is freed for its genuine delivery
