@@ -111,3 +111,59 @@ async fn explain_a_live_ticket_reads_servicenow_and_graph_and_changes_nothing() 
     assert_eq!(sims.servicenow.state().work_notes(&created.number).len(), notes_before);
     sims.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_a_live_mailbox_ticket_reads_exchange_and_changes_nothing() {
+    let sims = Sims::start(SimsConfig::demo()).await.unwrap();
+    let created = sims
+        .servicenow
+        .state()
+        .create_ritm(
+            NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_SHARED_MAILBOX_NAME)
+                .variable("mailbox", ids::MAILBOX_FINANCE)
+                .variable("access", "Send As"),
+        )
+        .unwrap();
+    let env = [
+        ("GRANTLINE__GRAPH__BASE_URL", sims.graph.v1_url()),
+        ("GRANTLINE__GRAPH__TOKEN__AUTHORITY", sims.login.base_url()),
+        ("GRANTLINE__GRAPH__TOKEN__TENANT", ids::TENANT_ID.to_owned()),
+        ("GRANTLINE__GRAPH__TOKEN__CLIENT_ID", ids::APP_GRANTLINE_ID.to_owned()),
+        ("GRANTLINE__GRAPH__TOKEN__CLIENT_SECRET", ids::APP_GRANTLINE_SECRET.to_owned()),
+        ("GRANTLINE__SERVICENOW__INSTANCE_URL", sims.servicenow.base_url()),
+        ("GRANTLINE__SERVICENOW__AUTH__KIND", "basic".to_owned()),
+        ("GRANTLINE__SERVICENOW__AUTH__USERNAME", ids::SNOW_USER.to_owned()),
+        ("GRANTLINE__SERVICENOW__AUTH__PASSWORD", ids::SNOW_PASSWORD.to_owned()),
+        ("GRANTLINE__EXCHANGE__BASE_URL", sims.exchange.base_url()),
+        ("GRANTLINE__EXCHANGE__TENANT_ID", ids::TENANT_ID.to_owned()),
+        ("GRANTLINE__EXCHANGE__TOKEN__AUTHORITY", sims.login.base_url()),
+        ("GRANTLINE__EXCHANGE__TOKEN__TENANT", ids::TENANT_ID.to_owned()),
+        ("GRANTLINE__EXCHANGE__TOKEN__CLIENT_ID", ids::APP_GRANTLINE_ID.to_owned()),
+        ("GRANTLINE__EXCHANGE__TOKEN__CLIENT_SECRET", ids::APP_GRANTLINE_SECRET.to_owned()),
+    ];
+    let number = created.number.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["policy", "explain", "--policy", POLICY, "--ticket", &number, "--json"])
+            .envs(env)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["facts"]["target_mailbox"]["recipient_type_details"], "SharedMailbox", "{stdout}");
+    assert!(stdout.contains("send-as-needs-manager-and-owner"), "{stdout}");
+    let cmdlets: Vec<String> = sims
+        .exchange
+        .requests()
+        .iter()
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+        .filter_map(|b| b["CmdletInput"]["CmdletName"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!cmdlets.is_empty() && cmdlets.iter().all(|c| c.starts_with("Get-")), "reads only: {cmdlets:?}");
+    sims.shutdown().await;
+}

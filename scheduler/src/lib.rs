@@ -6,11 +6,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use grantline_queue::{NewJob, PushOutcome, Queue, QueueError};
+use grantline_queue::{PushOutcome, Queue, QueueError};
 use grantline_shared::JobKind;
-use grantline_shared::jobs::{JobPayload, RemovalTrigger, RemoveAccess};
+use grantline_shared::flow::Next;
+use grantline_shared::jobs::RemovalTrigger;
 use grantline_shared::request::{fields, keys};
-use grantline_shared::trace::TRACEPARENT;
 use redis::AsyncCommands;
 
 #[derive(Clone, Debug)]
@@ -38,14 +38,10 @@ pub async fn sweep_expired(queue: &Queue, now_ms: u64, grace: Duration) -> Resul
         // the removal joins the request's trace
         let traceparent: Option<String> =
             conn.hget(queue.namespace().key(&keys::request(&request_id)), fields::TRACEPARENT).await?;
-        let mut job = NewJob::new(
-            RemoveAccess::KIND.as_str(),
-            &RemoveAccess { request_id: request_id.clone(), trigger: RemovalTrigger::Expiry },
-        )?
-        .idempotency_key(format!("sweep:{request_id}"));
-        if let Some(tp) = traceparent.filter(|t| !t.is_empty()) {
-            job = job.meta(TRACEPARENT, tp);
-        }
+        let next = Next::RemoveAccess { trigger: RemovalTrigger::Expiry, at_ms: None };
+        let job = grantline_store::job(&request_id, traceparent.as_deref().unwrap_or_default(), next, now_ms)
+            .map_err(|e| QueueError::InvalidJob(e.to_string()))?
+            .idempotency_key(format!("sweep:{request_id}"));
         if let PushOutcome::Enqueued { .. } = queue.push(job).await? {
             tracing::warn!(request_id, "expired grant had no removal; enqueued one");
             enqueued += 1;
