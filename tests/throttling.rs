@@ -269,3 +269,38 @@ async fn a_membership_the_read_already_showed_is_not_written() {
     assert!(grant["evidence"]["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{grant}");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_of_one_group_due_together_share_one_batch() {
+    let mut sims = SimsConfig { tenant: bulk_tenant(6), ..SimsConfig::demo() };
+    sims.graph.throttle = ThrottleConfig::disabled();
+    let stack = Stack::start_opts(StackOptions {
+        sims,
+        executors: ExecutorSettings { batch_linger_ms: 400, ..ExecutorSettings::default() },
+        ..StackOptions::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let ritm =
+            NewRitm::new(&snow_sys_id(&bulk_user_id(i)), ids::CAT_ITEM_TEAM_ALPHA_NAME).variable("duration", "3s");
+        ids.push(stack.submit(ritm).await.1);
+    }
+    wait_all(&stack, &ids, RequestState::Active, support::WAIT).await;
+    stack.sims.graph.clear_requests();
+    wait_all(&stack, &ids, RequestState::Removed, support::WAIT_EXPIRY).await;
+    let log = stack.sims.graph.requests();
+    let deletes: Vec<&LoggedRequest> = log.iter().filter(|r| r.method == "DELETE").collect();
+    assert!(deletes.is_empty(), "no single removals: {deletes:#?}");
+    let batches: Vec<&LoggedRequest> =
+        log.iter().filter(|r| r.path == "/v1.0/$batch" && r.body.contains("\"DELETE\"")).collect();
+    assert!(!batches.is_empty() && batches.len() <= 2, "removals shared one or two $batch calls: {}", batches.len());
+    for i in 0..6 {
+        assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, &bulk_user_id(i)), 0);
+    }
+    for id in &ids {
+        let removal = stack.json_field(id, "removal").await;
+        assert_eq!(removal["removed"], true, "{removal}");
+    }
+    stack.shutdown().await;
+}
