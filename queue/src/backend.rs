@@ -20,13 +20,13 @@ use std::future::Future;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::QueueError;
 use crate::ack::{AckLayer, Lease};
 use crate::config::QueueConfig;
+use crate::connection::Blocker;
 use crate::job::{Envelope, JobError, NewJob, PushOutcome, RunAt, now_ms};
 use crate::keys::QueueKeys;
 use crate::queue::{Queue, ms, string};
@@ -45,7 +45,7 @@ pub struct RedisBackend<T> {
     batch: usize,
     buffer: VecDeque<Task<T>>,
     fetching: Option<BoxFuture<'static, Result<Fetched<T>, QueueError>>>,
-    waiting: Option<BoxFuture<'static, Option<MultiplexedConnection>>>,
+    waiting: Option<BoxFuture<'static, Option<Blocker>>>,
     /// Fires at the earliest due time of the delayed set. Redis checks blocked commands'
     /// timeouts only when its event loop wakes (every 100 ms at the default `hz`), so due
     /// times are kept by a local timer while the BLPOP stays pending for wake-ups.
@@ -53,7 +53,8 @@ pub struct RedisBackend<T> {
     /// The last fetch returned work: fetch again without waiting.
     more: bool,
     closing: Option<BoxFuture<'static, ()>>,
-    blocker: Option<MultiplexedConnection>,
+    /// The connection of the wake-up wait (on a cluster, to the namespace's master).
+    blocker: Option<Blocker>,
     failures: u32,
     sink: Vec<NewJob>,
     sink_fut: Option<BoxFuture<'static, Result<(), QueueError>>>,
@@ -112,7 +113,7 @@ impl<T> RedisBackend<T> {
     }
 
     fn start_wait(&mut self, timeout: Duration) {
-        let client = self.queue.inner.client.clone();
+        let connector = self.queue.inner.connector.clone();
         let conn = self.blocker.take();
         let signal = self.keys.signal.clone();
         let response_timeout = self.queue.config().response_timeout;
@@ -120,29 +121,23 @@ impl<T> RedisBackend<T> {
             async move {
                 let mut conn = match conn {
                     Some(c) => c,
-                    None => {
-                        let cfg = redis::AsyncConnectionConfig::new()
-                            .set_connection_timeout(Some(Duration::from_secs(2)))
-                            .set_response_timeout(Some(response_timeout + timeout));
-                        match client.get_multiplexed_async_connection_with_config(&cfg).await {
-                            Ok(c) => c,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "wake-up connection unavailable; polling instead");
-                                tokio::time::sleep(timeout.min(Duration::from_millis(250))).await;
-                                return None;
-                            }
+                    None => match connector.blocker(timeout, response_timeout).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "wake-up connection unavailable; polling instead");
+                            tokio::time::sleep(timeout.min(Duration::from_millis(250))).await;
+                            return None;
                         }
-                    }
+                    },
                 };
                 let secs = timeout.as_secs_f64().max(0.005);
-                let r: redis::RedisResult<Option<(String, String)>> =
-                    redis::cmd("BLPOP").arg(&signal).arg(secs).query_async(&mut conn).await;
-                match r {
+                match conn.blpop(&signal, secs).await {
                     Ok(_) => Some(conn),
                     Err(e) => {
-                        tracing::debug!(error = %e, "wake-up wait failed; reconnecting");
+                        // a failover unblocks waiters with an error, a restart drops them
+                        tracing::debug!(error = %e, "wake-up wait failed; waiting again");
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        None
+                        conn.keep_after_error().then_some(conn)
                     }
                 }
             }

@@ -16,6 +16,12 @@ impl Namespace {
         Self { tag: format!("{{{name}}}") }
     }
 
+    /// The Redis Cluster hash slot of every key of this namespace (what `CLUSTER KEYSLOT
+    /// {namespace}` answers): the master that owns it carries the whole namespace.
+    pub fn slot(&self) -> u16 {
+        key_slot(self.tag.as_bytes())
+    }
+
     /// A caller-owned key inside the namespace (request records, audit streams, ...).
     pub fn key(&self, suffix: &str) -> String {
         format!("{}:{}", self.tag, suffix)
@@ -42,6 +48,28 @@ impl Namespace {
             idem_prefix: format!("{base}:idem:"),
         }
     }
+}
+
+/// The Redis Cluster hash slot of a key: the CRC-16 of its hash tag (the bytes between the
+/// first `{` and the next `}`, when not empty) or else of the whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter().position(|b| *b == b'}').filter(|close| *close > 0).map(|close| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % 16384
+}
+
+/// CRC-16/XMODEM (polynomial 0x1021, initial value 0), the hash of Redis Cluster key slots.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for b in bytes {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
 }
 
 /// The keys of one queue. A job's body lives in `jobs` (one hash field per job, so scripts
@@ -95,5 +123,16 @@ mod tests {
         }
         assert_eq!(q.idempotency("sn:RITM1"), "{gl}:q:execute-grant:idem:sn:RITM1");
         assert_eq!(ns.key("req:1"), "{gl}:req:1");
+    }
+
+    #[test]
+    fn the_slot_is_the_cluster_hash_of_the_namespace() {
+        // the check value of CRC-16/XMODEM, and slots Redis computes for these names
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        assert_eq!(Namespace::new("foo").slot(), 12182);
+        assert_eq!(Namespace::new("grantline").slot(), crc16(b"grantline") % 16384);
+        assert_eq!(key_slot(b"{foo}:q:validate:ready"), 12182);
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), crc16(b"{bar") % 16384);
     }
 }

@@ -23,6 +23,7 @@
 mod ack;
 mod backend;
 mod config;
+mod connection;
 mod job;
 mod keys;
 mod limiter;
@@ -34,11 +35,12 @@ pub mod server;
 pub use ack::{AckLayer, AckService};
 pub use backend::RedisBackend;
 pub use config::{QueueConfig, RetryPolicy};
+pub use connection::{CLUSTER_SCHEME, QueueConnection};
 pub use job::{
     AttemptError, CommitOutcome, Guard, Handoff, IntoHandoff, JobError, NewJob, PushOutcome, RunAt, Write, WriteCmd,
     new_id, successor_id, validate_id,
 };
-pub use keys::{Namespace, QueueKeys};
+pub use keys::{Namespace, QueueKeys, key_slot};
 pub use limiter::{Admission, Limit, LimitState};
 pub use queue::{DeadLetter, FailOutcome, Queue, QueueMetrics};
 

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
 use crate::QueueError;
 use crate::config::QueueConfig;
+use crate::connection::{Connector, QueueConnection, Target};
 use crate::job::{
     AttemptError, CommitOutcome, Envelope, Guard, Handoff, JobError, NewJob, PushOutcome, RunAt, new_id, now_ms,
     successor_id, validate_id,
@@ -18,7 +18,8 @@ use crate::job::{
 use crate::keys::{Namespace, QueueKeys};
 use crate::scripts::SCRIPTS;
 
-/// A handle on one namespace of queues in one Redis.
+/// A handle on one namespace of queues in one Redis or one Redis Cluster (where the
+/// namespace is one hash slot, so one master carries it).
 #[derive(Clone)]
 pub struct Queue {
     pub(crate) inner: Arc<Inner>,
@@ -34,8 +35,9 @@ impl std::fmt::Debug for Queue {
 }
 
 pub(crate) struct Inner {
-    pub conn: ConnectionManager,
-    pub client: redis::Client,
+    pub conn: QueueConnection,
+    /// Opens the idle consumers' connections for their blocking waits.
+    pub connector: Connector,
     pub cfg: QueueConfig,
     pub ns: Namespace,
     pub worker_id: String,
@@ -112,22 +114,27 @@ pub struct DeadLetter {
     pub at: u64,
 }
 
-fn connection_config(cfg: &QueueConfig) -> redis::aio::ConnectionManagerConfig {
-    redis::aio::ConnectionManagerConfig::new()
-        .set_response_timeout(Some(cfg.response_timeout))
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500))
-        .set_number_of_retries(3)
-}
-
 impl Queue {
-    /// Connects to Redis (`redis://host:port/db`). The first connection must succeed;
-    /// afterwards the client reconnects by itself.
+    /// Connects to one Redis (`redis://host:port/db`) or to a Redis Cluster
+    /// (`redis+cluster://host1:port1,host2:port2/`, any reachable subset of its nodes as
+    /// seeds). The first connection must succeed; afterwards the client reconnects by
+    /// itself, and on a cluster follows redirects and failovers.
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Queue, QueueError> {
+        Self::open(&Target::parse(url)?, cfg).await
+    }
+
+    /// Connects to a Redis Cluster through its seed nodes, each `redis://[user:password@]host:port`
+    /// (the same as [`Queue::connect`] with a `redis+cluster://` URL).
+    pub async fn connect_cluster<S: AsRef<str>>(seeds: &[S], cfg: QueueConfig) -> Result<Queue, QueueError> {
+        if seeds.is_empty() {
+            return Err(QueueError::Config("a cluster needs at least one seed node".into()));
+        }
+        Self::open(&Target::Cluster(seeds.iter().map(|s| s.as_ref().to_owned()).collect()), cfg).await
+    }
+
+    async fn open(target: &Target, cfg: QueueConfig) -> Result<Queue, QueueError> {
         cfg.validate().map_err(QueueError::Config)?;
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_with_config(client.clone(), connection_config(&cfg)).await?;
+        let (conn, connector) = crate::connection::open(target, &cfg).await?;
         let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.len() <= 40);
         let worker_id = match host {
             Some(h) => format!("{h}-{}-{:08x}", std::process::id(), fastrand::u32(..)),
@@ -137,7 +144,7 @@ impl Queue {
         Ok(Queue {
             inner: Arc::new(Inner {
                 conn,
-                client,
+                connector,
                 ns: Namespace::new(&cfg.namespace),
                 cfg,
                 worker_id,
@@ -162,9 +169,15 @@ impl Queue {
         &self.inner.worker_id
     }
 
-    /// A multiplexed connection for the caller's own reads and writes in the namespace.
-    pub fn connection(&self) -> ConnectionManager {
+    /// A multiplexed connection for the caller's own reads and writes in the namespace (on a
+    /// cluster, commands go to the master of the namespace's slot).
+    pub fn connection(&self) -> QueueConnection {
         self.inner.conn.clone()
+    }
+
+    /// Whether this queue runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.conn.is_cluster()
     }
 
     pub fn keys(&self, queue: &str) -> QueueKeys {

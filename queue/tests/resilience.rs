@@ -81,13 +81,13 @@ async fn graceful_shutdown_finishes_running_jobs_and_returns_unstarted_ones() {
 async fn a_job_that_kills_its_worker_ends_in_the_dead_letters() {
     let mut cfg = fast_config();
     cfg.retry.insert("poison".into(), RetryPolicy { max_attempts: 3, ..RetryPolicy::default() });
-    let e = env(cfg.clone()).await;
+    let e = env(cfg).await;
     let watcher = e.queue.clone();
     watcher.watch("poison").await.unwrap();
     watcher.push(NewJob::new("poison", &Job { n: 666 }).unwrap()).await.unwrap();
     for crash in 1..=3 {
         // a process of its own (its own Queue and maintenance loop) that dies mid-job
-        let q = Queue::connect(&e.url, cfg.clone()).await.unwrap();
+        let q = Queue::connect(&e.url, e.queue.config().clone()).await.unwrap();
         let picked = Arc::new(AtomicU32::new(0));
         let p = picked.clone();
         let w = spawn_worker!("poison", RedisBackend::<Job>::new(&q, "poison"), 1, move |_j: Job| {
@@ -156,7 +156,7 @@ async fn retention_expires_finished_jobs_and_idempotency_keys() {
     let ttl: i64 = conn.pttl(keys.idempotency("k3")).await.unwrap();
     assert!(ttl > 0 && ttl <= 60_000, "idempotency keys carry a TTL: {ttl}");
     // nothing else is left behind but bounded bookkeeping
-    let all: Vec<String> = conn.keys("*").await.unwrap();
+    let all: Vec<String> = conn.keys(q.namespace().key("*")).await.unwrap();
     for k in &all {
         let bounded = k.ends_with(":stats") || k.ends_with(":queues") || k.contains(":idem:") || k.ends_with(":signal");
         assert!(bounded, "unexpected key left behind: {k}");
