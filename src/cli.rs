@@ -108,6 +108,32 @@ pub enum AuditCmd {
     Verify { request: String },
     /// Write the records as JSON lines (for a SIEM).
     Export { request: String },
+    /// Write a signed evidence pack for auditors: <OUT>/<ticket>-<id>.evidence.json and .html.
+    Evidence {
+        /// Request id or ticket number.
+        request: String,
+        /// Directory to write the pack to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Ed25519 private key (PKCS#8 PEM) to sign with; without it a one-time key signs.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The policy file in force (its sha256 is recorded and compared with the decision's).
+        #[arg(long, default_value = "deploy/policy.toml")]
+        policy: PathBuf,
+    },
+    /// Verify an evidence pack offline; exit 1 with the reason if it is not valid.
+    VerifyEvidence {
+        file: PathBuf,
+        /// The signer's public key (PEM); without it the key embedded in the pack is used.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Create an Ed25519 signing key for evidence packs (FILE, and its public key FILE.pub).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -378,8 +404,20 @@ pub async fn audit_entries(q: &Queue, id: &str) -> Result<Vec<(String, String, S
 }
 
 async fn audit_cmd(cfg: &Config, cmd: AuditCmd) -> Result<ExitCode> {
+    match &cmd {
+        AuditCmd::VerifyEvidence { file, public_key } => {
+            return crate::evidence::verify_cmd(file, public_key.as_deref());
+        }
+        AuditCmd::Keygen { out } => return crate::evidence::keygen_cmd(out),
+        _ => {}
+    }
     let q = queue(cfg).await?;
-    let (AuditCmd::Show { request } | AuditCmd::Verify { request } | AuditCmd::Export { request }) = &cmd;
+    if let AuditCmd::Evidence { request, out, key, policy } = &cmd {
+        return crate::evidence::evidence_cmd(&q, request, out, key.as_deref(), policy).await;
+    }
+    let (AuditCmd::Show { request } | AuditCmd::Verify { request } | AuditCmd::Export { request }) = &cmd else {
+        bail!("unexpected audit command");
+    };
     let id = resolve_request(&q, request).await?;
     let entries = audit_entries(&q, &id).await?;
     if entries.is_empty() {
@@ -401,6 +439,7 @@ async fn audit_cmd(cfg: &Config, cmd: AuditCmd) -> Result<ExitCode> {
                 println!("{v}");
             }
         }
+        AuditCmd::Evidence { .. } | AuditCmd::VerifyEvidence { .. } | AuditCmd::Keygen { .. } => {}
         AuditCmd::Verify { .. } => {
             let mut conn = q.connection();
             let head: Option<String> = conn.hget(q.namespace().key(&keys::request(&id)), fields::AUDIT_HEAD).await?;
