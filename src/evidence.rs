@@ -1008,13 +1008,75 @@ impl Report {
     }
 }
 
+/// A JSON value read strictly: an object that names a key twice is refused, so that no two
+/// readers of one pack can see different values for the same field.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = StrictValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::String(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(StrictValue(Value::Array(items)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictValue, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if members.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("the key {key:?} appears twice in one object")));
+            }
+            let StrictValue(v) = map.next_value()?;
+            members.insert(key, v);
+        }
+        Ok(StrictValue(Value::Object(members)))
+    }
+}
+
 /// Verifies a pack offline: its signature (with `given`, else the embedded key), the audit
 /// chain inside it, and that every summary field agrees with the trail.
 pub fn verify_pack(text: &str, given: Option<&PublicKey>) -> Report {
     let mut report = Report { problems: Vec::new(), key_source: None, key_id: None, content: None };
     let problems = &mut report.problems;
-    let pack: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+    let pack: Value = match serde_json::from_str::<StrictValue>(text) {
+        Ok(StrictValue(v)) => v,
         Err(e) => {
             problems.push(format!("the file is not JSON: {e}"));
             return report;
@@ -1525,8 +1587,12 @@ pub fn verify_cmd(file: &Path, public_key: Option<&Path>) -> anyhow::Result<Exit
         }
         None => None,
     };
-    let text = match std::fs::read(file) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+    let text = match std::fs::read(file).map(String::from_utf8) {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => {
+            println!("INVALID: {} is not UTF-8 text: {e}", file.display());
+            return Ok(ExitCode::from(1));
+        }
         Err(e) => {
             println!("INVALID: {}: {e}", file.display());
             return Ok(ExitCode::from(1));
@@ -2479,6 +2545,17 @@ mod tests {
         v["checks"][0]["passed"] = false.into();
         let r = verify_pack(&pack_text(v, &forger), None);
         assert!(r.problems.iter().any(|p| p.contains("checks[0].passed")), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused_whatever_it_names() {
+        let key = SigningKey::generate().unwrap();
+        let (text, _) = seal(&content(), &key).unwrap();
+        // a second `state` member after the first: a lenient reader would take either
+        let doubled = text.replacen("\"state\": \"removed\",", "\"state\": \"removed\", \"state\": \"active\",", 1);
+        assert_ne!(doubled, text);
+        let r = verify_pack(&doubled, None);
+        assert!(r.problems[0].contains("the key \"state\" appears twice"), "{:?}", r.problems);
     }
 
     #[test]
