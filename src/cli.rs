@@ -241,7 +241,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let opts = worker_options(&cfg);
             spawn_policy_watch(&cfg, &svc);
             let q = svc.queue.clone();
-            let state = grantline_ingest::AppState::new(q.clone(), cfg.ingest.clone());
+            let state = ingest_state(&cfg, q.clone())?;
             let ingest_cfg = cfg.ingest.clone();
             let ingest_rx = rx.clone();
             let ingest =
@@ -257,7 +257,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ingest => {
             let q = queue(&cfg).await?;
-            let state = grantline_ingest::AppState::new(q, cfg.ingest.clone());
+            let state = ingest_state(&cfg, q)?;
             grantline_ingest::serve(&cfg.ingest, state, shutdown_signal()).await.map_err(|e| anyhow!("ingest: {e}"))?;
         }
         Command::Worker => {
@@ -531,4 +531,13 @@ fn policy_cmd(cmd: &PolicyCmd) -> Result<ExitCode> {
             Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
+}
+
+/// The HTTP edge's state: the queue, and the directory that proves approvers' identities.
+fn ingest_state(cfg: &Config, q: grantline_queue::Queue) -> Result<grantline_ingest::AppState> {
+    let mut state = grantline_ingest::AppState::new(q, cfg.ingest.clone());
+    if let Some(graph) = &cfg.graph {
+        state = state.with_directory(grantline_connectors::GraphClient::new(graph)?);
+    }
+    Ok(state)
 }

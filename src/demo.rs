@@ -182,10 +182,16 @@ pub async fn run(policy_path: &str) -> Result<()> {
         operator_tokens: vec![grantline_ingest::OperatorToken {
             id: "demo".into(),
             token: grantline_ingest::Secret::new(OPERATOR),
+            directory_id: None,
+            upn: None,
         }],
         ..Default::default()
     };
-    let app = grantline_ingest::router(grantline_ingest::AppState::new(queue.clone(), ingest_cfg));
+    let app = grantline_ingest::router(
+        grantline_ingest::AppState::new(queue.clone(), ingest_cfg)
+            .with_clock(svc.clock.clone())
+            .with_directory(GraphClient::new(&graph_config(&sims))?),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ingest_url = format!("http://{}", listener.local_addr()?);
     let mut rx = stop_rx.clone();
@@ -236,7 +242,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
         let resp = http
             .post(format!("{ingest_url}/v1/requests/{id}/decision"))
             .bearer_auth(OPERATOR)
-            .json(&serde_json::json!({"approver": approver, "approve": true, "comment": "approved in the demo"}))
+            .json(&serde_json::json!({"on_behalf_of": approver, "approve": true, "comment": "approved in the demo"}))
             .send()
             .await?;
         if !resp.status().is_success() {

@@ -159,7 +159,18 @@ async fn the_data_owner_approves_finance_bi_and_the_requester_cannot() {
     assert_eq!(stack.metrics("execute-grant").await.enqueued_total, 0);
     assert!(!stack.sims.graph.state().is_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID));
     let refused = stack.audit(&id).await;
-    assert_eq!(refused.iter().filter(|r| r.event.name() == "self_approval_refused").count(), 2);
+    let refusals: Vec<_> = refused.iter().filter(|r| r.event.name() == "approval_refused").collect();
+    assert_eq!(refusals.len(), 3, "{refused:#?}");
+    // the operator who recorded them is the actor; the reason names why
+    assert!(refusals.iter().all(|r| r.actor == "operator:e2e"), "{refusals:#?}");
+    let reasons: Vec<String> = refusals
+        .iter()
+        .map(|r| match &r.event {
+            grantline_shared::audit::AuditEvent::ApprovalRefused { reason, .. } => reason.clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(reasons, ["approval.self_approval", "approval.self_approval", "approval.not_an_approver"]);
 
     // the data owner approves
     let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
@@ -186,8 +197,9 @@ async fn the_data_owner_approves_finance_bi_and_the_requester_cannot() {
             "decision_made",
             "approval_requested",
             "ticket_updated",
-            "self_approval_refused",
-            "self_approval_refused",
+            "approval_refused",
+            "approval_refused",
+            "approval_refused",
             "approval_recorded",
             "grant_executed",
             "ticket_updated",

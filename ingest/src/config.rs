@@ -29,6 +29,13 @@ pub struct ServiceNowAuth {
 pub struct OperatorToken {
     pub id: String,
     pub token: Secret,
+    /// The operator's own directory identity (object id): a decision the operator records
+    /// without naming someone else is theirs, judged like any approver's.
+    #[serde(default)]
+    pub directory_id: Option<String>,
+    /// The operator's UPN, shown on tickets.
+    #[serde(default)]
+    pub upn: Option<String>,
 }
 
 /// Configuration of the HTTP edge.
@@ -167,9 +174,9 @@ mod tests {
         c.max_body_bytes = 10;
         c.allowed_tables = vec!["Bad Table".into()];
         c.operator_tokens = vec![
-            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001") },
-            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001") },
-            OperatorToken { id: "bad id".into(), token: Secret::new("x") },
+            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001"), directory_id: None, upn: None },
+            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001"), directory_id: None, upn: None },
+            OperatorToken { id: "bad id".into(), token: Secret::new("x"), directory_id: None, upn: None },
         ];
         let msg = c.validate().unwrap_err().to_string();
         for key in [

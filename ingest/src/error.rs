@@ -37,6 +37,14 @@ pub mod codes {
     pub const APPROVAL_NOT_AN_APPROVER: &str = "approval.not_an_approver";
     /// The request has no approval plan on record: nobody may approve it (deny by default).
     pub const APPROVAL_NO_PLAN: &str = "approval.no_plan";
+    /// The operator token has no directory identity, and the decision names no one else.
+    pub const APPROVAL_OPERATOR_WITHOUT_IDENTITY: &str = "approval.operator_without_identity";
+    /// The directory has no enabled account for the approver named.
+    pub const APPROVAL_UNKNOWN_APPROVER: &str = "approval.unknown_approver";
+    /// The answer was about another stage than the pending one (a stale card or link).
+    pub const APPROVAL_WRONG_STAGE: &str = "approval.wrong_stage";
+    /// Naming an approver needs the directory, and none is configured or it did not answer.
+    pub const APPROVAL_DIRECTORY_UNAVAILABLE: &str = "approval.directory_unavailable";
     pub const ROUTE_NOT_FOUND: &str = "route.not_found";
     pub const METHOD_NOT_ALLOWED: &str = "request.method_not_allowed";
     /// Redis (the request store) is unreachable: nothing was accepted; retry later.

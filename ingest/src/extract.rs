@@ -187,6 +187,9 @@ impl FromRequest<AppState> for JsonBytes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
     pub id: String,
+    /// The operator's own directory identity, when configured.
+    pub directory_id: Option<String>,
+    pub upn: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Operator {
@@ -205,14 +208,14 @@ impl FromRequestParts<AppState> for Operator {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::bearer(codes::AUTH_MISSING, "an operator bearer token is required"))?;
         // Compare against every token, without stopping at the first match.
-        let mut found: Option<&str> = None;
+        let mut found = None;
         for t in &state.cfg.operator_tokens {
             if secret_eq(token.as_bytes(), t.token.expose().as_bytes()) {
-                found = Some(&t.id);
+                found = Some(t);
             }
         }
         match found {
-            Some(id) => Ok(Operator { id: id.to_owned() }),
+            Some(t) => Ok(Operator { id: t.id.clone(), directory_id: t.directory_id.clone(), upn: t.upn.clone() }),
             None => Err(ApiError::bearer(codes::AUTH_BAD_TOKEN, "the bearer token is not valid")),
         }
     }

@@ -19,6 +19,7 @@
 //!
 //! Request ids are UUID v7 in simple form: 32 lowercase hex characters, time-ordered.
 
+pub mod approvals;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -39,7 +40,7 @@ use tracing::Instrument;
 
 pub use config::{ConfigError, IngestConfig, OperatorToken, Secret, ServiceNowAuth};
 pub use error::{ApiError, ErrorCode, codes};
-pub use state::{AppState, Clock, IngestMetrics, WebhookOutcome, system_clock};
+pub use state::{AppState, Clock, IngestMetrics, WebhookOutcome};
 
 /// The webhook route.
 pub const WEBHOOK_ROUTE: &str = "/v1/webhooks/servicenow";

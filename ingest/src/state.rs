@@ -3,14 +3,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use grantline_connectors::GraphClient;
 use grantline_queue::Queue;
 
 use crate::config::IngestConfig;
 
-/// Milliseconds since the Unix epoch. Tests substitute their own.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+pub use grantline_shared::Clock;
 
 /// The state of the router. Cheap to clone.
 #[derive(Clone)]
@@ -19,6 +18,9 @@ pub struct AppState {
     pub cfg: Arc<IngestConfig>,
     pub clock: Clock,
     pub metrics: Arc<IngestMetrics>,
+    /// The directory, read (never written) to prove who an approver is: their object id and
+    /// UPN, and the approver groups they belong to.
+    pub directory: Option<GraphClient>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -27,20 +29,10 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The wall clock, in ms since the epoch.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    })
-}
-
 impl AppState {
     /// State with the wall clock and fresh counters.
     pub fn new(queue: Queue, cfg: IngestConfig) -> Self {
-        Self { queue, cfg: Arc::new(cfg), clock: system_clock(), metrics: Arc::default() }
+        Self { queue, cfg: Arc::new(cfg), clock: Clock::system(), metrics: Arc::default(), directory: None }
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -48,8 +40,14 @@ impl AppState {
         self
     }
 
+    /// Reads approvers' identities from this directory.
+    pub fn with_directory(mut self, graph: GraphClient) -> Self {
+        self.directory = Some(graph);
+        self
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
-        (self.clock)()
+        self.clock.now_ms()
     }
 }
 

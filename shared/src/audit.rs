@@ -47,6 +47,15 @@ pub enum AuditEvent {
     SelfApprovalRefused {
         approver: String,
     },
+    /// An answer that did not count (not an approver, self-approval, expired, wrong stage, a bad
+    /// signature), with the identity it claimed and the door it came through.
+    ApprovalRefused {
+        approver: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approver_id: Option<String>,
+        door: String,
+        reason: String,
+    },
     GrantExecuted {
         group_id: String,
         user_id: String,
@@ -127,6 +136,7 @@ impl AuditEvent {
             AuditEvent::ApprovalRequested { .. } => "approval_requested",
             AuditEvent::ApprovalRecorded { .. } => "approval_recorded",
             AuditEvent::SelfApprovalRefused { .. } => "self_approval_refused",
+            AuditEvent::ApprovalRefused { .. } => "approval_refused",
             AuditEvent::GrantExecuted { .. } => "grant_executed",
             AuditEvent::PermissionGranted { .. } => "permission_granted",
             AuditEvent::PermissionRemoved { .. } => "permission_removed",
@@ -273,6 +283,12 @@ mod tests {
             AuditEvent::ApprovalRequested { approvers: vec!["a".into()], reason: "r".into() },
             AuditEvent::ApprovalRecorded { approver: "a".into(), approve: true, comment: "c".into() },
             AuditEvent::SelfApprovalRefused { approver: "a".into() },
+            AuditEvent::ApprovalRefused {
+                approver: "a".into(),
+                approver_id: Some("id".into()),
+                door: "teams".into(),
+                reason: "approval.not_an_approver".into(),
+            },
             AuditEvent::GrantExecuted {
                 group_id: "g".into(),
                 user_id: "u".into(),
@@ -315,7 +331,7 @@ mod tests {
             AuditEvent::DeadLettered { queue: "q".into(), job_id: "j".into(), dead_letter_id: "d".into() },
         ];
         // a new variant must be added above
-        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 16);
+        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 17);
         for event in events {
             let r = AuditRecord { event, ..rec(1) };
             let (fields, _) = entry(GENESIS, &r).unwrap();

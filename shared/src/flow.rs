@@ -4,7 +4,7 @@
 //! when a delayed step runs. The diagram in ARCHITECTURE.md is this table.
 
 use crate::JobKind;
-use crate::jobs::{RemovalTrigger, TicketUpdate};
+use crate::jobs::{NotifyWhat, RemovalTrigger, TicketUpdate};
 use crate::request::RequestState;
 
 /// The outcome of a step (or of a decision arriving at the HTTP edge, or of the scheduler).
@@ -23,14 +23,24 @@ pub enum Outcome {
     AutoApproved,
     /// request-approval: approvers were asked.
     ApprovalRequested,
-    /// decision: a stage was approved and more stages remain.
-    StageApproved,
+    /// decision: a stage was approved and more stages remain; `next` is asked now.
+    StageApproved { next: usize },
     /// decision: the last stage was approved.
     Approved,
     /// decision: an approver rejected.
     Rejected,
-    /// scheduler: nobody decided in time.
+    /// approval-deadline: nobody decided in time.
     ApprovalExpired,
+    /// approval-deadline (time ran out) or notify (its approvers cannot act): the stage went
+    /// to its fallback, who is asked now.
+    Escalated { stage: usize },
+    /// approval-deadline: a reminder time of the stage came.
+    Reminded { stage: usize },
+    /// decision: an approval counted, and the stage needs more (an all-of or N-of-M quorum).
+    ApprovalCounted,
+    /// A decision was refused (not an approver, self-approval, a stale card, ...): only
+    /// recorded.
+    DecisionRefused,
     /// execute-grant: outside the change window; runs again at its opening.
     Deferred { until_ms: u64 },
     /// execute-grant: done and verified by reading it back.
@@ -64,6 +74,12 @@ pub enum Next {
         at_ms: Option<u64>,
     },
     RollbackGrant,
+    Notify(NotifyWhat),
+    SyncApprovals,
+    /// approval-deadline for the due time `due_ms`, when it comes.
+    ApprovalDeadline {
+        due_ms: u64,
+    },
 }
 
 impl Next {
@@ -77,6 +93,9 @@ impl Next {
             Next::ScheduleRemoval => JobKind::ScheduleRemoval,
             Next::RemoveAccess { .. } => JobKind::RemoveAccess,
             Next::RollbackGrant => JobKind::RollbackGrant,
+            Next::Notify(_) => JobKind::Notify,
+            Next::SyncApprovals => JobKind::SyncApprovals,
+            Next::ApprovalDeadline { .. } => JobKind::ApprovalDeadline,
         }
     }
 
@@ -84,6 +103,7 @@ impl Next {
     pub fn due_ms(self) -> Option<u64> {
         match self {
             Next::ExecuteGrant { at_ms } | Next::RemoveAccess { at_ms, .. } => at_ms,
+            Next::ApprovalDeadline { due_ms } => Some(due_ms),
             _ => None,
         }
     }
@@ -107,12 +127,27 @@ pub fn next(outcome: Outcome) -> Transition {
         Outcome::Received => t(Some(S::Received), &[Validate]),
         Outcome::Allowed => t(Some(S::Validating), &[RequestApproval]),
         Outcome::Denied => t(Some(S::Denied), &[UpdateTicket(TicketUpdate::Denied)]),
-        Outcome::Cancelled => t(Some(S::Cancelled), &[UpdateTicket(TicketUpdate::Cancelled)]),
-        Outcome::AutoApproved | Outcome::Approved => t(Some(S::Approved), &[ExecuteGrant { at_ms: None }]),
-        Outcome::ApprovalRequested => t(Some(S::AwaitingApproval), &[UpdateTicket(TicketUpdate::AwaitingApproval)]),
-        Outcome::StageApproved => t(None, &[]),
-        Outcome::Rejected => t(Some(S::Rejected), &[UpdateTicket(TicketUpdate::Rejected)]),
-        Outcome::ApprovalExpired => t(Some(S::Expired), &[UpdateTicket(TicketUpdate::Expired)]),
+        Outcome::Cancelled => {
+            t(Some(S::Cancelled), &[UpdateTicket(TicketUpdate::Cancelled), Notify(NotifyWhat::Update)])
+        }
+        Outcome::AutoApproved => t(Some(S::Approved), &[ExecuteGrant { at_ms: None }]),
+        Outcome::Approved => t(Some(S::Approved), &[ExecuteGrant { at_ms: None }, Notify(NotifyWhat::Update)]),
+        Outcome::ApprovalRequested => t(
+            Some(S::AwaitingApproval),
+            &[UpdateTicket(TicketUpdate::AwaitingApproval), Notify(NotifyWhat::Ask { stage: 0 })],
+        ),
+        Outcome::StageApproved { next } => {
+            t(None, &[Notify(NotifyWhat::Update), Notify(NotifyWhat::Ask { stage: next })])
+        }
+        Outcome::Rejected => t(Some(S::Rejected), &[UpdateTicket(TicketUpdate::Rejected), Notify(NotifyWhat::Update)]),
+        Outcome::ApprovalExpired => {
+            t(Some(S::Expired), &[UpdateTicket(TicketUpdate::Expired), Notify(NotifyWhat::Update)])
+        }
+        Outcome::Escalated { stage } => {
+            t(None, &[UpdateTicket(TicketUpdate::Escalated), Notify(NotifyWhat::Ask { stage })])
+        }
+        Outcome::Reminded { stage } => t(None, &[Notify(NotifyWhat::Remind { stage })]),
+        Outcome::ApprovalCounted | Outcome::DecisionRefused => t(None, &[]),
         Outcome::Deferred { until_ms } => {
             t(Some(S::Deferred), &[UpdateTicket(TicketUpdate::Deferred), ExecuteGrant { at_ms: Some(until_ms) }])
         }
@@ -146,7 +181,8 @@ pub fn entry_states(kind: JobKind) -> &'static [RequestState] {
         // a permanent grant is revoked from `completed` (offboarding, an operator)
         JobKind::RemoveAccess => &[S::Active, S::Completed],
         JobKind::RollbackGrant => &[S::Compensating],
-        JobKind::UpdateTicket | JobKind::Alert => &[],
+        JobKind::SyncApprovals | JobKind::ApprovalDeadline => &[S::AwaitingApproval],
+        JobKind::UpdateTicket | JobKind::Alert | JobKind::Notify => &[],
     }
 }
 
@@ -169,13 +205,41 @@ mod tests {
             (Outcome::Received, Some(S::Received), vec![Validate]),
             (Outcome::Allowed, Some(S::Validating), vec![RequestApproval]),
             (Outcome::Denied, Some(S::Denied), vec![UpdateTicket(TicketUpdate::Denied)]),
-            (Outcome::Cancelled, Some(S::Cancelled), vec![UpdateTicket(TicketUpdate::Cancelled)]),
+            (
+                Outcome::Cancelled,
+                Some(S::Cancelled),
+                vec![UpdateTicket(TicketUpdate::Cancelled), Notify(NotifyWhat::Update)],
+            ),
             (Outcome::AutoApproved, Some(S::Approved), vec![ExecuteGrant { at_ms: None }]),
-            (Outcome::ApprovalRequested, Some(S::AwaitingApproval), vec![UpdateTicket(TicketUpdate::AwaitingApproval)]),
-            (Outcome::StageApproved, None, vec![]),
-            (Outcome::Approved, Some(S::Approved), vec![ExecuteGrant { at_ms: None }]),
-            (Outcome::Rejected, Some(S::Rejected), vec![UpdateTicket(TicketUpdate::Rejected)]),
-            (Outcome::ApprovalExpired, Some(S::Expired), vec![UpdateTicket(TicketUpdate::Expired)]),
+            (
+                Outcome::ApprovalRequested,
+                Some(S::AwaitingApproval),
+                vec![UpdateTicket(TicketUpdate::AwaitingApproval), Notify(NotifyWhat::Ask { stage: 0 })],
+            ),
+            (
+                Outcome::StageApproved { next: 1 },
+                None,
+                vec![Notify(NotifyWhat::Update), Notify(NotifyWhat::Ask { stage: 1 })],
+            ),
+            (Outcome::Approved, Some(S::Approved), vec![ExecuteGrant { at_ms: None }, Notify(NotifyWhat::Update)]),
+            (
+                Outcome::Rejected,
+                Some(S::Rejected),
+                vec![UpdateTicket(TicketUpdate::Rejected), Notify(NotifyWhat::Update)],
+            ),
+            (
+                Outcome::ApprovalExpired,
+                Some(S::Expired),
+                vec![UpdateTicket(TicketUpdate::Expired), Notify(NotifyWhat::Update)],
+            ),
+            (
+                Outcome::Escalated { stage: 0 },
+                None,
+                vec![UpdateTicket(TicketUpdate::Escalated), Notify(NotifyWhat::Ask { stage: 0 })],
+            ),
+            (Outcome::Reminded { stage: 0 }, None, vec![Notify(NotifyWhat::Remind { stage: 0 })]),
+            (Outcome::ApprovalCounted, None, vec![]),
+            (Outcome::DecisionRefused, None, vec![]),
             (
                 Outcome::Deferred { until_ms: 7 },
                 Some(S::Deferred),
@@ -211,7 +275,7 @@ mod tests {
         for o in [Outcome::Denied, Outcome::Rejected, Outcome::Removed, Outcome::RolledBack, Outcome::Cancelled] {
             let tr = next(o);
             assert!(tr.state.is_some_and(|s| s.is_terminal()), "{o:?}");
-            assert!(tr.next.iter().all(|n| matches!(n, Next::UpdateTicket(_))), "{o:?}");
+            assert!(tr.next.iter().all(|n| matches!(n, Next::UpdateTicket(_) | Next::Notify(_))), "{o:?}");
         }
     }
 
@@ -227,6 +291,8 @@ mod tests {
             Outcome::TicketUpdated { update: TicketUpdate::Granted, time_bound: true },
             Outcome::RemovalScheduled { at_ms: 1 },
             Outcome::Failed { changed_something: true },
+            Outcome::ApprovalRequested,
+            Outcome::Escalated { stage: 0 },
         ];
         for o in outcomes {
             let tr = next(o);

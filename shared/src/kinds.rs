@@ -15,10 +15,17 @@ pub enum JobKind {
     RemoveAccess,
     RollbackGrant,
     Alert,
+    /// Tell people about a request: ask a stage's approvers, remind them, bring every card,
+    /// message and approval record up to date with a decision, tell the requester.
+    Notify,
+    /// Read a request's ServiceNow approval records and apply decisions taken there.
+    SyncApprovals,
+    /// A stage's reminder time or time to decide came: remind, escalate or expire.
+    ApprovalDeadline,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 8] = [
+    pub const ALL: [JobKind; 11] = [
         JobKind::Validate,
         JobKind::RequestApproval,
         JobKind::ExecuteGrant,
@@ -27,6 +34,9 @@ impl JobKind {
         JobKind::RemoveAccess,
         JobKind::RollbackGrant,
         JobKind::Alert,
+        JobKind::Notify,
+        JobKind::SyncApprovals,
+        JobKind::ApprovalDeadline,
     ];
 
     /// The stable wire name, also the queue name.
@@ -40,6 +50,9 @@ impl JobKind {
             JobKind::RemoveAccess => "remove-access",
             JobKind::RollbackGrant => "rollback-grant",
             JobKind::Alert => "alert",
+            JobKind::Notify => "notify",
+            JobKind::SyncApprovals => "sync-approvals",
+            JobKind::ApprovalDeadline => "approval-deadline",
         }
     }
 
@@ -71,7 +84,10 @@ mod tests {
                 "schedule-removal",
                 "remove-access",
                 "rollback-grant",
-                "alert"
+                "alert",
+                "notify",
+                "sync-approvals",
+                "approval-deadline"
             ]
         );
         for k in JobKind::ALL {

@@ -2,6 +2,7 @@
 //! other contracts every crate agrees on. Pure: no IO, no HTTP, no clock of its own.
 
 pub mod audit;
+pub mod cards;
 pub mod clock;
 pub mod error;
 pub mod flow;

@@ -105,7 +105,8 @@ json_fields!(
     RemovalReceipt,
     CurrentState,
     Vec<Notice>,
-    Vec<String>
+    Vec<String>,
+    ApprovalClock
 );
 
 /// Declares the record: its struct, the field names (`fields::STATE` = "state"), strict reading,
@@ -220,8 +221,12 @@ record! {
         reason: String = REASON "reason",
         /// When a time-bound grant ends (ms since the epoch).
         end_ms: u64 = END_MS "end_ms",
-        /// When approval was first asked (ms), the start of every stage's time to decide.
+        /// The business justification the ticket gives (shown to approvers).
+        justification: String = JUSTIFICATION "justification",
+        /// When approval was first asked (ms).
         asked_ms: u64 = ASKED_MS "asked_ms",
+        /// Where the pending approval stage stands in time: since when, reminders sent.
+        approval_clock: ApprovalClock = APPROVAL_CLOCK "approval_clock",
     }
     listed {
         /// The approvers' answers, in order.
@@ -298,6 +303,69 @@ pub struct ApprovalEntry {
     /// An operator recorded it on the approver's behalf (the operator's id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_by: Option<String>,
+    /// The approver's UPN, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_upn: Option<String>,
+    /// The groups (object ids) the approver was verified to belong to when answering: how a
+    /// group entry of the plan is matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
+    /// The door's own reference of the answer (a ServiceNow approval record's sys_id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+impl ApprovalEntry {
+    /// The approver as the plan's eligibility rules see them.
+    pub fn as_approver(&self) -> crate::policy::Approver {
+        crate::policy::Approver {
+            id: self.approver_id.clone().unwrap_or_else(|| self.approver.clone()),
+            upn: self.approver_upn.clone().or_else(|| Some(self.approver.clone())),
+            member_of: self.member_of.clone(),
+        }
+    }
+}
+
+/// Where a request's pending approval stage stands in time. The scheduler finds it through the
+/// `approvals:due` index, scored by [`ApprovalClock::next_due_ms`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalClock {
+    /// The stage being decided (0-based).
+    pub stage: usize,
+    /// When it was asked (or escalated): the start of its time to decide.
+    pub since_ms: u64,
+    /// Reminder points (percentages) already sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reminded: Vec<u8>,
+}
+
+impl ApprovalClock {
+    pub fn start(stage: usize, since_ms: u64) -> Self {
+        Self { stage, since_ms, reminded: Vec::new() }
+    }
+
+    /// When the stage's time to decide ends.
+    pub fn deadline_ms(&self, plan: &crate::policy::ApprovalPlan) -> Option<u64> {
+        let s = plan.stages.get(self.stage)?;
+        Some(crate::clock::ms(s.time_to_decide.after(crate::clock::timestamp(self.since_ms))))
+    }
+
+    /// The reminders of the stage not sent yet, with their times.
+    pub fn pending_reminders(&self, plan: &crate::policy::ApprovalPlan) -> Vec<(u8, u64)> {
+        let (Some(s), Some(end)) = (plan.stages.get(self.stage), self.deadline_ms(plan)) else { return Vec::new() };
+        let span = end.saturating_sub(self.since_ms);
+        s.reminders
+            .iter()
+            .filter(|p| !self.reminded.contains(p))
+            .map(|p| (*p, self.since_ms + span * u64::from(*p) / 100))
+            .collect()
+    }
+
+    /// The next time something is due: a reminder, or the deadline.
+    pub fn next_due_ms(&self, plan: &crate::policy::ApprovalPlan) -> Option<u64> {
+        let deadline = self.deadline_ms(plan)?;
+        Some(self.pending_reminders(plan).iter().map(|(_, t)| *t).min().unwrap_or(deadline).min(deadline))
+    }
 }
 
 /// A message grantline sent about a request that it may update later (an approval card, a
@@ -338,7 +406,9 @@ impl RequestRecord {
             removal: None,
             reason: None,
             end_ms: None,
+            justification: None,
             asked_ms: None,
+            approval_clock: None,
             approvals: Vec::new(),
             notices: Vec::new(),
             noted: Vec::new(),
@@ -386,6 +456,9 @@ mod tests {
             stage: Some(0),
             via: Some("teams".into()),
             recorded_by: None,
+            approver_upn: None,
+            member_of: vec![],
+            reference: None,
         });
         let hash: HashMap<String, String> = r.to_hash().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(hash.get("state").map(String::as_str), Some("received"), "plain values stay plain");

@@ -141,6 +141,8 @@ pub mod keys {
     pub const POLICY_STATUS: &str = "policy:status";
     /// ZSET of active time-bound grants (request ids) scored by expiry (ms): the safety net.
     pub const EXPIRING: &str = "grants:expiring";
+    /// ZSET of requests awaiting approval, scored by the next reminder or deadline (ms).
+    pub const APPROVALS_DUE: &str = "approvals:due";
 }
 
 /// Field names of the request hash (declared with the typed record).

@@ -212,6 +212,7 @@ fn user(id: &str) -> UserFacts {
         employee_leave_date_time: None,
         manager_id: Some("mgr".into()),
         manager_upn: None,
+        managers_manager: None,
         member_of: Vec::new(),
     }
 }

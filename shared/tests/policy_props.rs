@@ -368,6 +368,7 @@ fn facts(p: &GenPolicy, r: &GenRequest) -> RequestFacts {
                 .map(|d| now.checked_add(jiff::SignedDuration::from_hours(24 * d)).unwrap()),
             manager_id: r.manager.map(pid),
             manager_upn: None,
+            managers_manager: None,
             member_of: r.member_of.iter().map(|g| GROUPS[*g].to_owned()).collect(),
         },
         opened_by: r.opened_by.map(|o| Principal::new(pid(o), Some(&upn(o)))),

@@ -20,7 +20,8 @@ use grantline_shared::JobKind;
 use grantline_shared::audit::{self, AuditEvent, AuditRecord, GENESIS};
 use grantline_shared::flow::{self, Next, Outcome};
 use grantline_shared::jobs::{
-    ExecuteGrant, JobPayload, RemoveAccess, RequestApproval, RollbackGrant, ScheduleRemoval, UpdateTicket, Validate,
+    ApprovalDeadline, ExecuteGrant, JobPayload, Notify, RemoveAccess, RequestApproval, RollbackGrant, ScheduleRemoval,
+    SyncApprovals, UpdateTicket, Validate,
 };
 use grantline_shared::record::{RecordError, RequestRecord, Update, fields};
 use grantline_shared::request::{RequestState, TicketRef, keys};
@@ -28,6 +29,8 @@ use grantline_shared::trace::TRACEPARENT;
 use redis::AsyncCommands;
 
 pub use grantline_shared::record;
+
+pub mod decision;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,11 @@ pub fn job(request_id: &str, traceparent: &str, next: Next, now_ms: u64) -> Resu
             NewJob::new(RemoveAccess::KIND.as_str(), &RemoveAccess { request_id: r, trigger })
         }
         Next::RollbackGrant => NewJob::new(RollbackGrant::KIND.as_str(), &RollbackGrant { request_id: r }),
+        Next::Notify(what) => NewJob::new(Notify::KIND.as_str(), &Notify { request_id: r, what }),
+        Next::SyncApprovals => NewJob::new(SyncApprovals::KIND.as_str(), &SyncApprovals { request_id: r }),
+        Next::ApprovalDeadline { due_ms } => {
+            NewJob::new(ApprovalDeadline::KIND.as_str(), &ApprovalDeadline { request_id: r, due_ms })
+        }
     }
     .map_err(encode)?;
     let job = match next.due_ms() {

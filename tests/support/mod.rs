@@ -141,10 +141,15 @@ impl Stack {
             operator_tokens: vec![grantline_ingest::OperatorToken {
                 id: "e2e".into(),
                 token: grantline_ingest::Secret::new(OPERATOR_TOKEN),
+                directory_id: None,
+                upn: None,
             }],
             ..Default::default()
         };
-        let app = grantline_ingest::router(grantline_ingest::AppState::new(queue.clone(), ingest_cfg));
+        let directory = grantline_connectors::GraphClient::new(&grantline::demo::graph_config(&sims)).unwrap();
+        let app = grantline_ingest::router(
+            grantline_ingest::AppState::new(queue.clone(), ingest_cfg).with_clock(svc.clock.clone()).with_directory(directory),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ingest_url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -249,13 +254,14 @@ impl Stack {
         v["request_id"].as_str().unwrap().to_owned()
     }
 
-    /// `POST /v1/requests/{id}/decision` as the operator; returns the status and the body.
+    /// `POST /v1/requests/{id}/decision` by the operator on behalf of `approver` (proved
+    /// against the directory); returns the status and the body.
     pub async fn decide(&self, id: &str, approver: &str, approve: bool) -> (u16, serde_json::Value) {
         let resp = self
             .http
             .post(format!("{}/v1/requests/{id}/decision", self.ingest_url))
             .bearer_auth(OPERATOR_TOKEN)
-            .json(&serde_json::json!({ "approver": approver, "approve": approve, "comment": "e2e decision" }))
+            .json(&serde_json::json!({ "on_behalf_of": approver, "approve": approve, "comment": "e2e decision" }))
             .send()
             .await
             .unwrap();

@@ -14,6 +14,7 @@
 mod batch;
 mod client;
 mod error;
+mod identity;
 mod model;
 
 use serde::Deserialize;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 pub use batch::{BatchRequest, BatchResponse, DirectoryFacts, ItemResult, MAX_BATCH};
 pub use client::GraphClient;
 pub use error::{GraphError, GraphErrorBody, InnerError};
+pub use identity::{Claim, plan_groups};
 pub use model::{AddOutcome, Correlated, Correlation, DirectoryObject, Group, RemoveOutcome, User};
 
 use crate::http::HttpConfig;

@@ -23,6 +23,17 @@ pub const SHARED_SECRET: &str = "shared-secret-for-tests-0001";
 pub const HMAC_KEY: &str = "hmac-key-for-tests-000000001";
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0001";
 pub const OPERATOR_ID: &str = "ops";
+pub const MGR_ID: &str = "22222222-2222-2222-2222-222222222222";
+pub const ALEX_ID: &str = "11111111-1111-1111-1111-111111111111";
+/// The operators of the tests: (id, token, directory object id, UPN). `ops` is the manager's
+/// own token; `helpdesk` has no directory identity.
+pub const OPERATORS: [(&str, &str, Option<&str>, Option<&str>); 5] = [
+    (OPERATOR_ID, OPERATOR_TOKEN, Some(MGR_ID), Some("mgr@contoso.com")),
+    ("alex", "operator-token-for-alex-00001", Some(ALEX_ID), Some("alex@contoso.com")),
+    ("stranger", "operator-token-for-stranger-01", Some("33333333-3333-3333-3333-333333333333"), None),
+    ("own1", "operator-token-for-own1-00001", Some("44444444-4444-4444-4444-444444444444"), Some("own1@contoso.com")),
+    ("helpdesk", "operator-token-for-helpdesk-01", None, None),
+];
 /// 2027-01-15T08:00:00Z
 pub const NOW_MS: u64 = 1_800_000_000_000;
 pub const SYS_ID: &str = "a9e30c7dc61122760116894de7bcc7bd";
@@ -42,7 +53,15 @@ pub fn config() -> IngestConfig {
             shared_secret: Some(Secret::new(SHARED_SECRET)),
             hmac_secret: Some(Secret::new(HMAC_KEY)),
         },
-        operator_tokens: vec![OperatorToken { id: OPERATOR_ID.into(), token: Secret::new(OPERATOR_TOKEN) }],
+        operator_tokens: OPERATORS
+            .iter()
+            .map(|(id, token, oid, upn)| OperatorToken {
+                id: (*id).into(),
+                token: Secret::new(*token),
+                directory_id: oid.map(str::to_owned),
+                upn: upn.map(str::to_owned),
+            })
+            .collect(),
         ..IngestConfig::default()
     }
 }
@@ -58,7 +77,9 @@ pub async fn harness_with(cfg: IngestConfig) -> Harness {
         Queue::connect(&redis.url(), QueueConfig { namespace: "t".into(), ..QueueConfig::default() }).await.unwrap();
     let now = Arc::new(AtomicU64::new(NOW_MS));
     let clock_now = now.clone();
-    let state = AppState::new(queue.clone(), cfg).with_clock(Arc::new(move || clock_now.load(Ordering::SeqCst)));
+    let state = AppState::new(queue.clone(), cfg).with_clock(grantline_shared::Clock::from_fn(move || {
+        grantline_shared::clock::timestamp(clock_now.load(Ordering::SeqCst))
+    }));
     let app = router(state.clone());
     Harness { redis, queue, state, app, now }
 }
@@ -107,6 +128,12 @@ pub fn webhook(body: &str) -> Request<Body> {
         body.to_owned(),
         &[("content-type", "application/json"), ("x-grantline-secret", SHARED_SECRET)],
     )
+}
+
+/// The bearer header of the operator with this id.
+pub fn bearer_of(id: &str) -> String {
+    let (_, token, _, _) = OPERATORS.iter().find(|o| o.0 == id).expect("operator");
+    format!("Bearer {token}")
 }
 
 pub fn bearer() -> String {

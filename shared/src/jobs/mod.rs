@@ -3,20 +3,26 @@
 //! grow optional fields, so old and new workers coexist in a rolling deploy.
 
 mod alert;
+mod approval_deadline;
 mod execute_grant;
+mod notify;
 mod remove_access;
 mod request_approval;
 mod rollback_grant;
 mod schedule_removal;
+mod sync_approvals;
 mod update_ticket;
 mod validate;
 
 pub use alert::Alert;
+pub use approval_deadline::ApprovalDeadline;
 pub use execute_grant::ExecuteGrant;
+pub use notify::{Notify, NotifyWhat};
 pub use remove_access::{RemovalTrigger, RemoveAccess};
 pub use request_approval::RequestApproval;
 pub use rollback_grant::RollbackGrant;
 pub use schedule_removal::ScheduleRemoval;
+pub use sync_approvals::SyncApprovals;
 pub use update_ticket::{TicketUpdate, UpdateTicket};
 pub use validate::Validate;
 

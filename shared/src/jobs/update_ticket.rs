@@ -23,6 +23,9 @@ pub enum TicketUpdate {
     Rejected,
     /// Nobody decided in time: note it, close the approval records and the ticket.
     Expired,
+    /// A stage went to its fallback approvers (time ran out, or its approvers cannot act):
+    /// note who decides now and why.
+    Escalated,
     /// The ticket was closed or withdrawn (or an operator cancelled): note it; the ticket's
     /// state is left as the ticket system has it.
     Cancelled,
@@ -43,6 +46,7 @@ impl TicketUpdate {
             TicketUpdate::AwaitingApproval => "awaiting_approval",
             TicketUpdate::Rejected => "rejected",
             TicketUpdate::Expired => "expired",
+            TicketUpdate::Escalated => "escalated",
             TicketUpdate::Cancelled => "cancelled",
             TicketUpdate::Deferred => "deferred",
             TicketUpdate::Granted => "granted",

@@ -44,6 +44,12 @@ pub struct PlannedStage {
     pub escalated: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// When to remind, as percentages of the time to decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reminders: Vec<u8>,
+    /// Approvers who are out of office are passed over to the fallback.
+    #[serde(default)]
+    pub skip_out_of_office: bool,
 }
 
 /// One approver entry of a stage, resolved against the facts.
@@ -299,8 +305,9 @@ pub fn approval_state(plan: &ApprovalPlan, approvals: &[RecordedApproval], reque
     ApprovalState { progress: ApprovalProgress::Approved, ignored }
 }
 
-/// The people who may not approve: requester and filer, by id and UPN, lower-cased.
-fn excluded_ids(facts: &RequestFacts) -> Vec<String> {
+/// The people who may not approve: the requester always, the filer unless the rule lets them,
+/// by id and UPN, lower-cased.
+fn excluded_ids(facts: &RequestFacts, filer_may_approve: bool) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |s: &str| {
         let n = normalize(s);
@@ -310,7 +317,7 @@ fn excluded_ids(facts: &RequestFacts) -> Vec<String> {
     };
     add(&facts.requester.id);
     add(&facts.requester.upn);
-    if let Some(o) = &facts.opened_by {
+    if let Some(o) = facts.opened_by.as_ref().filter(|_| !filer_may_approve) {
         add(&o.id);
         if let Some(u) = &o.upn {
             add(u);
@@ -339,6 +346,17 @@ fn resolve(spec: &ApproverSpec, target: &Target, facts: &RequestFacts, excluded:
         ApproverSpec::AppOwner => (None, target.owners.app.clone(), "the target declares no app owner"),
         ApproverSpec::Group { id } => (Some(id.clone()), Vec::new(), ""),
         ApproverSpec::Users { ids } => (None, ids.clone(), "no users are named"),
+        ApproverSpec::ManagersManager => (
+            None,
+            facts
+                .requester
+                .managers_manager
+                .iter()
+                .flat_map(|p| std::iter::once(p.id.clone()).chain(p.upn.clone()))
+                .filter(|m| !m.trim().is_empty())
+                .collect::<Vec<_>>(),
+            "the requester's manager has no manager on record",
+        ),
     };
     if group_id.is_some() {
         return PlannedApprover { kind, group_id, ids: Vec::new(), via_fallback: false, note: None };
@@ -364,8 +382,9 @@ pub(crate) fn build_plan(
     specs: &[StageSpec],
     target: &Target,
     facts: &RequestFacts,
+    filer_may_approve: bool,
 ) -> (ApprovalPlan, Vec<Check>) {
-    let excluded = excluded_ids(facts);
+    let excluded = excluded_ids(facts, filer_may_approve);
     let mut problems: Vec<String> = Vec::new();
     let mut stages = Vec::with_capacity(specs.len());
     for (k, spec) in specs.iter().enumerate() {
@@ -459,6 +478,8 @@ pub(crate) fn build_plan(
             fallback_decides,
             escalated: false,
             notes,
+            reminders: spec.reminders.clone(),
+            skip_out_of_office: spec.skip_out_of_office,
         });
     }
     let plan = ApprovalPlan { rule: rule.to_owned(), stages, excluded };
@@ -539,6 +560,8 @@ mod tests {
             fallback_decides: false,
             escalated: false,
             notes: Vec::new(),
+            reminders: Vec::new(),
+            skip_out_of_office: false,
         }
     }
 

@@ -131,7 +131,7 @@ pub fn evaluate(facts: &RequestFacts, policy: &Policy) -> Decision {
                                 .push(Check::fail(codes::RULE_DENY, format!("rule \"{}\" denies: {why}", rule.name)));
                         }
                         RuleOutcome::Approve(stages) => {
-                            let (plan, checks) = build_plan(&rule.name, stages, t, facts);
+                            let (plan, checks) = build_plan(&rule.name, stages, t, facts, rule.filer_may_approve);
                             rule_checks.extend(checks);
                             approval = Some(ApprovalRequirement::Plan(plan));
                         }
@@ -331,6 +331,7 @@ pub fn ticket_target<'p>(
             employee_leave_date_time: None,
             manager_id: None,
             manager_upn: None,
+            managers_manager: None,
             member_of: Vec::new(),
         },
         opened_by: None,

@@ -97,6 +97,9 @@ pub struct UserFacts {
     /// The manager's UPN, so a manager may answer by either identifier.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "managerUpn")]
     pub manager_upn: Option<String>,
+    /// The manager's manager (read only when the policy names `managers-manager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managers_manager: Option<Principal>,
     /// Object ids of the groups the requester is a (transitive) member of.
     #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "memberOf")]
     pub member_of: Vec<String>,

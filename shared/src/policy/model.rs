@@ -108,6 +108,8 @@ keyword_enum! {
         Group = "group",
         /// Any of a list of named users.
         Users = "users",
+        /// The requester's manager's manager (a fallback when the manager cannot approve).
+        ManagersManager = "managers-manager",
     }
 }
 
@@ -127,6 +129,8 @@ pub enum ApproverSpec {
     Users {
         ids: Vec<String>,
     },
+    /// The requester's manager's manager.
+    ManagersManager,
 }
 
 impl ApproverSpec {
@@ -138,12 +142,14 @@ impl ApproverSpec {
             ApproverSpec::AppOwner => ApproverKind::AppOwner,
             ApproverSpec::Group { .. } => ApproverKind::Group,
             ApproverSpec::Users { .. } => ApproverKind::Users,
+            ApproverSpec::ManagersManager => ApproverKind::ManagersManager,
         }
     }
 
-    /// Approvers fixed by the policy itself (a group or named users), as a fallback must be.
-    pub fn is_static(&self) -> bool {
-        matches!(self, ApproverSpec::Group { .. } | ApproverSpec::Users { .. })
+    /// Approvers that may stand in when a stage's own cannot decide: a group, named users, or
+    /// the manager's manager.
+    pub fn can_fall_back(&self) -> bool {
+        matches!(self, ApproverSpec::Group { .. } | ApproverSpec::Users { .. } | ApproverSpec::ManagersManager)
     }
 }
 
@@ -369,8 +375,13 @@ pub struct StageSpec {
     pub time_to_decide: PolicyDuration,
     pub on_timeout: OnTimeout,
     /// Decides when an entry has nobody to ask, when the quorum cannot be reached with
-    /// distinct people, or after escalation. Always a group or named users.
+    /// distinct people, or after escalation. A group, named users, or the manager's manager.
     pub fallback: Option<ApproverSpec>,
+    /// When to remind the stage's approvers, as percentages of its time to decide.
+    pub reminders: Vec<u8>,
+    /// An approver whose automatic replies are on (out of office) is passed over, and their
+    /// entry goes to the fallback.
+    pub skip_out_of_office: bool,
 }
 
 /// What a matching rule decides.
@@ -391,6 +402,9 @@ pub struct Rule {
     pub description: Option<String>,
     pub when: Match,
     pub outcome: RuleOutcome,
+    /// Whoever filed the ticket for someone else may approve it (the person the access is for
+    /// never may). Default false.
+    pub filer_may_approve: bool,
 }
 
 /// Duration limits. The first entry in file order that matches applies.
@@ -430,6 +444,9 @@ pub struct Policy {
     pub(crate) durations: Vec<DurationRule>,
     pub(crate) windows: Vec<ChangeWindow>,
     pub(crate) tests: Vec<TestCase>,
+    /// `[defaults] time_zone`: where plain dates are read (an end date "2027-03-02" means the
+    /// end of that day there).
+    pub(crate) time_zone: Option<String>,
 }
 
 /// Which catalog entry a name chose, and how.
@@ -497,6 +514,18 @@ impl Policy {
 
     pub fn target(&self, key: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.key == key)
+    }
+
+    /// The time zone plain dates are read in (UTC when the policy names none).
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        self.time_zone.as_deref().and_then(|z| jiff::tz::TimeZone::get(z).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
+    /// The end of a plain date's day in the policy's time zone: the first instant of the next
+    /// day there. Access "until 2027-03-02" lasts through that whole day.
+    pub fn end_of_day(&self, date: jiff::civil::Date) -> Option<jiff::Timestamp> {
+        let next = date.tomorrow().ok()?;
+        next.to_zoned(self.time_zone()).ok().map(|z| z.timestamp())
     }
 
     pub fn window(&self, name: &str) -> Option<&ChangeWindow> {

@@ -66,6 +66,13 @@ struct RawDefaults {
     on_timeout: Option<OnTimeout>,
     #[serde(default)]
     fallback: Option<Spanned<RawApprover>>,
+    #[serde(default)]
+    reminders: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    skip_out_of_office: Option<bool>,
+    /// The time zone plain dates (an end date without a time) are read in.
+    #[serde(default)]
+    time_zone: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -156,6 +163,8 @@ struct RawRule {
     deny: Option<String>,
     #[serde(default)]
     stage: Vec<RawStage>,
+    #[serde(default)]
+    filer_may_approve: bool,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +181,10 @@ struct RawStage {
     on_timeout: Option<Spanned<OnTimeout>>,
     #[serde(default)]
     fallback: Option<Spanned<RawApprover>>,
+    #[serde(default)]
+    reminders: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    skip_out_of_office: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +248,10 @@ struct RawUser {
     manager_id: Option<String>,
     #[serde(default)]
     manager_upn: Option<String>,
+    #[serde(default)]
+    managers_manager_id: Option<String>,
+    #[serde(default)]
+    managers_manager_upn: Option<String>,
     #[serde(default)]
     member_of: Vec<String>,
 }
@@ -318,7 +335,7 @@ struct RawExpect {
 /// `{ group = "<object id>" }`, `{ user = "<id or UPN>" }` or `{ users = [...] }`.
 struct RawApprover(ApproverSpec);
 
-const APPROVER_HELP: &str = "expected \"manager\", \"mailbox-owner\", \"data-owner\", \"app-owner\", { group = \"<object id>\" }, { user = \"<id or UPN>\" } or { users = [...] }";
+const APPROVER_HELP: &str = "expected \"manager\", \"managers-manager\", \"mailbox-owner\", \"data-owner\", \"app-owner\", { group = \"<object id>\" }, { user = \"<id or UPN>\" } or { users = [...] }";
 
 fn check_guid<E: de::Error>(what: &str, id: &str) -> Result<(), E> {
     uuid::Uuid::try_parse(id.trim()).map(|_| ()).map_err(|_| {
@@ -339,6 +356,7 @@ impl<'de> Deserialize<'de> for RawApprover {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawApprover, E> {
                 Ok(RawApprover(match v {
                     "manager" => ApproverSpec::Manager,
+                    "managers-manager" => ApproverSpec::ManagersManager,
                     "mailbox-owner" => ApproverSpec::MailboxOwner,
                     "data-owner" => ApproverSpec::DataOwner,
                     "app-owner" => ApproverSpec::AppOwner,
@@ -383,6 +401,26 @@ impl<'de> Deserialize<'de> for RawApprover {
         }
         d.deserialize_any(V)
     }
+}
+
+/// Reminders as written: percentages of a stage's time to decide, "50%", strictly between 0 and
+/// 100, in increasing order.
+fn parse_reminders(cx: &mut Cx<'_>, r: &Spanned<Vec<String>>) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    for text in r.get_ref() {
+        match text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<u8>().ok()) {
+            Some(p) if p > 0 && p < 100 && out.last().is_none_or(|l| *l < p) => out.push(p),
+            _ => {
+                cx.at(
+                    Some(r.span()),
+                    format!(
+                        "invalid reminder \"{text}\", expected increasing percentages of the time to decide between 1% and 99%, such as [\"50%\", \"90%\"]"
+                    ),
+                );
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,10 +751,10 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
     let default_fallback = raw.defaults.fallback.map(|f| {
         let span = f.span();
         let spec = f.into_inner().0;
-        if !spec.is_static() {
+        if !spec.can_fall_back() {
             cx.at(
                 Some(span),
-                "a fallback must be a security group or named users, such as { group = \"<object id>\" }",
+                "a fallback must be a security group, named users or \"managers-manager\", such as { group = \"<object id>\" }",
             );
         }
         spec
@@ -784,10 +822,10 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                 Some(f) => {
                     let span = f.span();
                     let spec = f.into_inner().0;
-                    if !spec.is_static() {
+                    if !spec.can_fall_back() {
                         cx.at(
                             Some(span),
-                            "a fallback must be a security group or named users, such as { group = \"<object id>\" }",
+                            "a fallback must be a security group, named users or \"managers-manager\", such as { group = \"<object id>\" }",
                         );
                     }
                     Some(spec)
@@ -815,6 +853,10 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                     o
                 }
             };
+            let reminders = match s.reminders.as_ref().or(raw.defaults.reminders.as_ref()) {
+                Some(r) => parse_reminders(cx, r),
+                None => Vec::new(),
+            };
             stages.push(StageSpec {
                 name: s.name.unwrap_or_else(|| format!("stage {}", i + 1)),
                 approvers,
@@ -822,6 +864,8 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                 time_to_decide,
                 on_timeout,
                 fallback,
+                reminders,
+                skip_out_of_office: s.skip_out_of_office.or(raw.defaults.skip_out_of_office).unwrap_or(false),
             });
         }
         let outcome = if auto {
@@ -831,7 +875,7 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
         } else {
             RuleOutcome::Approve(stages)
         };
-        rules.push(Rule { name, description: r.description, when, outcome });
+        rules.push(Rule { name, description: r.description, when, outcome, filer_may_approve: r.filer_may_approve });
     }
 
     // Durations.
@@ -854,6 +898,24 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
             over_max: d.over_max.unwrap_or(OverMax::Shorten),
         });
     }
+
+    // The policy's time zone, for plain dates.
+    let time_zone = match &raw.defaults.time_zone {
+        None => None,
+        Some(z) => {
+            let zone = z.get_ref().trim();
+            match TimeZone::get(zone) {
+                Ok(_) => Some(zone.to_owned()),
+                Err(_) => {
+                    cx.at(
+                        Some(z.span()),
+                        format!("unknown time zone \"{zone}\", expected an IANA time zone name such as \"Europe/Amsterdam\""),
+                    );
+                    None
+                }
+            }
+        }
+    };
 
     // Windows.
     let mut windows = Vec::new();
@@ -893,6 +955,7 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                     employee_leave_date_time: u.employee_leave_date_time.map(|t| t.0),
                     manager_id: u.manager_id,
                     manager_upn: u.manager_upn,
+                    managers_manager: u.managers_manager_id.map(|id| Principal::new(id, u.managers_manager_upn.as_deref())),
                     member_of: u.member_of,
                 },
             )
@@ -1051,5 +1114,6 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
         durations,
         windows,
         tests,
+        time_zone,
     }
 }

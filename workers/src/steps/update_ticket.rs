@@ -52,21 +52,23 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
             patch.stage = Some("waiting_for_approval".into());
             let plan = decision.and_then(|d| d.plan().cloned());
             let who = plan
-                .map(|p| {
-                    p.stages
-                        .iter()
-                        .map(|s| {
-                            format!(
-                                "{} ({})",
-                                s.name,
-                                s.approvers.iter().flat_map(|a| a.ids.clone()).collect::<Vec<_>>().join(", ")
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" then ")
-                })
+                .map(|p| p.stages.iter().map(stage_summary).collect::<Vec<_>>().join(" then "))
                 .unwrap_or_default();
             format!("Waiting for approval: {who}")
+        }
+        TicketUpdate::Escalated => {
+            let plan = decision.and_then(|d| d.plan());
+            let stage = rec.approval_clock.as_ref().map(|c| c.stage).unwrap_or(0);
+            match plan.and_then(|p| p.stages.get(stage)) {
+                Some(s) => format!(
+                    "Approval escalated: stage {} ({}) was not decided within {} and now goes to {}",
+                    stage + 1,
+                    s.name,
+                    s.time_to_decide,
+                    s.fallback.as_ref().map(|f| f.to_string()).unwrap_or_else(|| "its fallback".into())
+                ),
+                None => "Approval escalated to the stage's fallback".to_owned(),
+            }
         }
         TicketUpdate::Rejected => {
             patch.state = Some(ritm_state::CLOSED_INCOMPLETE.into());
@@ -145,6 +147,26 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
         }
     };
     (marker.clone(), RitmPatch { work_notes: Some(format!("{marker} {body} ({trace})")), ..patch })
+}
+
+/// One stage as the ticket shows it: who decides, and why a fallback stands in.
+fn stage_summary(s: &grantline_shared::policy::PlannedStage) -> String {
+    let people: Vec<String> = s
+        .approvers
+        .iter()
+        .map(|a| match (&a.group_id, a.via_fallback) {
+            (_, true) => s.fallback.as_ref().map(|f| format!("{f} (fallback)")).unwrap_or_else(|| "fallback".into()),
+            (Some(g), false) => format!("any member of group {g}"),
+            (None, false) => a.ids.join(", "),
+        })
+        .collect();
+    let mut out = format!("{} ({}, {})", s.name, people.join(" / "), s.quorum);
+    let notes: Vec<&str> =
+        s.notes.iter().map(String::as_str).chain(s.approvers.iter().filter_map(|a| a.note.as_deref())).collect();
+    if !notes.is_empty() {
+        out.push_str(&format!(" [{}]", notes.join("; ")));
+    }
+    out
 }
 
 /// What the requester should know about how the access shows up in their client.

@@ -31,6 +31,8 @@ const LEVEL_VARS: [&str; 2] = ["access", "level"];
 const DURATION_VARS: [&str; 1] = ["duration"];
 const END_VARS: [&str; 2] = ["end_date", "until"];
 const AI_VARS: [&str; 1] = ["ai_suggested_target"];
+/// The characters of a justification kept on the record (approvers see it on the card).
+const MAX_JUSTIFICATION: usize = 1000;
 const JUSTIFICATION_VARS: [&str; 3] = ["justification", "business_justification", "reason"];
 
 fn first(vars: &std::collections::BTreeMap<String, String>, names: &[&str]) -> Option<String> {
@@ -159,6 +161,7 @@ pub async fn evaluate_ticket(
         employee_leave_date_time: user.employee_leave_date_time,
         manager_id: d.manager.as_ref().map(|m| m.id.clone()),
         manager_upn: d.manager.as_ref().and_then(|m| m.user_principal_name.clone()),
+        managers_manager: None,
         member_of: asked.iter().filter(|g| d.member_of.iter().any(|m| m.eq_ignore_ascii_case(g))).cloned().collect(),
     };
     let level = first(&vars, &LEVEL_VARS);
@@ -203,7 +206,7 @@ pub async fn evaluate_ticket(
         target: target_var,
         level,
         duration: first(&vars, &DURATION_VARS),
-        end: first(&vars, &END_VARS).and_then(|e| parse_date(&e)),
+        end: first(&vars, &END_VARS).and_then(|e| parse_date(&e, policy)),
         ai_suggested_target: ai_var,
         // an unknown group or mailbox keeps no facts, and the policy refuses a target without them
         target_group: d.group.as_ref().map(group_facts),
@@ -319,6 +322,9 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
             if let Some(c) = &ev.current {
                 u = u.current(c);
             }
+            if let Some(j) = ev.justification.as_deref().map(str::trim).filter(|j| !j.is_empty()) {
+                u = u.justification(&j.chars().take(MAX_JUSTIFICATION).collect::<String>());
+            }
             u
         });
     handoff(commit.outcome(if allow { Outcome::Allowed } else { Outcome::Denied }))
@@ -331,12 +337,8 @@ fn release_ticket_key(rec: &grantline_shared::record::RequestRecord) -> Write {
     Write::new(WriteCmd::Del, rec.ticket.idempotency_key(), Vec::<String>::new())
 }
 
-/// A ticket date: RFC 3339, or a plain date (midnight UTC).
-fn parse_date(s: &str) -> Option<jiff::Timestamp> {
-    s.parse::<jiff::Timestamp>().ok().or_else(|| {
-        s.parse::<jiff::civil::Date>()
-            .ok()
-            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
-            .map(|z| z.timestamp())
-    })
+/// A ticket date: RFC 3339, or a plain date, which means access until the end of that day in
+/// the policy's time zone.
+fn parse_date(s: &str, policy: &Policy) -> Option<jiff::Timestamp> {
+    s.parse::<jiff::Timestamp>().ok().or_else(|| s.parse::<jiff::civil::Date>().ok().and_then(|d| policy.end_of_day(d)))
 }
