@@ -53,6 +53,13 @@ pub struct IngestConfig {
     pub operator_tokens: Vec<OperatorToken>,
     /// ServiceNow tables a webhook may name (default `["sc_req_item"]`).
     pub allowed_tables: Vec<String>,
+    /// The Teams bot (`ingest.teams`): where approval cards' clicks arrive. Unset: the route
+    /// refuses every call.
+    pub teams: Option<grantline_connectors::teams::BotConfig>,
+    /// The Slack app (`ingest.slack`): where approval buttons' clicks arrive.
+    pub slack: Option<grantline_connectors::slack::SlackConfig>,
+    /// The signed-link approval page and its sign-in (`ingest.web`).
+    pub web: Option<crate::web::WebConfig>,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -70,6 +77,9 @@ impl Default for IngestConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             operator_tokens: Vec::new(),
             allowed_tables: vec!["sc_req_item".to_owned()],
+            teams: None,
+            slack: None,
+            web: None,
         }
     }
 }

@@ -25,7 +25,10 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod requests;
+pub mod slack;
 pub mod state;
+pub mod teams;
+pub mod web;
 pub mod webhook;
 
 use std::future::Future;
@@ -65,6 +68,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(teams::routes())
+        .merge(slack::routes())
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -21,6 +21,12 @@ pub struct AppState {
     /// The directory, read (never written) to prove who an approver is: their object id and
     /// UPN, and the approver groups they belong to.
     pub directory: Option<GraphClient>,
+    /// The Teams bot endpoint, when configured.
+    pub teams: Option<Arc<crate::teams::TeamsDoor>>,
+    /// The Slack interactivity endpoint, when configured.
+    pub slack: Option<Arc<crate::slack::SlackDoor>>,
+    /// The signed-link approval page, when configured.
+    pub web: Option<Arc<crate::web::WebDoor>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -32,7 +38,16 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State with the wall clock and fresh counters.
     pub fn new(queue: Queue, cfg: IngestConfig) -> Self {
-        Self { queue, cfg: Arc::new(cfg), clock: Clock::system(), metrics: Arc::default(), directory: None }
+        Self {
+            queue,
+            cfg: Arc::new(cfg),
+            clock: Clock::system(),
+            metrics: Arc::default(),
+            directory: None,
+            teams: None,
+            slack: None,
+            web: None,
+        }
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {

@@ -143,6 +143,9 @@ pub mod keys {
     pub const EXPIRING: &str = "grants:expiring";
     /// ZSET of requests awaiting approval, scored by the next reminder or deadline (ms).
     pub const APPROVALS_DUE: &str = "approvals:due";
+    /// STREAM of answers refused at a door before anyone was identified (a forged Teams token,
+    /// a bad Slack signature, a tampered or reused signed link): the security log of the doors.
+    pub const DOOR_REFUSALS: &str = "audit:doors";
 }
 
 /// Field names of the request hash (declared with the typed record).

@@ -31,6 +31,7 @@ use redis::AsyncCommands;
 pub use grantline_shared::record;
 
 pub mod decision;
+pub mod doors;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
