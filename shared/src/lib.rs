@@ -8,6 +8,7 @@ pub mod error;
 pub mod flow;
 pub mod jobs;
 pub mod kinds;
+pub mod link;
 pub mod policy;
 pub mod receipt;
 pub mod record;
