@@ -61,6 +61,18 @@ impl AppState {
         self
     }
 
+    /// Answers Teams approval card clicks at `POST /v1/teams/messages` with this door.
+    pub fn with_teams(mut self, door: Arc<crate::teams::TeamsDoor>) -> Self {
+        self.teams = Some(door);
+        self
+    }
+
+    /// Answers Slack approval button clicks at `POST /v1/slack/interactions` with this door.
+    pub fn with_slack(mut self, door: Arc<crate::slack::SlackDoor>) -> Self {
+        self.slack = Some(door);
+        self
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
