@@ -277,3 +277,96 @@ pub fn parse_slack_value(v: &str) -> Option<(&str, usize)> {
     let (id, stage) = v.rsplit_once(':')?;
     Some((id, stage.parse().ok()?))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::record::{ApprovalClock, ApprovalEntry};
+    use crate::request::TicketRef;
+
+    fn record() -> RequestRecord {
+        let ticket = TicketRef {
+            system: "servicenow".into(),
+            table: "sc_req_item".into(),
+            sys_id: "a9e30c7dc61122760116894de7bcc7bd".into(),
+            number: "RITM0010482".into(),
+        };
+        let mut rec = RequestRecord::received("r1", ticket, "tp", "t", 1_000, "h");
+        let decision = serde_json::json!({
+            "outcome": "allow", "policy_version": "sha256:x", "evaluated_at": "2027-01-15T08:00:00Z",
+            "checks": [{"code": "requester.enabled", "status": "pass", "reason": "the account is enabled"},
+                       {"code": "target.sensitive", "status": "pass", "reason": "needs the data owner"}],
+            "execute_at": "2027-01-15T08:00:00Z", "rule": "finance",
+            "approval": {"type": "plan", "rule": "finance", "excluded": [], "stages": [
+                {"name": "data owner", "quorum": "any", "time_to_decide": "72h", "on_timeout": "expire",
+                 "approvers": [{"kind": "users", "ids": ["patti@contoso.com"]}]},
+                {"name": "security", "quorum": "any", "time_to_decide": "24h", "on_timeout": "expire",
+                 "approvers": [{"kind": "users", "ids": ["sec@contoso.com"]}]}]}
+        });
+        rec.decision = Some(serde_json::from_value(decision).unwrap());
+        rec.requester = Some(
+            serde_json::from_value(serde_json::json!({"id": "u1", "upn": "alex@contoso.com", "display_name": "Alex Wilber",
+                "user_type": "Member", "account_enabled": true}))
+            .unwrap(),
+        );
+        rec.target = Some("Finance BI".into());
+        rec.justification = Some("quarter <close> & audit".into());
+        rec.state = RequestState::AwaitingApproval;
+        rec.approval_clock = Some(ApprovalClock::start(0, 1_000));
+        rec
+    }
+
+    #[test]
+    fn a_pending_stage_has_buttons_that_name_the_request_and_stage() {
+        let v = ApprovalView::of(&record(), 0);
+        assert!(v.status.is_pending());
+        assert_eq!(v.stages, 2);
+        let card = v.teams_card();
+        assert_eq!(card["version"], "1.4");
+        let actions = card["actions"].as_array().unwrap();
+        assert_eq!(actions.len(), 2);
+        for (a, verb) in actions.iter().zip(["approve", "reject"]) {
+            assert_eq!(a["type"], "Action.Execute");
+            assert_eq!(a["verb"], verb);
+            assert_eq!(a["data"], serde_json::json!({"requestId": "r1", "stage": 0}));
+        }
+        let text = card.to_string();
+        assert!(text.contains("Alex Wilber (alex@contoso.com)") && text.contains("RITM0010482"), "{text}");
+        let blocks = v.slack_blocks();
+        let buttons = &blocks[2]["elements"];
+        assert_eq!(buttons[0]["value"], "r1:0");
+        assert_eq!(parse_slack_value(buttons[1]["value"].as_str().unwrap()), Some(("r1", 0)));
+        // Slack's control characters are escaped
+        assert!(blocks.to_string().contains("quarter &lt;close&gt; &amp; audit"), "{blocks}");
+    }
+
+    #[test]
+    fn once_decided_or_moved_on_no_view_can_act() {
+        let mut rec = record();
+        rec.approvals.push(ApprovalEntry {
+            approver: "patti@contoso.com".into(),
+            approver_id: Some("p1".into()),
+            approve: true,
+            comment: "ok".into(),
+            at_ms: 2_000,
+            stage: Some(0),
+            via: Some("teams".into()),
+            recorded_by: None,
+            approver_upn: None,
+            member_of: vec![],
+            reference: None,
+        });
+        rec.approval_clock = Some(ApprovalClock::start(1, 2_000));
+        let v = ApprovalView::of(&rec, 0);
+        assert!(matches!(&v.status, ViewStatus::Decided { by, approve: true, .. } if by == "patti@contoso.com"));
+        assert!(v.teams_card().get("actions").is_none());
+        assert!(v.slack_blocks().as_array().unwrap().iter().all(|b| b["type"] != "actions"));
+        // the second stage is the one waiting now
+        assert!(ApprovalView::of(&rec, 1).status.is_pending());
+        rec.state = RequestState::Expired;
+        let v = ApprovalView::of(&rec, 1);
+        assert_eq!(v.status, ViewStatus::Closed { what: "The approval expired".into() });
+        assert!(v.teams_card().get("actions").is_none());
+    }
+}
