@@ -55,6 +55,13 @@ impl AppState {
         self
     }
 
+    /// Serves the signed-link approval page (`/v1/approvals/{token}`, `/v1/auth/callback`)
+    /// with this door.
+    pub fn with_web(mut self, door: Arc<crate::web::WebDoor>) -> Self {
+        self.web = Some(door);
+        self
+    }
+
     /// Reads approvers' identities from this directory.
     pub fn with_directory(mut self, graph: GraphClient) -> Self {
         self.directory = Some(graph);
