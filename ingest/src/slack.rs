@@ -263,7 +263,7 @@ async fn follow_up(
     match approvals::answer(state, &request_id, answer).await {
         Err(e) => ephemeral(client, p, &e.message).await,
         Ok(Answered::NotFound) => ephemeral(client, p, "grantline has no such request; nothing was recorded.").await,
-        Ok(Answered::Refused(r)) => ephemeral(client, p, &format!("Not recorded: {}.", r.message())).await,
+        Ok(Answered::Refused(r)) => ephemeral(client, p, &sentence(&r.message())).await,
         Ok(Answered::Counted { .. }) => {
             let rec = match grantline_store::find(&state.queue, &request_id).await {
                 Ok(Some(rec)) => rec,
@@ -286,6 +286,17 @@ async fn follow_up(
             }
         }
     }
+}
+
+/// A message as a sentence: capitalised, with a full stop.
+fn sentence(message: &str) -> String {
+    let mut chars = message.trim().chars();
+    let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    out.push_str(chars.as_str());
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
 }
 
 /// Replaces the clicked message for everyone: through the `response_url`, else `chat.update`.
