@@ -1,6 +1,31 @@
 //! ServiceNow simulator: the Table API for the service-catalog tables, Basic and OAuth
 //! (`/oauth_token.do`, password and refresh-token grants) authentication, per-user hourly rate-limit
 //! rules, the exact failure envelopes, and an outbound webhook fired on demand.
+//!
+//! # Approvals
+//!
+//! `sysapproval_approver` rows are served like every table: `POST` answers 201 with the full
+//! record, references render as `{link, value}` (or with their display value under
+//! `sysparm_display_value`), `comments` is a journal field (writes append to
+//! `sys_journal_field`, reads return `""`), and `sys_updated_by` is the account that wrote. A
+//! row inserted without a `state` gets `requested`.
+//!
+//! A simplified catalog workflow ([`ServiceNowConfig::approval_workflow`], on by default)
+//! settles a RITM from the approvals it requested itself: the rows [`ServiceNowState::create_ritm`]
+//! creates for its `approvers` carry the workflow's `wf_activity`. When all of them are
+//! approved, the RITM's `approval` becomes `approved` and its stage `fulfillment`; when one is
+//! rejected, the RITM is rejected and closed incomplete. Approvals inserted through the Table
+//! API without a `wf_activity` belong to the integration that created them (grantline runs its
+//! own approval engine over them): approving or rejecting them never changes the RITM, and they
+//! do not count towards the workflow's own approvals of the same RITM.
+//!
+//! An approver acting in the ServiceNow UI is [`ServiceNowState::act_on_approval`] (state,
+//! journal comment and `sys_updated_by` as that user) or [`ServiceNowSim::approve_in_ui`], which
+//! also rings the approval doorbell when one is set ([`ServiceNowSim::set_approval_webhook`]): the
+//! webhook payload of the approval's RITM with event `approval.updated`, sent with the
+//! configured secret header and signing, as a business rule on `sysapproval_approver` would.
+//! Over HTTP: `PUT /sim/approval-webhook` `{"url": "..." | null}` and
+//! `POST /sim/approvals/{sys_id}/act` `{"user_name", "state", "comment"}`.
 
 mod routes;
 mod schema;
@@ -31,6 +56,9 @@ use crate::server::{self, Core, ServerTask, Service, SimRequest, SimResponse, ad
 use crate::tenant::{Tenant, ids, snow_sys_id};
 
 pub(crate) const CONTENT_TYPE: &str = "application/json;charset=UTF-8";
+
+/// The event of the approval doorbell.
+pub(crate) const APPROVAL_UPDATED: &str = "approval.updated";
 
 /// `{"error":{"message","detail"},"status":"failure"}`.
 pub(crate) fn failure(status: u16, message: &str, detail: Option<&str>) -> SimResponse {
@@ -96,8 +124,9 @@ pub struct ServiceNowConfig {
     /// Off when empty (the default).
     pub rate_limits: Vec<RateLimitRule>,
     pub webhook: WebhookConfig,
-    /// Update a RITM's approval and stage when its approval rows are all approved, or one is
-    /// rejected (default true).
+    /// Run the simplified catalog workflow (default true): a RITM's approval and stage follow
+    /// the approvals the workflow requested itself (all approved, or one rejected). Approvals
+    /// inserted through the Table API are never counted; see the module docs.
     pub approval_workflow: bool,
 }
 
@@ -251,6 +280,8 @@ pub(crate) struct ServiceNowService {
     cfg: Mutex<ServiceNowConfig>,
     auth: Mutex<Auth>,
     http: reqwest::Client,
+    /// Where an approval decision taken in the UI rings the doorbell (none by default).
+    approval_doorbell: Mutex<Option<String>>,
 }
 
 fn random_token() -> String {
@@ -387,6 +418,37 @@ impl ServiceNowService {
         webhook::deliver(&self.http, target, body, self.core.clock.unix_seconds()).await
     }
 
+    fn doorbell(&self) -> MutexGuard<'_, Option<String>> {
+        self.approval_doorbell.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An approver's action in the UI, then the approval doorbell when one is set.
+    async fn act_in_ui(
+        &self,
+        approval_sys_id: &str,
+        user_name: &str,
+        state: &str,
+        comment: &str,
+    ) -> Result<Option<WebhookDelivery>, SimError> {
+        let doorbell = self.doorbell().clone();
+        let doorbell = doorbell
+            .map(|url| {
+                let ritm = self
+                    .state
+                    .approval_ritm(approval_sys_id)
+                    .ok_or_else(|| SimError::NotFound(format!("the RITM of sysapproval_approver {approval_sys_id}")))?;
+                Ok::<_, SimError>((url, ritm))
+            })
+            .transpose()?;
+        self.state.act_on_approval(approval_sys_id, user_name, state, comment)?;
+        let Some((url, ritm)) = doorbell else {
+            return Ok(None);
+        };
+        let mut target = self.default_target(&url);
+        target.event = Some(APPROVAL_UPDATED.to_owned());
+        self.fire(&ritm, &target).await.map(Some)
+    }
+
     fn default_target(&self, url: &str) -> WebhookTarget {
         let cfg = self.cfg();
         WebhookTarget {
@@ -412,6 +474,19 @@ struct FireBody {
     headers: Vec<(String, String)>,
     #[serde(default)]
     hmac: Option<HmacSigning>,
+}
+
+#[derive(Deserialize)]
+struct DoorbellBody {
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ActBody {
+    user_name: String,
+    state: String,
+    #[serde(default)]
+    comment: String,
 }
 
 impl Service for ServiceNowService {
@@ -446,11 +521,10 @@ impl Service for ServiceNowService {
             Ok(h) => h,
             Err(resp) => return resp,
         };
-        let workflow = self.cfg().approval_workflow;
         let caller = Caller { user_name: &account.user_name, can_write: account.can_write };
         let mut resp = {
             let mut store = self.state.lock();
-            routes::table(&mut store, req, table, sys_id, v1, &caller, &self.core.base_url, now, workflow)
+            routes::table(&mut store, req, table, sys_id, v1, &caller, &self.core.base_url, now)
         };
         resp.headers.extend(rate_headers);
         resp
@@ -526,6 +600,22 @@ impl Service for ServiceNowService {
                 }
                 Err(e) => admin_error(400, &format!("invalid fire request: {e}")),
             },
+            ("PUT", ["approval-webhook"]) => match serde_json::from_slice::<DoorbellBody>(&req.body) {
+                Ok(b) => {
+                    *self.doorbell() = b.url;
+                    SimResponse::new(204)
+                }
+                Err(e) => admin_error(400, &format!("invalid approval webhook: {e}")),
+            },
+            ("POST", ["approvals", id, "act"]) => match serde_json::from_slice::<ActBody>(&req.body) {
+                Ok(b) => match self.act_in_ui(id, &b.user_name, &b.state, &b.comment).await {
+                    Ok(delivery) => admin_ok(&serde_json::json!({ "delivery": delivery })),
+                    Err(SimError::NotFound(m)) => admin_error(404, &m),
+                    Err(SimError::Config(m)) => admin_error(400, &m),
+                    Err(e) => admin_error(502, &e.to_string()),
+                },
+                Err(e) => admin_error(400, &format!("invalid approval action: {e}")),
+            },
             ("PUT", ["rate-limits"]) => match serde_json::from_slice::<Vec<RateLimitRule>>(&req.body) {
                 Ok(rules) => {
                     self.cfg().rate_limits = rules;
@@ -554,6 +644,7 @@ impl ServiceNowSim {
         addr: SocketAddr,
     ) -> Result<Self, SimError> {
         let mut store = Store::new();
+        store.approval_workflow = cfg.approval_workflow;
         seed(&mut store, tenant, &cfg, clock.now())?;
         let (listener, base_url) = server::bind(addr).await?;
         let (core, shutdown) = server::core(clock.clone(), base_url);
@@ -564,6 +655,7 @@ impl ServiceNowSim {
             cfg: Mutex::new(cfg),
             auth: Mutex::new(Auth::default()),
             http,
+            approval_doorbell: Mutex::new(None),
         });
         let server = server::spawn(svc.clone(), listener, shutdown);
         Ok(Self { svc, server: Arc::new(server) })
@@ -639,6 +731,29 @@ impl ServiceNowSim {
     /// POSTs the webhook payload to a fully described target.
     pub async fn fire_webhook_to(&self, ritm: &str, target: &WebhookTarget) -> Result<WebhookDelivery, SimError> {
         self.svc.fire(ritm, target).await
+    }
+
+    /// Sets (or, with `None`, clears) the approval doorbell: the URL that
+    /// [`ServiceNowSim::approve_in_ui`] posts the `approval.updated` webhook to, with the
+    /// configured secret header and signing.
+    pub fn set_approval_webhook(&self, url: Option<String>) {
+        *self.svc.doorbell() = url;
+    }
+
+    /// An approver approves (or rejects) in the ServiceNow UI: [`ServiceNowState::act_on_approval`]
+    /// with `approved` or `rejected`, then, when a doorbell is set, the webhook payload of the
+    /// approval's RITM with event `approval.updated`. Returns the delivery (`None` without a
+    /// doorbell). A delivery that fails leaves the decision in place, as an asynchronous
+    /// business rule would.
+    pub async fn approve_in_ui(
+        &self,
+        approval_sys_id: &str,
+        user_name: &str,
+        approve: bool,
+        comment: &str,
+    ) -> Result<Option<WebhookDelivery>, SimError> {
+        let state = if approve { "approved" } else { "rejected" };
+        self.svc.act_in_ui(approval_sys_id, user_name, state, comment).await
     }
 
     /// The current time formatted like `sys_updated_on`.

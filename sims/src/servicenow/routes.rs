@@ -80,7 +80,6 @@ pub(crate) fn table(
     caller: &Caller<'_>,
     base: &str,
     now: Timestamp,
-    workflow: bool,
 ) -> SimResponse {
     let Some(table) = schema::TABLES.iter().copied().find(|t| *t == table) else {
         return failure(400, &format!("Invalid table {table}"), None);
@@ -111,8 +110,8 @@ pub(crate) fn table(
                 store.append_journal(table, id, &element, &value, caller.user_name, now);
             }
             store.update(table, id, &changes, caller.user_name, now);
-            if workflow && table == "sysapproval_approver" && body.contains_key("state") {
-                approval_workflow(store, id, caller.user_name, now);
+            if table == "sysapproval_approver" && body.contains_key("state") {
+                store.settle_approvals(id, caller.user_name, now);
             }
             respond_with_row(store, req, table, id, &p, base, 200)
         }
@@ -211,36 +210,6 @@ fn prepare(store: &Store, table: &'static str, body: &serde_json::Map<String, Va
         }
     }
     (changes, journal)
-}
-
-/// A simplified approval engine: when every approval of a RITM is approved, the RITM is approved
-/// and moves to fulfillment; when one is rejected, the RITM is rejected and closed incomplete.
-fn approval_workflow(store: &mut Store, approval_id: &str, by: &str, now: Timestamp) {
-    let Some(ritm) = store.get("sysapproval_approver", approval_id).and_then(|a| a.get("sysapproval").cloned()) else {
-        return;
-    };
-    let states: Vec<String> = store
-        .rows("sysapproval_approver")
-        .iter()
-        .filter(|a| a.get("sysapproval") == Some(&ritm))
-        .filter_map(|a| a.get("state").cloned())
-        .collect();
-    let changes: Vec<(String, String)> = if states.iter().any(|s| s == "rejected") {
-        vec![
-            ("approval".into(), "rejected".into()),
-            ("stage".into(), "Request Cancelled".into()),
-            ("state".into(), "4".into()),
-            ("active".into(), "false".into()),
-        ]
-    } else if !states.is_empty() && states.iter().all(|s| s == "approved") {
-        vec![("approval".into(), "approved".into()), ("stage".into(), "fulfillment".into())]
-    } else {
-        return;
-    };
-    let current = store.get("sc_req_item", &ritm).and_then(|r| r.get("approval").cloned());
-    if current.as_deref() != Some(changes[0].1.as_str()) {
-        store.update("sc_req_item", &ritm, &changes, by, now);
-    }
 }
 
 fn list(store: &Store, table: &'static str, p: &Params, v1: bool, base: &str) -> SimResponse {

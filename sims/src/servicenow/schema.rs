@@ -121,6 +121,9 @@ const SYSAPPROVAL_APPROVER: &[(&str, Kind)] = &[
     ("state", Choice(APPROVER_STATE)),
     ("comments", Journal),
     ("due_date", Str),
+    // The workflow activity that requested the approval; empty for approvals inserted
+    // through the Table API.
+    ("wf_activity", Ref("wf_activity")),
 ];
 
 const SC_ITEM_OPTION_MTOM: &[(&str, Kind)] =

@@ -52,6 +52,9 @@ pub(crate) struct Store {
     ritm_seq: u64,
     req_seq: u64,
     journal_seq: u64,
+    /// Whether the simulated catalog workflow settles RITMs from their approvals
+    /// ([`Store::settle_approvals`]).
+    pub(crate) approval_workflow: bool,
 }
 
 fn table_name(name: &str) -> Option<&'static str> {
@@ -104,6 +107,9 @@ impl Store {
         if name == "sc_req_item" && fields.get("number").is_none_or(String::is_empty) {
             self.ritm_seq += 1;
             fields.insert("number".into(), format!("RITM{:07}", self.ritm_seq));
+        }
+        if name == "sysapproval_approver" && fields.get("state").is_some_and(String::is_empty) {
+            fields.insert("state".into(), "requested".into());
         }
         if name == "sc_request" && fields.get("number").is_none_or(String::is_empty) {
             self.req_seq += 1;
@@ -169,6 +175,48 @@ impl Store {
             .filter(|r| r.get("element_id").map(String::as_str) == Some(sys_id))
             .filter(|r| element.is_none_or(|e| r.get("element").map(String::as_str) == Some(e)))
             .collect()
+    }
+
+    /// The simulated catalog workflow's approval activity, run after an approval's state
+    /// changed. It settles a RITM only from the approvals it requested itself (those that carry
+    /// its `wf_activity`): when all of that activity's approvals are approved, the RITM is
+    /// approved and moves to fulfillment; when one is rejected, the RITM is rejected and closed
+    /// incomplete. An approval without a `wf_activity` (inserted through the Table API by an
+    /// integration that runs its own approval engine) is left to whoever created it.
+    pub(crate) fn settle_approvals(&mut self, approval_id: &str, by: &str, now: Timestamp) {
+        if !self.approval_workflow {
+            return;
+        }
+        let Some(approval) = self.get("sysapproval_approver", approval_id) else {
+            return;
+        };
+        let activity = approval.get("wf_activity").cloned().unwrap_or_default();
+        let ritm = approval.get("sysapproval").cloned().unwrap_or_default();
+        if activity.is_empty() || ritm.is_empty() {
+            return;
+        }
+        let states: Vec<&str> = self
+            .rows("sysapproval_approver")
+            .iter()
+            .filter(|a| a.get("sysapproval") == Some(&ritm) && a.get("wf_activity") == Some(&activity))
+            .filter_map(|a| a.get("state").map(String::as_str))
+            .collect();
+        let changes: Vec<(String, String)> = if states.contains(&"rejected") {
+            vec![
+                ("approval".into(), "rejected".into()),
+                ("stage".into(), "Request Cancelled".into()),
+                ("state".into(), "4".into()),
+                ("active".into(), "false".into()),
+            ]
+        } else if !states.is_empty() && states.iter().all(|s| *s == "approved") {
+            vec![("approval".into(), "approved".into()), ("stage".into(), "fulfillment".into())]
+        } else {
+            return;
+        };
+        let current = self.get("sc_req_item", &ritm).and_then(|r| r.get("approval").cloned());
+        if current.as_deref() != Some(changes[0].1.as_str()) {
+            self.update("sc_req_item", &ritm, &changes, by, now);
+        }
     }
 
     /// A row's display value.
@@ -664,6 +712,7 @@ impl ServiceNowState {
         }
 
         let mut approval_sys_ids = Vec::new();
+        let activity = new_sys_id();
         for who in &new.approvers {
             let approver = by_user_name_or_id(&s, who).ok_or_else(|| SimError::NotFound(format!("sys_user {who}")))?;
             let mut a = Record::new();
@@ -672,6 +721,7 @@ impl ServiceNowState {
             a.insert("source_table".into(), "sc_req_item".into());
             a.insert("approver".into(), approver);
             a.insert("state".into(), "requested".into());
+            a.insert("wf_activity".into(), activity.clone());
             approval_sys_ids.push(s.insert("sysapproval_approver", a, by, now)?);
         }
         Ok(CreatedRitm { sys_id, number, request_sys_id, request_number, approval_sys_ids })
@@ -767,6 +817,47 @@ impl ServiceNowState {
             return Vec::new();
         };
         s.rows("sysapproval_approver").iter().filter(|a| a.get("sysapproval") == Some(&id)).cloned().collect()
+    }
+
+    /// What an approver does in the ServiceNow UI: sets the approval's `state`, appends
+    /// `comment` (when not empty) to its `comments` journal as that user, and records the user
+    /// in `sys_updated_by`, as the approval form does. `user_name` is a `sys_user` user_name
+    /// (or sys_id); `state` one of the approver states (`approved`, `rejected`, ...). The
+    /// simulated catalog workflow then runs as after a Table API update (it ignores approvals
+    /// it did not request). Anyone may act, as an administrator or delegate may; nothing
+    /// checks that the user is the approver.
+    pub fn act_on_approval(
+        &self,
+        approval_sys_id: &str,
+        user_name: &str,
+        state: &str,
+        comment: &str,
+    ) -> Result<(), SimError> {
+        if !schema::APPROVER_STATE.iter().any(|(value, _)| *value == state) {
+            let known: Vec<&str> = schema::APPROVER_STATE.iter().map(|(value, _)| *value).collect();
+            return Err(SimError::Config(format!("`{state}` is not an approval state (one of: {})", known.join(", "))));
+        }
+        let now = self.clock.now();
+        let mut s = self.lock();
+        if s.get("sysapproval_approver", approval_sys_id).is_none() {
+            return Err(SimError::NotFound(format!("sysapproval_approver {approval_sys_id}")));
+        }
+        let by = by_user_name_or_id(&s, user_name)
+            .and_then(|id| s.get("sys_user", &id).and_then(|u| u.get("user_name").cloned()))
+            .ok_or_else(|| SimError::NotFound(format!("sys_user {user_name}")))?;
+        if !comment.trim().is_empty() {
+            s.append_journal("sysapproval_approver", approval_sys_id, "comments", comment, &by, now);
+        }
+        s.update("sysapproval_approver", approval_sys_id, &[("state".to_owned(), state.to_owned())], &by, now);
+        s.settle_approvals(approval_sys_id, &by, now);
+        Ok(())
+    }
+
+    /// The RITM (`sysapproval`) an approval belongs to, when it names one that exists.
+    pub fn approval_ritm(&self, approval_sys_id: &str) -> Option<String> {
+        let s = self.lock();
+        let ritm = s.get("sysapproval_approver", approval_sys_id)?.get("sysapproval")?.clone();
+        s.get("sc_req_item", &ritm).map(|_| ritm)
     }
 
     /// The sys_id of a sys_user by `user_name`.
