@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::request::RequestState;
 use grantline_sims::botframework::{BOT_APP_ID, Click, Tamper};
-use grantline_sims::ids;
 use grantline_sims::slack::{self as slack_sim, APPROVALS_CHANNEL_ID, EXTERNAL_USER_EMAIL, EXTERNAL_USER_ID};
+use grantline_sims::{FaultRule, Method, PathPattern, ids};
 
 use support::*;
 
@@ -119,6 +119,27 @@ async fn forged_teams_tokens_are_refused_before_anything_is_believed() {
     let r = bed.sims.botframework.click(Click::new(ids::SARA_UPN, &activity, "reject")).await.unwrap();
     assert_eq!(r.body["statusCode"], 200, "{}", r.body);
     assert_eq!(record(&bed, &id).await.state, RequestState::Rejected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_directory_gets_a_prompt_invoke_answer_and_the_decision_still_lands() {
+    let bed = bed_with(Duration::from_millis(300)).await;
+    let id = awaiting(&bed, vec![any_of("manager", &[ids::SARA_ID])]).await;
+    let activity = send_card(&bed, &id, 0, ids::SARA_ID).await;
+    bed.sims.graph.faults().set_latency(Duration::from_millis(1500));
+    let r = bed.sims.botframework.click(Click::new(ids::SARA_UPN, &activity, "approve")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["type"], "application/vnd.microsoft.activity.message", "{}", r.body);
+    assert!(!r.card_replaced);
+    eventually("the decision to be recorded", || async {
+        (record(&bed, &id).await.state == RequestState::Approved).then_some(())
+    })
+    .await;
+    assert_eq!(common::jobs(&bed.h, "execute-grant").await.len(), 1);
+    // the card offers buttons until it is clicked again; then it shows the decision
+    bed.sims.graph.faults().set_latency(Duration::ZERO);
+    let r = bed.sims.botframework.click(Click::new(ids::SARA_UPN, &activity, "approve")).await.unwrap();
+    assert!(r.card_replaced && !has_actions(&r.body["value"]), "{}", r.body);
 }
 
 /// A channel token the simulator's published key signs, for activities its click does not make.
@@ -243,6 +264,26 @@ async fn a_stale_teams_card_cannot_act_and_stops_offering_buttons() {
     assert_eq!(common::jobs(&bed.h, "execute-grant").await.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_of_an_all_of_stage_sees_their_answer_while_the_stage_waits() {
+    let bed = bed().await;
+    let all = json!({"name": "owners", "quorum": "all", "time_to_decide": "72h", "on_timeout": "expire",
+        "approvers": [{"kind": "manager", "ids": [ids::SARA_ID]}, {"kind": "data-owner", "ids": [ids::PATTI_ID]}]});
+    let id = awaiting(&bed, vec![all]).await;
+    let sara_card = send_card(&bed, &id, 0, ids::SARA_ID).await;
+    let r = bed.sims.botframework.click(Click::new(ids::SARA_UPN, &sara_card, "approve")).await.unwrap();
+    assert_eq!(r.body["type"], CARD, "{}", r.body);
+    assert!(!has_actions(&r.body["value"]), "{}", r.body);
+    assert!(text_of(&r.body["value"]).contains("You approved this"), "{}", r.body);
+    let rec = record(&bed, &id).await;
+    assert_eq!((rec.state, rec.approvals.len()), (RequestState::AwaitingApproval, 1));
+    assert!(common::jobs(&bed.h, "execute-grant").await.is_empty());
+    let patti_card = send_card(&bed, &id, 0, ids::PATTI_ID).await;
+    let r = bed.sims.botframework.click(Click::new(ids::PATTI_UPN, &patti_card, "approve")).await.unwrap();
+    assert!(text_of(&r.body["value"]).contains("Approved by"), "{}", r.body);
+    assert_eq!(record(&bed, &id).await.state, RequestState::Approved);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_approvers_racing_on_one_stage_count_once() {
     let bed = bed().await;
@@ -311,6 +352,26 @@ async fn a_slack_click_approves_and_replaces_the_message() {
     assert_eq!(last.actor, format!("approver:{email}"));
     assert_eq!(common::jobs(&bed.h, "execute-grant").await.len(), 1);
     assert!(door_log(&bed).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_response_url_fails_the_message_is_updated_with_chat_update() {
+    let bed = bed().await;
+    let id = awaiting(&bed, vec![any_of("manager", &[ids::SARA_ID])]).await;
+    let ts = post_message(&bed, &id, 0).await;
+    bed.sims.slack.faults().push(FaultRule::respond(404).on(Method::POST, PathPattern::prefix("/actions/")).forever());
+    let r = bed.sims.slack.click(ids::SARA_ID, APPROVALS_CHANNEL_ID, &ts, "reject", None).await.unwrap();
+    assert_eq!(r.status, 200);
+    let blocks = eventually("the message to be updated", || async {
+        let (versions, blocks) = message(&bed, &ts);
+        (versions > 1).then_some(blocks)
+    })
+    .await;
+    assert!(!has_actions(&blocks) && text_of(&blocks).contains("Rejected by"), "{blocks}");
+    let state = bed.sims.slack.state();
+    let versions = &state.message(APPROVALS_CHANNEL_ID, &ts).unwrap().versions;
+    assert_eq!(versions.last().unwrap().source, slack_sim::MessageSource::Updated);
+    assert_eq!(record(&bed, &id).await.state, RequestState::Rejected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

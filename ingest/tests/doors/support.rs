@@ -85,12 +85,17 @@ fn directory(sims: &Sims) -> GraphClient {
 
 /// Starts everything, with both doors configured.
 pub async fn bed() -> Bed {
+    bed_with(Duration::from_secs(12)).await
+}
+
+/// As [`bed`], with this time for a Teams click to be answered.
+pub async fn bed_with(teams_answer_timeout: Duration) -> Bed {
     let sims = Sims::start(SimsConfig::demo()).await.unwrap();
     let redis = RedisServer::start().expect("redis-server");
     let queue =
         Queue::connect(&redis.url(), QueueConfig { namespace: "t".into(), ..QueueConfig::default() }).await.unwrap();
     let sim_clock = sims.clock().clone();
-    let teams = TeamsDoor::new(&bot_config(&sims)).unwrap().with_answer_timeout(Duration::from_secs(12));
+    let teams = TeamsDoor::new(&bot_config(&sims)).unwrap().with_answer_timeout(teams_answer_timeout);
     let slack = SlackDoor::new(&slack_config(&sims)).unwrap();
     let state = AppState::new(queue.clone(), common::config())
         .with_clock(grantline_shared::Clock::from_fn(move || sim_clock.now()))
