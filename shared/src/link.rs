@@ -131,6 +131,12 @@ pub fn verify(secret: &[u8], token: &str, now_ms: u64) -> Result<LinkClaims, Lin
     Ok(claims)
 }
 
+/// The page a token opens: `{public_url}/v1/approvals/{token}` (for whoever sends links; the
+/// approval page serves this route).
+pub fn url(public_url: &str, token: &str) -> String {
+    format!("{}/v1/approvals/{token}", public_url.trim().trim_end_matches('/'))
+}
+
 /// The claims a token carries, WITHOUT checking its MAC or expiry: only for telling a security
 /// log which request a refused link named. Never authorize anything with it.
 pub fn unverified_claims(token: &str) -> Option<LinkClaims> {
@@ -221,6 +227,7 @@ mod tests {
         assert_eq!(verify(SECRET, &t, c.exp_ms - 1).unwrap(), c);
         assert_eq!(issue(SECRET, &c), t, "the same claims make the same token");
         assert_eq!(unverified_claims(&t).unwrap(), c);
+        assert_eq!(url("https://g.example.com/", &t), format!("https://g.example.com/v1/approvals/{t}"));
     }
 
     #[test]

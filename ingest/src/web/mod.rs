@@ -181,7 +181,7 @@ fn parse_public_url(raw: &str) -> Result<String, String> {
 
 /// The link an approver is sent: `{public_url}/v1/approvals/{token}`.
 pub fn link_url(public_url: &str, token: &str) -> String {
-    format!("{}/v1/approvals/{token}", public_url.trim().trim_end_matches('/'))
+    link::url(public_url, token)
 }
 
 /// What the web door needs at run time.
