@@ -539,5 +539,11 @@ fn ingest_state(cfg: &Config, q: grantline_queue::Queue) -> Result<grantline_ing
     if let Some(graph) = &cfg.graph {
         state = state.with_directory(grantline_connectors::GraphClient::new(graph)?);
     }
+    if let Some(bot) = &cfg.ingest.teams {
+        state = state.with_teams(std::sync::Arc::new(grantline_ingest::teams::TeamsDoor::new(bot)?));
+    }
+    if let Some(slack) = &cfg.ingest.slack {
+        state = state.with_slack(std::sync::Arc::new(grantline_ingest::slack::SlackDoor::new(slack)?));
+    }
     Ok(state)
 }

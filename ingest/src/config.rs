@@ -150,7 +150,19 @@ impl IngestConfig {
                 problems.push(format!("ingest.allowed_tables[{i}] {t:?} is not a table name ([a-z0-9_], at most 80)"));
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
+        if let Some(t) = &self.teams
+            && let Err(e) = t.validate()
+        {
+            problems.push(format!("ingest.{}: {}", e.key, e.reason));
+        }
+        if let Some(s) = &self.slack {
+            if let Err(e) = grantline_connectors::slack::SlackClient::new(s) {
+                problems.push(format!("ingest.{}: {}", e.key, e.reason));
+            } else if s.signing_secret.expose().trim().chars().count() < MIN_SECRET_LEN {
+                problems.push(format!("ingest.slack.signing_secret must be at least {MIN_SECRET_LEN} characters"));
+            }
+        }
+                if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
     }
 }
 

@@ -4,7 +4,8 @@
 //! authentication, content type, operator tokens); handlers map what they were given to the
 //! vocabulary of `grantline-shared` and enqueue it through `grantline-queue`; one error type
 //! ([`ApiError`]) renders every refusal as status + stable code + message + field. Ingest
-//! never calls a connector and never changes anything outside Redis.
+//! changes nothing outside Redis: the connectors it calls only read (the directory, to prove
+//! who an approver is; Slack's users.info) or answer the person who clicked.
 //!
 //! Routes:
 //! - `POST /v1/webhooks/servicenow`: an ITSM doorbell. Authenticated by `X-Grantline-Secret`
@@ -14,7 +15,13 @@
 //!   commit; 202 is answered only after it. The same ticket again answers 202 with the
 //!   existing request id and writes nothing.
 //! - `GET /v1/requests/{id}` and `POST /v1/requests/{id}/decision`: operator API
-//!   (`Authorization: Bearer <operator token>`).
+//!   (`Authorization: Bearer <operator token>`). A decision is the operator's own (its
+//!   configured directory identity) or names the approver in `on_behalf_of`; either way the
+//!   approver is proved against the directory and judged by the plan.
+//! - `POST /v1/teams/messages`: the Teams bot's messaging endpoint (Bot Framework token verified;
+//!   approval card clicks answered with the replaced card). 404 unless `ingest.teams` is set.
+//! - `POST /v1/slack/interactions`: the Slack app's Request URL (signature, 5-minute window and
+//!   replay verified; acknowledged at once, the message replaced after). 404 unless `ingest.slack` is set.
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! Request ids are UUID v7 in simple form: 32 lowercase hex characters, time-ordered.

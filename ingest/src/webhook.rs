@@ -114,6 +114,30 @@ pub(crate) fn new_request(
     Ok(grantline_store::create(id, ticket, traceparent, trace_id, now_ms, ACTOR)?)
 }
 
+/// A doorbell about a known ticket whose request waits for approval may mean an approver
+/// answered in ServiceNow: a `sync-approvals` job reads the approval records back (never the
+/// body). Its id is derived from the request's audit head, so repeated rings between two
+/// changes of the request enqueue one job.
+async fn ring_approvals(state: &AppState, request_id: &str) -> Result<(), ApiError> {
+    let rec = match grantline_store::find(&state.queue, request_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) | Err(grantline_store::StoreError::Record(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if rec.state != grantline_shared::request::RequestState::AwaitingApproval {
+        return Ok(());
+    }
+    let commit = grantline_store::Commit::new(&rec, ACTOR, state.now_ms()).then(grantline_shared::flow::Next::SyncApprovals);
+    match commit.apply(&state.queue).await? {
+        grantline_store::Applied::Done { jobs, .. } => {
+            tracing::info!(request_id, ?jobs, "approval records to read back");
+        }
+        // rung before (the same job exists), or the request changed meanwhile
+        grantline_store::Applied::Conflict => {}
+    }
+    Ok(())
+}
+
 /// The handler of `POST /v1/webhooks/servicenow`.
 pub async fn servicenow(State(state): State<AppState>, hook: ServiceNowWebhook) -> Result<Response, ApiError> {
     let ticket = parse_ticket(&hook.body, &state.cfg.allowed_tables)?;
@@ -139,6 +163,7 @@ pub async fn servicenow(State(state): State<AppState>, hook: ServiceNowWebhook) 
                     Some(existing) => {
                         span.record("request_id", existing.as_str());
                         tracing::info!(request_id = %existing, ticket = %ticket.number, "duplicate delivery of a known ticket");
+                        ring_approvals(&state, &existing).await?;
                         Ok(respond(existing, true))
                     }
                     None => Err(ApiError::conflict(

@@ -1,13 +1,17 @@
 //! The scheduler: time. Its output is always jobs. It watches every queue (reaping expired
-//! leases and applying retention even when no worker of a kind runs), and runs the safety
-//! net for time-bound grants: any grant past its end without a removal gets one. Several
-//! schedulers may run at once: every job it enqueues carries an idempotency key.
+//! leases and applying retention even when no worker of a kind runs), runs the safety net for
+//! time-bound grants (any grant past its end without a removal gets one), rings the approval
+//! clocks (`approval-deadline` for every request whose reminder or deadline came, from the
+//! `approvals:due` index) and polls ServiceNow's approval records of waiting requests now and
+//! then (`sync-approvals`, in case a doorbell was lost). Several schedulers may run at once:
+//! every job it enqueues carries an idempotency key. Its clock is a [`Clock`], so tests and
+//! the demo can move time.
 
 use std::future::Future;
 use std::time::Duration;
 
 use grantline_queue::{PushOutcome, Queue, QueueError};
-use grantline_shared::JobKind;
+use grantline_shared::{Clock, JobKind};
 use grantline_shared::flow::Next;
 use grantline_shared::jobs::RemovalTrigger;
 use grantline_shared::request::{fields, keys};
@@ -19,12 +23,71 @@ pub struct SchedulerOptions {
     /// A grant this long past its end without a removal is swept (the delayed removal job
     /// normally fires first; the grace keeps the sweep from racing it).
     pub grace: Duration,
+    /// How often the approval records of waiting requests are read back from ServiceNow.
+    pub approval_poll_every: Duration,
+    /// At most this many waiting requests per poll (those due soonest first).
+    pub approval_poll_batch: usize,
+    pub clock: Clock,
 }
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        Self { sweep_every: Duration::from_secs(30), grace: Duration::from_secs(60) }
+        Self {
+            sweep_every: Duration::from_secs(30),
+            grace: Duration::from_secs(60),
+            approval_poll_every: Duration::from_secs(300),
+            approval_poll_batch: 200,
+            clock: Clock::system(),
+        }
     }
+}
+
+async fn traceparent(queue: &Queue, request_id: &str) -> Result<String, QueueError> {
+    let mut conn = queue.connection();
+    let t: Option<String> = conn.hget(queue.namespace().key(&keys::request(request_id)), fields::TRACEPARENT).await?;
+    Ok(t.unwrap_or_default())
+}
+
+/// Rings every approval clock whose time came: one `approval-deadline` job per (request, due
+/// time). Returns how many it enqueued.
+pub async fn sweep_approvals(queue: &Queue, now_ms: u64) -> Result<usize, QueueError> {
+    let mut conn = queue.connection();
+    let due: Vec<(String, f64)> =
+        conn.zrangebyscore_limit_withscores(queue.namespace().key(keys::APPROVALS_DUE), "-inf", now_ms, 0, 1000).await?;
+    let mut enqueued = 0;
+    for (request_id, score) in due {
+        let due_ms = score as u64;
+        let next = Next::ApprovalDeadline { due_ms };
+        let job = grantline_store::job(&request_id, &traceparent(queue, &request_id).await?, next, now_ms)
+            .map_err(|e| QueueError::InvalidJob(e.to_string()))?
+            .idempotency_key(format!("deadline:{request_id}:{due_ms}"));
+        if let PushOutcome::Enqueued { .. } = queue.push(job).await? {
+            enqueued += 1;
+        }
+    }
+    Ok(enqueued)
+}
+
+/// Asks for a read-back of the ServiceNow approval records of up to `limit` waiting requests
+/// (one `sync-approvals` job per request and poll period). Returns how many it enqueued.
+pub async fn poll_approvals(queue: &Queue, now_ms: u64, every: Duration, limit: usize) -> Result<usize, QueueError> {
+    if limit == 0 {
+        return Ok(0);
+    }
+    let mut conn = queue.connection();
+    let waiting: Vec<String> =
+        conn.zrange(queue.namespace().key(keys::APPROVALS_DUE), 0, isize::try_from(limit).unwrap_or(200) - 1).await?;
+    let period = now_ms / u64::try_from(every.as_millis()).unwrap_or(1).max(1);
+    let mut enqueued = 0;
+    for request_id in waiting {
+        let job = grantline_store::job(&request_id, &traceparent(queue, &request_id).await?, Next::SyncApprovals, now_ms)
+            .map_err(|e| QueueError::InvalidJob(e.to_string()))?
+            .idempotency_key(format!("sync:{request_id}:{period}"));
+        if let PushOutcome::Enqueued { .. } = queue.push(job).await? {
+            enqueued += 1;
+        }
+    }
+    Ok(enqueued)
 }
 
 /// One pass of the expired-grant safety net. Returns how many removals it enqueued.
@@ -36,10 +99,8 @@ pub async fn sweep_expired(queue: &Queue, now_ms: u64, grace: Duration) -> Resul
     let mut enqueued = 0;
     for request_id in due {
         // the removal joins the request's trace
-        let traceparent: Option<String> =
-            conn.hget(queue.namespace().key(&keys::request(&request_id)), fields::TRACEPARENT).await?;
         let next = Next::RemoveAccess { trigger: RemovalTrigger::Expiry, at_ms: None };
-        let job = grantline_store::job(&request_id, traceparent.as_deref().unwrap_or_default(), next, now_ms)
+        let job = grantline_store::job(&request_id, &traceparent(queue, &request_id).await?, next, now_ms)
             .map_err(|e| QueueError::InvalidJob(e.to_string()))?
             .idempotency_key(format!("sweep:{request_id}"));
         if let PushOutcome::Enqueued { .. } = queue.push(job).await? {
@@ -56,13 +117,21 @@ pub async fn run(queue: Queue, opts: SchedulerOptions, shutdown: impl Future<Out
         queue.watch(kind.as_str()).await?;
     }
     tokio::pin!(shutdown);
+    let mut last_poll: Option<u64> = None;
     loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = opts.clock.now_ms();
         if let Err(e) = sweep_expired(&queue, now, opts.grace).await {
             tracing::warn!(error = %e, "expired-grant sweep failed; will retry");
+        }
+        if let Err(e) = sweep_approvals(&queue, now).await {
+            tracing::warn!(error = %e, "approval sweep failed; will retry");
+        }
+        let poll_ms = u64::try_from(opts.approval_poll_every.as_millis()).unwrap_or(u64::MAX);
+        if last_poll.is_none_or(|at| now.saturating_sub(at) >= poll_ms) {
+            match poll_approvals(&queue, now, opts.approval_poll_every, opts.approval_poll_batch).await {
+                Ok(_) => last_poll = Some(now),
+                Err(e) => tracing::warn!(error = %e, "approval poll failed; will retry"),
+            }
         }
         tokio::select! {
             _ = &mut shutdown => return Ok(()),

@@ -56,6 +56,38 @@ pub enum AuditEvent {
         door: String,
         reason: String,
     },
+    /// The approvers of a stage were asked, through these channels (`teams:<upn>`,
+    /// `servicenow:<upn>`, ...); `failed` names the sends that did not go out.
+    ApproversNotified {
+        stage: usize,
+        sent: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed: Vec<String>,
+    },
+    /// An approver was passed over for this stage (out of office) and the stage went to `to`.
+    ApproverSkipped {
+        stage: usize,
+        approver: String,
+        reason: String,
+        to: String,
+    },
+    /// Those who had not answered were reminded, at this point of the time to decide.
+    ApprovalReminded {
+        stage: usize,
+        percent: u8,
+        to: Vec<String>,
+    },
+    /// The time to decide ran out and the stage went to its fallback.
+    ApprovalEscalated {
+        stage: usize,
+        to: String,
+        reason: String,
+    },
+    /// The time to decide ran out and nobody else could decide: the request expired.
+    ApprovalExpired {
+        stage: usize,
+        reason: String,
+    },
     GrantExecuted {
         group_id: String,
         user_id: String,
@@ -137,6 +169,11 @@ impl AuditEvent {
             AuditEvent::ApprovalRecorded { .. } => "approval_recorded",
             AuditEvent::SelfApprovalRefused { .. } => "self_approval_refused",
             AuditEvent::ApprovalRefused { .. } => "approval_refused",
+            AuditEvent::ApproversNotified { .. } => "approvers_notified",
+            AuditEvent::ApproverSkipped { .. } => "approver_skipped",
+            AuditEvent::ApprovalReminded { .. } => "approval_reminded",
+            AuditEvent::ApprovalEscalated { .. } => "approval_escalated",
+            AuditEvent::ApprovalExpired { .. } => "approval_expired",
             AuditEvent::GrantExecuted { .. } => "grant_executed",
             AuditEvent::PermissionGranted { .. } => "permission_granted",
             AuditEvent::PermissionRemoved { .. } => "permission_removed",
@@ -289,6 +326,11 @@ mod tests {
                 door: "teams".into(),
                 reason: "approval.not_an_approver".into(),
             },
+            AuditEvent::ApproversNotified { stage: 0, sent: vec!["teams:a".into()], failed: vec![] },
+            AuditEvent::ApproverSkipped { stage: 0, approver: "a".into(), reason: "r".into(), to: "f".into() },
+            AuditEvent::ApprovalReminded { stage: 0, percent: 50, to: vec!["a".into()] },
+            AuditEvent::ApprovalEscalated { stage: 0, to: "f".into(), reason: "r".into() },
+            AuditEvent::ApprovalExpired { stage: 0, reason: "r".into() },
             AuditEvent::GrantExecuted {
                 group_id: "g".into(),
                 user_id: "u".into(),
@@ -331,7 +373,7 @@ mod tests {
             AuditEvent::DeadLettered { queue: "q".into(), job_id: "j".into(), dead_letter_id: "d".into() },
         ];
         // a new variant must be added above
-        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 17);
+        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 22);
         for event in events {
             let r = AuditRecord { event, ..rec(1) };
             let (fields, _) = entry(GENESIS, &r).unwrap();

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod budget;
+pub mod channels;
 pub mod executor;
 pub mod membership;
 pub mod policy_reload;

@@ -9,6 +9,7 @@ use grantline_shared::policy::Policy;
 use serde::Deserialize;
 
 use crate::budget::{Budget, BudgetConfig};
+use crate::channels::Channels;
 use crate::executor::group::GroupOptions;
 use crate::executor::{Executors, GroupExecutor, MailboxExecutor};
 
@@ -88,6 +89,8 @@ pub struct Services {
     pub graph_budget: Budget,
     pub policy: PolicyHandle,
     pub clock: Clock,
+    /// Where approvers are asked and people told.
+    pub channels: Channels,
 }
 
 impl Services {
@@ -106,7 +109,16 @@ impl Services {
             GroupOptions { batch: settings.batch, linger: std::time::Duration::from_millis(settings.batch_linger_ms) };
         let group = GroupExecutor::new(graph.clone(), clock.clone(), budget.clone(), &opts);
         let executors = Executors { group, mailbox: None };
-        Self { queue, graph, servicenow, executors, graph_budget: budget, policy: PolicyHandle::new(policy), clock }
+        Self {
+            queue,
+            graph,
+            servicenow,
+            executors,
+            graph_budget: budget,
+            policy: PolicyHandle::new(policy),
+            clock,
+            channels: Channels::default(),
+        }
     }
 
     /// Adds the mailbox executor: Exchange Online within the tenant's shared Exchange budget.
@@ -119,6 +131,12 @@ impl Services {
             &settings.exchange_budget,
         );
         self.executors.mailbox = Some(MailboxExecutor::new(exchange, self.clock.clone(), Some(budget)));
+        self
+    }
+
+    /// Asks approvers through these channels (default: ServiceNow approval records only).
+    pub fn with_channels(mut self, channels: Channels) -> Self {
+        self.channels = channels;
         self
     }
 

@@ -62,6 +62,9 @@ job_span!(UpdateTicket, "update-ticket");
 job_span!(ScheduleRemoval, "schedule-removal");
 job_span!(RemoveAccess, "remove-access");
 job_span!(RollbackGrant, "rollback-grant");
+job_span!(Notify, "notify");
+job_span!(SyncApprovals, "sync-approvals");
+job_span!(ApprovalDeadline, "approval-deadline");
 // an alert is about a dead job, not a request: it names the job instead
 impl JobSpan for Alert {
     fn job_span(&self) -> Span {
@@ -217,6 +220,9 @@ mod tests {
             RemoveAccess::KIND.as_str()
         );
         assert_eq!(name(&RollbackGrant { request_id: r() }), RollbackGrant::KIND.as_str());
+        assert_eq!(name(&Notify { request_id: r(), what: NotifyWhat::Update }), Notify::KIND.as_str());
+        assert_eq!(name(&SyncApprovals { request_id: r() }), SyncApprovals::KIND.as_str());
+        assert_eq!(name(&ApprovalDeadline { request_id: r(), due_ms: 1 }), ApprovalDeadline::KIND.as_str());
         assert_eq!(
             name(&Alert { queue: "validate".into(), job_id: "j".into(), dead_letter_id: "d".into() }),
             Alert::KIND.as_str()

@@ -5,9 +5,17 @@
 //! is no one.
 
 use grantline_shared::policy::{ApprovalPlan, Approver};
+use jiff::Timestamp;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 
-use super::client::GraphClient;
+use super::client::{GraphClient, graph_span, traced};
 use super::error::GraphError;
+use super::model::DirectoryObject;
+use crate::http;
+
+/// Most members read of one approver group (the people asked to approve).
+pub const MAX_GROUP_APPROVERS: usize = 200;
 
 /// How a door names the person it verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,5 +79,111 @@ impl GraphClient {
         }
         let upn = Some(user.user_principal_name.clone()).filter(|u| !u.is_empty());
         Ok(Some(Approver { id: user.id, upn, member_of }))
+    }
+}
+
+#[derive(Deserialize)]
+struct MembersPage {
+    #[serde(default)]
+    value: Vec<DirectoryObject>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next: Option<String>,
+}
+
+/// `automaticRepliesSetting` of `mailboxSettings`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AutoReplies {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    scheduled_start_date_time: Option<GraphDateTime>,
+    #[serde(default)]
+    scheduled_end_date_time: Option<GraphDateTime>,
+}
+
+/// Graph's `dateTimeTimeZone`: a local date-time and a zone name (grantline reads UTC ones).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphDateTime {
+    date_time: String,
+    #[serde(default)]
+    time_zone: String,
+}
+
+impl GraphDateTime {
+    fn timestamp(&self) -> Option<Timestamp> {
+        let zone = if self.time_zone.is_empty() { "UTC" } else { self.time_zone.as_str() };
+        let civil: jiff::civil::DateTime = self.date_time.trim_end_matches('Z').parse().ok()?;
+        civil.in_tz(zone).ok().map(|z| z.timestamp())
+    }
+}
+
+impl GraphClient {
+    /// The users among a group's direct members (`GET /groups/{id}/members`, paged), at most
+    /// [`MAX_GROUP_APPROVERS`]: the people a `group` approver entry asks.
+    pub async fn list_members(&self, group_id: &str) -> Result<Vec<DirectoryObject>, GraphError> {
+        if group_id.trim().is_empty() {
+            return Err(GraphError::InvalidInput { message: "group id is empty".into() });
+        }
+        let mut url = http::join_segments(self.base(), &["groups", group_id, "members"]);
+        url.query_pairs_mut()
+            .append_pair("$select", "id,displayName,userPrincipalName,mail")
+            .append_pair("$top", "100");
+        let mut out = Vec::new();
+        loop {
+            let span = graph_span!("graph.list_members", Method::GET, url);
+            let page: MembersPage = traced(span, async {
+                let reply = self.execute(Method::GET, url.clone(), None).await?;
+                if !reply.status.is_success() {
+                    return Err(self.api_error(reply));
+                }
+                serde_json::from_slice(&reply.body)
+                    .map_err(|e| GraphError::Decode { message: e.to_string(), correlation: reply.correlation })
+            })
+            .await?;
+            out.extend(page.value.into_iter().filter(|o| {
+                o.odata_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("#microsoft.graph.user"))
+            }));
+            match page.next.and_then(|n| url::Url::parse(&n).ok()) {
+                // the next page must be on the same service
+                Some(next) if next.origin() == self.base().origin() && out.len() < MAX_GROUP_APPROVERS => url = next,
+                _ => break,
+            }
+        }
+        out.truncate(MAX_GROUP_APPROVERS);
+        Ok(out)
+    }
+
+    /// Whether a user's automatic replies are on at `now` (`GET
+    /// /users/{id}/mailboxSettings/automaticRepliesSetting`): `alwaysEnabled`, or `scheduled`
+    /// with `now` inside the window. No mailbox (404) is not out of office.
+    pub async fn out_of_office(&self, user_id: &str, now: Timestamp) -> Result<bool, GraphError> {
+        if user_id.trim().is_empty() {
+            return Err(GraphError::InvalidInput { message: "user id is empty".into() });
+        }
+        let url = http::join_segments(self.base(), &["users", user_id, "mailboxSettings", "automaticRepliesSetting"]);
+        let span = graph_span!("graph.out_of_office", Method::GET, url);
+        traced(span, async {
+            let reply = self.execute(Method::GET, url, None).await?;
+            if reply.status == StatusCode::NOT_FOUND {
+                return Ok(false);
+            }
+            if !reply.status.is_success() {
+                return Err(self.api_error(reply));
+            }
+            let r: AutoReplies = serde_json::from_slice(&reply.body)
+                .map_err(|e| GraphError::Decode { message: e.to_string(), correlation: reply.correlation })?;
+            Ok(match r.status.as_str() {
+                s if s.eq_ignore_ascii_case("alwaysEnabled") => true,
+                s if s.eq_ignore_ascii_case("scheduled") => {
+                    let start = r.scheduled_start_date_time.as_ref().and_then(GraphDateTime::timestamp);
+                    let end = r.scheduled_end_date_time.as_ref().and_then(GraphDateTime::timestamp);
+                    start.is_none_or(|s| s <= now) && end.is_none_or(|e| now < e)
+                }
+                _ => false,
+            })
+        })
+        .await
     }
 }

@@ -449,6 +449,19 @@ pub struct Policy {
     pub(crate) time_zone: Option<String>,
 }
 
+impl Policy {
+    /// Whether any rule asks the manager's manager (as an approver or a fallback), so the
+    /// directory read must include them.
+    pub fn uses_managers_manager(&self) -> bool {
+        self.rules.iter().any(|r| match &r.outcome {
+            RuleOutcome::Approve(stages) => stages.iter().any(|s| {
+                s.approvers.iter().chain(s.fallback.iter()).any(|a| matches!(a, ApproverSpec::ManagersManager))
+            }),
+            _ => false,
+        })
+    }
+}
+
 /// Which catalog entry a name chose, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ItemHit<'a> {

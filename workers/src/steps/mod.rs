@@ -1,11 +1,14 @@
 //! One file per step: the handler, next to its payload's file name in shared/src/jobs.
 
 pub mod alert;
+pub mod approval_deadline;
 pub mod execute_grant;
+// WIP pub mod notify;
 pub mod remove_access;
 pub mod request_approval;
 pub mod rollback_grant;
 pub mod schedule_removal;
+// WIP pub mod sync_approvals;
 pub mod update_ticket;
 pub mod validate;
 

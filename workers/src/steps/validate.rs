@@ -152,6 +152,16 @@ pub async fn evaluate_ticket(
     let Some(user) = d.user else {
         return Ok(Evaluated { ritm, facts: None, decision: None, current: None, justification });
     };
+    // the manager's manager, only for a policy that may ask them
+    let managers_manager = match (&d.manager, policy.uses_managers_manager()) {
+        (Some(m), true) => graph
+            .get_manager(&m.id)
+            .await
+            .map_err(job_error)?
+            .value
+            .map(|mm| policy::Principal::new(&mm.id, mm.user_principal_name.as_deref())),
+        _ => None,
+    };
     let requester = UserFacts {
         id: user.id.clone(),
         upn: user.user_principal_name.clone(),
@@ -161,7 +171,7 @@ pub async fn evaluate_ticket(
         employee_leave_date_time: user.employee_leave_date_time,
         manager_id: d.manager.as_ref().map(|m| m.id.clone()),
         manager_upn: d.manager.as_ref().and_then(|m| m.user_principal_name.clone()),
-        managers_manager: None,
+        managers_manager,
         member_of: asked.iter().filter(|g| d.member_of.iter().any(|m| m.eq_ignore_ascii_case(g))).cloned().collect(),
     };
     let level = first(&vars, &LEVEL_VARS);
