@@ -18,7 +18,8 @@ use serde::Deserialize;
 pub use client::ServiceNowClient;
 pub use error::{RateLimit, ServiceNowError, ServiceNowErrorBody};
 pub use model::{
-    Field, JournalEntry, Reference, Ritm, RitmPatch, ServiceNowUser, UpdateOptions, parse_glide_datetime, ritm_state,
+    ApprovalRecord, ApprovalState, Field, JournalEntry, Reference, Ritm, RitmPatch, ServiceNowUser, UpdateOptions,
+    parse_glide_datetime, ritm_state,
 };
 
 use crate::Secret;

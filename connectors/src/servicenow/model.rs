@@ -161,6 +161,110 @@ impl JournalEntry {
 
 pub(crate) const JOURNAL_FIELDS: &str = "sys_id,element,element_id,value,sys_created_on,sys_created_by";
 
+/// The state of one approval record (`sysapproval_approver.state`), by its stored value.
+///
+/// Instances may add their own choices; those arrive as [`ApprovalState::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ApprovalState {
+    /// `not requested`: created, not yet sent to the approver (a later stage).
+    NotRequested,
+    /// `requested`: waiting for the approver.
+    Requested,
+    /// `approved`.
+    Approved,
+    /// `rejected`.
+    Rejected,
+    /// `cancelled`.
+    Cancelled,
+    /// `not_required`.
+    NotRequired,
+    /// `no_longer_required`: closed because the decision was taken without this approver.
+    NoLongerRequired,
+    /// `duplicate`.
+    Duplicate,
+    /// Any other stored value.
+    Other(String),
+}
+
+impl ApprovalState {
+    /// The state for a stored value.
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "not requested" => ApprovalState::NotRequested,
+            "requested" => ApprovalState::Requested,
+            "approved" => ApprovalState::Approved,
+            "rejected" => ApprovalState::Rejected,
+            "cancelled" => ApprovalState::Cancelled,
+            "not_required" => ApprovalState::NotRequired,
+            "no_longer_required" => ApprovalState::NoLongerRequired,
+            "duplicate" => ApprovalState::Duplicate,
+            other => ApprovalState::Other(other.to_owned()),
+        }
+    }
+
+    /// The stored value, as the Table API reads and writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ApprovalState::NotRequested => "not requested",
+            ApprovalState::Requested => "requested",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::Cancelled => "cancelled",
+            ApprovalState::NotRequired => "not_required",
+            ApprovalState::NoLongerRequired => "no_longer_required",
+            ApprovalState::Duplicate => "duplicate",
+            ApprovalState::Other(value) => value,
+        }
+    }
+
+    /// Whether the approver answered: approved or rejected. Records closed without an answer
+    /// (cancelled, not or no longer required, duplicate) are not decisions.
+    pub fn is_decided(&self) -> bool {
+        matches!(self, ApprovalState::Approved | ApprovalState::Rejected)
+    }
+
+    /// Whether the record still waits for someone: requested, or not yet requested.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, ApprovalState::NotRequested | ApprovalState::Requested)
+    }
+}
+
+impl std::fmt::Display for ApprovalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for ApprovalState {
+    fn from(value: String) -> Self {
+        ApprovalState::parse(&value)
+    }
+}
+
+impl From<ApprovalState> for String {
+    fn from(state: ApprovalState) -> Self {
+        match state {
+            ApprovalState::Other(value) => value,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+/// One approval record (`sysapproval_approver`) on a requested item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub sys_id: String,
+    pub state: ApprovalState,
+    /// The approver: the `sys_user` sys_id (`value`) and the user's name (`display_value`).
+    pub approver: Option<Reference>,
+    /// `sys_updated_on`: when the record last changed.
+    pub updated_on: Option<Timestamp>,
+    /// `sys_updated_by`: the `user_name` of whoever changed it last (the approver, when they
+    /// answered in ServiceNow; the integration account, when grantline wrote).
+    pub updated_by: String,
+}
+
 /// The catalog-variable fields of `sc_item_option_mtom` (dot-walked).
 pub(crate) const VARIABLE_NAME_FIELD: &str = "sc_item_option.item_option_new.name";
 pub(crate) const VARIABLE_VALUE_FIELD: &str = "sc_item_option.value";
@@ -346,6 +450,32 @@ mod tests {
         assert_eq!(r.cat_item.unwrap().link.as_deref(), Some("https://x/api/now/table/sc_cat_item/0b36"));
         assert_eq!(r.requested_for, None);
         assert_eq!(r.opened_by.unwrap().value, "u2");
+    }
+
+    #[test]
+    fn approval_states_round_trip() {
+        for value in [
+            "not requested",
+            "requested",
+            "approved",
+            "rejected",
+            "cancelled",
+            "not_required",
+            "no_longer_required",
+            "duplicate",
+        ] {
+            let state = ApprovalState::parse(value);
+            assert!(!matches!(state, ApprovalState::Other(_)), "{value}");
+            assert_eq!(state.as_str(), value);
+            assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{value}\""));
+        }
+        let custom: ApprovalState = serde_json::from_str(r#""u_escalated""#).unwrap();
+        assert_eq!(custom, ApprovalState::Other("u_escalated".into()));
+        assert_eq!(custom.to_string(), "u_escalated");
+        assert!(ApprovalState::Approved.is_decided() && ApprovalState::Rejected.is_decided());
+        assert!(!ApprovalState::NoLongerRequired.is_decided() && !ApprovalState::Requested.is_decided());
+        assert!(ApprovalState::Requested.is_pending() && ApprovalState::NotRequested.is_pending());
+        assert!(!ApprovalState::Cancelled.is_pending() && !custom.is_pending());
     }
 
     #[test]
