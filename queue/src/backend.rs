@@ -119,7 +119,7 @@ impl<T> RedisBackend<T> {
         let response_timeout = self.queue.config().response_timeout;
         self.waiting = Some(
             async move {
-                let mut conn = match conn {
+                let conn = match conn {
                     Some(c) => c,
                     None => match connector.blocker(timeout, response_timeout).await {
                         Ok(c) => c,
@@ -130,16 +130,7 @@ impl<T> RedisBackend<T> {
                         }
                     },
                 };
-                let secs = timeout.as_secs_f64().max(0.005);
-                match conn.blpop(&signal, secs).await {
-                    Ok(_) => Some(conn),
-                    Err(e) => {
-                        // a failover unblocks waiters with an error, a restart drops them
-                        tracing::debug!(error = %e, "wake-up wait failed; waiting again");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        conn.keep_after_error().then_some(conn)
-                    }
-                }
+                conn.wait(&signal, timeout).await
             }
             .boxed(),
         );

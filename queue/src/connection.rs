@@ -10,13 +10,16 @@
 //!   cluster (any reachable subset of the nodes; the rest is discovered). Credentials apply to
 //!   every node; a cluster has database 0 only.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::sync::watch;
 
 use crate::QueueError;
 use crate::config::QueueConfig;
@@ -28,23 +31,33 @@ pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 /// `CLUSTERDOWN`) before the error reaches the queue's own retry loops.
 const CLUSTER_RETRIES: u32 = 12;
 
+/// How often the cluster connection's watchdog checks that the connection still answers.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long the watchdog waits for a PING before it replaces the cluster connection.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long opening a replacement cluster connection may take.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection to the queue's Redis, one node or a cluster. Cheap to clone (clones share the
-/// underlying multiplexed connections); every command of a namespace goes to the node that
-/// owns the namespace's hash slot.
+/// underlying multiplexed connections); on a cluster every command of a namespace goes to
+/// the master that owns the namespace's hash slot.
 #[derive(Clone)]
-pub enum QueueConnection {
+pub struct QueueConnection(Conn);
+
+#[derive(Clone)]
+enum Conn {
     /// One Redis, through a manager that reconnects after a restart.
     Single(ConnectionManager),
     /// A Redis Cluster: commands are routed by key slot and retried across redirects,
-    /// reconnects and failovers.
-    Cluster(ClusterConnection),
+    /// reconnects and failovers, on a connection a watchdog replaces if it stops answering.
+    Cluster(Arc<ClusterShared>),
 }
 
 impl std::fmt::Debug for QueueConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Single(_) => "QueueConnection::Single",
-            Self::Cluster(_) => "QueueConnection::Cluster",
+        f.write_str(match &self.0 {
+            Conn::Single(_) => "QueueConnection::Single",
+            Conn::Cluster(_) => "QueueConnection::Cluster",
         })
     }
 }
@@ -52,7 +65,87 @@ impl std::fmt::Debug for QueueConnection {
 impl QueueConnection {
     /// Whether this is a connection to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Self::Cluster(_))
+        matches!(self.0, Conn::Cluster(_))
+    }
+
+    /// How many times the cluster connection was replaced because it stopped answering
+    /// (always 0 for a single Redis).
+    pub fn replacements(&self) -> u64 {
+        match &self.0 {
+            Conn::Single(_) => 0,
+            Conn::Cluster(shared) => *shared.generation.borrow(),
+        }
+    }
+}
+
+/// The cluster connection in use, and the client to open a new one with.
+///
+/// redis-rs's cluster connection recovers from a failover by refreshing its slot map while
+/// it holds back every request; a request that was already waiting for the connection map at
+/// that moment can keep the refresh from ever taking it, and then the connection answers
+/// nothing again (observed with a master killed under load). A watchdog PINGs through the
+/// connection and, when no answer comes within [`PROBE_TIMEOUT`], opens a new one, swaps it
+/// in and fails the commands still pending on the old one, whose callers retry as after any
+/// lost connection (every queue script is safe to repeat).
+struct ClusterShared {
+    client: ClusterClient,
+    current: Mutex<ClusterConnection>,
+    /// Bumped at every replacement; pending commands watch it.
+    generation: watch::Sender<u64>,
+}
+
+impl ClusterShared {
+    /// The connection in use, and a receiver that fires when it is replaced.
+    fn current(&self) -> (ClusterConnection, watch::Receiver<u64>) {
+        let guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (guard.clone(), self.generation.subscribe())
+    }
+
+    fn replace(&self, fresh: ClusterConnection) {
+        let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = fresh;
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+fn replaced() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "the cluster connection stopped answering and was replaced; this command's outcome is unknown",
+    ))
+}
+
+/// Runs `request` on the cluster connection in use; fails it if the connection is replaced
+/// before it answers.
+async fn on_cluster<T, F, Fut>(shared: &ClusterShared, request: F) -> RedisResult<T>
+where
+    F: FnOnce(ClusterConnection) -> Fut,
+    Fut: Future<Output = RedisResult<T>>,
+{
+    let (conn, mut generation) = shared.current();
+    tokio::select! {
+        r = request(conn) => r,
+        _ = generation.changed() => Err(replaced()),
+    }
+}
+
+async fn watchdog(shared: Weak<ClusterShared>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(shared) = shared.upgrade() else { return };
+        let (mut conn, _) = shared.current();
+        let probe = tokio::time::timeout(PROBE_TIMEOUT, redis::cmd("PING").query_async::<Value>(&mut conn)).await;
+        drop(conn);
+        if probe.is_ok() {
+            // an answer, or an error (nodes unreachable): either way the connection is alive
+            continue;
+        }
+        tracing::warn!(timeout = ?PROBE_TIMEOUT, "the cluster connection stopped answering; opening a new one");
+        match tokio::time::timeout(REOPEN_TIMEOUT, shared.client.get_async_connection()).await {
+            Ok(Ok(fresh)) => shared.replace(fresh),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not open a new cluster connection; will try again"),
+            Err(_) => tracing::warn!("opening a new cluster connection timed out; will try again"),
+        }
     }
 }
 
@@ -70,15 +163,21 @@ fn is_script_load(cmd: &Cmd) -> bool {
 
 impl ConnectionLike for QueueConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => {
-                if is_script_load(cmd) {
-                    let everywhere = (MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::OneSucceeded));
-                    Box::pin(c.route_command(cmd.clone(), RoutingInfo::MultiNode(everywhere)))
-                } else {
-                    c.req_packed_command(cmd)
-                }
+        match &mut self.0 {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(shared) => {
+                let shared = shared.clone();
+                Box::pin(async move {
+                    on_cluster(&shared, |mut c| async move {
+                        if is_script_load(cmd) {
+                            let everywhere = (MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::OneSucceeded));
+                            c.route_command(cmd.clone(), RoutingInfo::MultiNode(everywhere)).await
+                        } else {
+                            c.req_packed_command(cmd).await
+                        }
+                    })
+                    .await
+                })
             }
         }
     }
@@ -89,16 +188,22 @@ impl ConnectionLike for QueueConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        match &mut self.0 {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(shared) => {
+                let shared = shared.clone();
+                Box::pin(async move {
+                    on_cluster(&shared, |mut c| async move { c.req_packed_commands(pipeline, offset, count).await })
+                        .await
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
+        match &self.0 {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
         }
     }
 }
@@ -201,10 +306,12 @@ fn manager_config(cfg: &QueueConfig) -> ConnectionManagerConfig {
 
 /// A cluster client whose single attempts may take `response_timeout` and whose whole
 /// request (redirects and retries included) may take twice that, so one stalled attempt
-/// still leaves room for a retry. Retries back off from 25 ms to 1 s with jitter.
+/// still leaves room for a retry. Retries back off from 25 ms to 1 s with jitter; a node
+/// that does not accept a connection within 1 s counts as down (the slot map refresh after a
+/// failover waits for that, so it must stay well under the watchdog's [`PROBE_TIMEOUT`]).
 fn cluster_client(nodes: &[String], response_timeout: Duration) -> RedisResult<ClusterClient> {
     ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-        .connection_timeout(Duration::from_secs(2))
+        .connection_timeout(Duration::from_secs(1))
         .response_timeout(response_timeout)
         .overall_response_timeout(Some(response_timeout.saturating_mul(2)))
         .retries(CLUSTER_RETRIES)
@@ -221,12 +328,16 @@ pub(crate) async fn open(target: &Target, cfg: &QueueConfig) -> Result<(QueueCon
         Target::Single(url) => {
             let client = redis::Client::open(url.as_str())?;
             let conn = ConnectionManager::new_with_config(client.clone(), manager_config(cfg)).await?;
-            Ok((QueueConnection::Single(conn), Connector::Single(client)))
+            Ok((QueueConnection(Conn::Single(conn)), Connector::Single(client)))
         }
         Target::Cluster(nodes) => {
-            let conn = cluster_client(nodes, cfg.response_timeout)?.get_async_connection().await?;
+            let client = cluster_client(nodes, cfg.response_timeout)?;
+            let conn = client.get_async_connection().await?;
+            let shared =
+                Arc::new(ClusterShared { client, current: Mutex::new(conn), generation: watch::Sender::new(0) });
+            tokio::spawn(watchdog(Arc::downgrade(&shared)));
             let blocking = cluster_client(nodes, cfg.response_timeout + cfg.idle_wait)?;
-            Ok((QueueConnection::Cluster(conn), Connector::Cluster(Box::new(blocking))))
+            Ok((QueueConnection(Conn::Cluster(shared)), Connector::Cluster(Box::new(blocking))))
         }
     }
 }
@@ -237,20 +348,37 @@ pub(crate) enum Blocker {
     Cluster(ClusterConnection),
 }
 
-impl Blocker {
-    /// Whether the connection is worth keeping after a failed command: a cluster connection
-    /// repairs itself (reconnects, refreshes its slot map); a single connection is replaced.
-    pub(crate) fn keep_after_error(&self) -> bool {
-        matches!(self, Self::Cluster(_))
-    }
+/// How much longer than its own timeout a blocking wait on a cluster may take before its
+/// connection is given up and a new one opened.
+const WAIT_SLACK: Duration = Duration::from_secs(2);
 
-    /// `BLPOP key timeout`: on a cluster, sent to the master that owns the key's slot.
-    pub(crate) async fn blpop(&mut self, key: &str, secs: f64) -> RedisResult<Option<(String, String)>> {
+impl Blocker {
+    /// `BLPOP key timeout` (on a cluster, on the master that owns the key's slot). Returns the
+    /// connection to wait on next time, or None when a new one should be opened: a single
+    /// connection is replaced after any error; a cluster connection repairs itself
+    /// (reconnects, refreshes its slot map), unless it does not even answer in time.
+    pub(crate) async fn wait(mut self, key: &str, timeout: Duration) -> Option<Blocker> {
+        let secs = timeout.as_secs_f64().max(0.005);
         let mut cmd = redis::cmd("BLPOP");
         cmd.arg(key).arg(secs);
-        match self {
+        let r: RedisResult<Option<(String, String)>> = match &mut self {
             Self::Single(c) => cmd.query_async(c).await,
-            Self::Cluster(c) => cmd.query_async(c).await,
+            Self::Cluster(c) => match tokio::time::timeout(timeout + WAIT_SLACK, cmd.query_async(c)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!("the wake-up wait did not return in time; opening a new connection");
+                    return None;
+                }
+            },
+        };
+        match r {
+            Ok(_) => Some(self),
+            Err(e) => {
+                // a failover unblocks waiters with an error, a restart drops them
+                tracing::debug!(error = %e, "wake-up wait failed; waiting again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                matches!(self, Self::Cluster(_)).then_some(self)
+            }
         }
     }
 }
@@ -265,7 +393,13 @@ impl Connector {
                     .set_response_timeout(Some(response_timeout + wait));
                 Ok(Blocker::Single(client.get_multiplexed_async_connection_with_config(&cfg).await?))
             }
-            Self::Cluster(client) => Ok(Blocker::Cluster(client.get_async_connection().await?)),
+            Self::Cluster(client) => match tokio::time::timeout(REOPEN_TIMEOUT, client.get_async_connection()).await {
+                Ok(conn) => Ok(Blocker::Cluster(conn?)),
+                Err(_) => Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "opening a cluster connection timed out",
+                ))),
+            },
         }
     }
 }
