@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing grantline needs on Debian or Ubuntu, when missing:
 # redis-server (tests and the demo start private instances), pkg-config and the OpenSSL
-# headers (TLS for the connectors). Rust itself is assumed (https://rustup.rs).
+# headers (TLS for the connectors), Chromium, Node.js and the browser test's npm packages
+# (the approval page is tested in headless Chromium). Rust itself is assumed (https://rustup.rs).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 [ -d /usr/share/zoneinfo ] || need+=(tzdata)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -16,3 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+# the browser test's driver (playwright-core, pinned in tests/browser/package-lock.json; it uses
+# the system Chromium and downloads no browser)
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi

@@ -545,5 +545,8 @@ fn ingest_state(cfg: &Config, q: grantline_queue::Queue) -> Result<grantline_ing
     if let Some(slack) = &cfg.ingest.slack {
         state = state.with_slack(std::sync::Arc::new(grantline_ingest::slack::SlackDoor::new(slack)?));
     }
+    if let Some(web) = &cfg.ingest.web {
+        state = state.with_web(std::sync::Arc::new(grantline_ingest::web::WebDoor::new(web)?));
+    }
     Ok(state)
 }

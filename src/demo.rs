@@ -74,6 +74,42 @@ pub fn services(
     .with_mailboxes(grantline_connectors::ExchangeClient::new(&exchange)?, &exchange.tenant_id, settings))
 }
 
+/// The Teams bot as the Bot Framework simulator knows it (the same section configures the
+/// messaging endpoint's token checks and the proactive messages).
+pub fn bot_config(sims: &Sims) -> grantline_connectors::teams::BotConfig {
+    use grantline_sims::botframework::{BOT_APP_ID, BOT_APP_SECRET};
+    grantline_connectors::teams::BotConfig {
+        app_id: BOT_APP_ID.to_owned(),
+        app_secret: Secret::new(BOT_APP_SECRET),
+        tenant: ids::TENANT_ID.to_owned(),
+        authority: sims.login.base_url(),
+        openid_metadata_url: sims.botframework.openid_metadata_url(),
+        allowed_service_urls: vec![sims.botframework.service_url()],
+        ..Default::default()
+    }
+}
+
+/// The Slack app as the Slack simulator knows it.
+pub fn slack_config(sims: &Sims) -> grantline_connectors::slack::SlackConfig {
+    grantline_connectors::slack::SlackConfig {
+        base_url: sims.slack.api_url(),
+        bot_token: Secret::new(sims.slack.bot_token()),
+        signing_secret: Secret::new(sims.slack.signing_secret()),
+        ..Default::default()
+    }
+}
+
+/// Approvers asked in Teams, then Slack, with ServiceNow approval records, against the
+/// simulators.
+pub fn channels(sims: &Sims) -> Result<grantline_workers::channels::Channels> {
+    Ok(grantline_workers::channels::Channels::new(
+        &grantline_workers::channels::NotifySettings::default(),
+        Some(&bot_config(sims)),
+        Some(&slack_config(sims)),
+        ids::TENANT_ID,
+    )?)
+}
+
 pub fn servicenow_config(sims: &Sims) -> ServiceNowConfig {
     ServiceNowConfig {
         instance_url: sims.servicenow.base_url(),

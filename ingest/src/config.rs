@@ -162,6 +162,11 @@ impl IngestConfig {
                 problems.push(format!("ingest.slack.signing_secret must be at least {MIN_SECRET_LEN} characters"));
             }
         }
+                if let Some(web) = &self.web
+            && let Err(e) = web.validate()
+        {
+            problems.extend(e.0);
+        }
                 if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
     }
 }

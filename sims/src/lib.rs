@@ -37,8 +37,10 @@
 //!   `ENDSWITH`, `IN`, `NOT IN`, `ISEMPTY`, `ISNOTEMPTY`, comparisons, `^OR` and
 //!   `ORDERBY`/`ORDERBYDESC`, on dot-walked columns too; string matches ignore case; unknown
 //!   parts are ignored. Rate-limit counters apply at once (the real instance commits them every
-//!   30 s). Approving every approval row of a RITM approves it (stage `fulfillment`); rejecting one
-//!   rejects it and closes it incomplete. The 403 ACL body text is unverified.
+//!   30 s). The simplified catalog workflow settles a RITM only from the approvals it requested
+//!   (`wf_activity` set): all approved → approved, stage `fulfillment`; one rejected → rejected,
+//!   closed incomplete. Approvals inserted through the Table API are left to their creator. The
+//!   403 ACL body text is unverified.
 //! - Exchange Online: only the cmdlets and parameters of [`exchange`] are modelled (other real
 //!   parameters are refused as unknown, `WhatIf` included); trustees are the tenant's users and
 //!   mail-enabled security groups, snapshotted at start (not shared with the Graph simulator). A
@@ -265,7 +267,7 @@ impl Sims {
         );
         let _ = writeln!(
             out,
-            "  admin (servicenow) POST /sim/ritms, GET /sim/ritms/{{id}}, POST /sim/webhooks/fire, PUT /sim/rate-limits"
+            "  admin (servicenow) POST /sim/ritms, GET /sim/ritms/{{id}}, POST /sim/webhooks/fire, PUT /sim/rate-limits, PUT /sim/approval-webhook, POST /sim/approvals/{{id}}/act"
         );
         let _ = writeln!(
             out,

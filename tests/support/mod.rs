@@ -42,6 +42,11 @@ pub struct StackOptions {
     pub sims: SimsConfig,
     /// Budgets and batching of the executors (also handed to worker processes).
     pub executors: ExecutorSettings,
+    /// Ask approvers in Teams and Slack too (the doors and the channels, against the
+    /// simulators); ServiceNow approval records are always created.
+    pub chat: bool,
+    /// Run a scheduler on the simulators' clock, sweeping this often.
+    pub scheduler: Option<Duration>,
 }
 
 impl Default for StackOptions {
@@ -51,6 +56,8 @@ impl Default for StackOptions {
             workers: true,
             sims: SimsConfig::demo(),
             executors: ExecutorSettings::default(),
+            chat: false,
+            scheduler: None,
         }
     }
 }
@@ -119,20 +126,26 @@ impl Stack {
 
     pub async fn start_opts(opts: StackOptions) -> Stack {
         let redis = RedisServer::start().expect("redis-server");
-        let sims = Sims::start(opts.sims.clone()).await.expect("simulators");
+        let mut sims_cfg = opts.sims.clone();
+        // ServiceNow's doorbell authenticates as the business rule we document would
+        sims_cfg.servicenow.webhook.secret_header = "X-Grantline-Secret".into();
+        sims_cfg.servicenow.webhook.secret = WEBHOOK_SECRET.into();
+        let sims = Sims::start(sims_cfg).await.expect("simulators");
         let queue = Queue::connect(&redis.url(), queue_config()).await.expect("queue");
         let policy = grantline_shared::policy::load_file(&opts.policy).expect("policy");
         let clock = sims.clock().clone();
-        let svc = Arc::new(
-            grantline::demo::services(
-                queue.clone(),
-                &sims,
-                policy,
-                grantline_shared::Clock::from_fn(move || clock.now()),
-                &opts.executors,
-            )
-            .expect("services"),
-        );
+        let mut services = grantline::demo::services(
+            queue.clone(),
+            &sims,
+            policy,
+            grantline_shared::Clock::from_fn(move || clock.now()),
+            &opts.executors,
+        )
+        .expect("services");
+        if opts.chat {
+            services = services.with_channels(grantline::demo::channels(&sims).expect("channels"));
+        }
+        let svc = Arc::new(services);
         let ingest_cfg = grantline_ingest::IngestConfig {
             servicenow: grantline_ingest::ServiceNowAuth {
                 shared_secret: Some(grantline_ingest::Secret::new(WEBHOOK_SECRET)),
@@ -147,11 +160,21 @@ impl Stack {
             ..Default::default()
         };
         let directory = grantline_connectors::GraphClient::new(&grantline::demo::graph_config(&sims)).unwrap();
-        let app = grantline_ingest::router(
-            grantline_ingest::AppState::new(queue.clone(), ingest_cfg).with_clock(svc.clock.clone()).with_directory(directory),
-        );
+        let mut state =
+            grantline_ingest::AppState::new(queue.clone(), ingest_cfg).with_clock(svc.clock.clone()).with_directory(directory);
+        if opts.chat {
+            use grantline_ingest::{slack::SlackDoor, teams::TeamsDoor};
+            state = state
+                .with_teams(Arc::new(TeamsDoor::new(&grantline::demo::bot_config(&sims)).unwrap()))
+                .with_slack(Arc::new(SlackDoor::new(&grantline::demo::slack_config(&sims)).unwrap()));
+        }
+        let app = grantline_ingest::router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ingest_url = format!("http://{}", listener.local_addr().unwrap());
+        if opts.chat {
+            sims.botframework.set_bot_endpoint(&format!("{ingest_url}/v1/teams/messages"));
+            sims.slack.set_request_url(&format!("{ingest_url}/v1/slack/interactions"));
+        }
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -174,7 +197,25 @@ impl Stack {
         if opts.workers {
             stack.spawn_workers();
         }
+        if let Some(every) = opts.scheduler {
+            stack.spawn_scheduler(every);
+        }
         stack
+    }
+
+    /// A scheduler on the simulators' clock.
+    pub fn spawn_scheduler(&mut self, every: Duration) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let clock = self.svc.clock.clone();
+        let opts = grantline_scheduler::SchedulerOptions { sweep_every: every, clock, ..Default::default() };
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            let _ = grantline_scheduler::run(queue, opts, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        self.stops.push(tx);
     }
 
     /// Another worker process's worth of workers, sharing the queue.

@@ -67,8 +67,8 @@ pub async fn run_workers(
     let m = register!(m, svc, opts, RemoveAccess, steps::remove_access::run);
     let m = register!(m, svc, opts, RollbackGrant, steps::rollback_grant::run);
     let m = register!(m, svc, opts, Alert, steps::alert::run);
-    // WIP let m = register!(m, svc, opts, Notify, steps::notify::run);
-    // WIP let m = register!(m, svc, opts, SyncApprovals, steps::sync_approvals::run);
+    let m = register!(m, svc, opts, Notify, steps::notify::run);
+    let m = register!(m, svc, opts, SyncApprovals, steps::sync_approvals::run);
     let m = register!(m, svc, opts, ApprovalDeadline, steps::approval_deadline::run);
     m.should_restart(|_ctx, _err| true)
         .shutdown_timeout(opts.shutdown_timeout)

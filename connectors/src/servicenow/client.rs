@@ -114,6 +114,10 @@ macro_rules! sn_span {
     };
 }
 
+// Approval records: a child module, so it shares this client's request plumbing.
+#[path = "approvals.rs"]
+mod approvals;
+
 impl ServiceNowClient {
     /// A client built from configuration.
     pub fn new(config: &ServiceNowConfig) -> Result<Self, ConfigError> {

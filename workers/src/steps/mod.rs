@@ -3,12 +3,12 @@
 pub mod alert;
 pub mod approval_deadline;
 pub mod execute_grant;
-// WIP pub mod notify;
+pub mod notify;
 pub mod remove_access;
 pub mod request_approval;
 pub mod rollback_grant;
 pub mod schedule_removal;
-// WIP pub mod sync_approvals;
+pub mod sync_approvals;
 pub mod update_ticket;
 pub mod validate;
 
