@@ -17,7 +17,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::watch;
 
@@ -78,6 +80,24 @@ impl QueueConnection {
     }
 }
 
+impl QueueConnection {
+    /// `WAIT replicas timeout` on the node that holds `slot` (on a single Redis, that Redis):
+    /// how many replicas acknowledged every write this connection sent there so far.
+    pub(crate) async fn wait_replicas(&mut self, slot: u16, replicas: u32, timeout: Duration) -> RedisResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
+        let v = match &mut self.0 {
+            Conn::Single(c) => cmd.query_async::<Value>(c).await?,
+            Conn::Cluster(shared) => {
+                let master =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)));
+                on_cluster(shared, |mut c| async move { c.route_command(cmd, master).await }).await?
+            }
+        };
+        Ok(redis::from_redis_value(v)?)
+    }
+}
+
 /// The cluster connection in use, and the client to open a new one with.
 ///
 /// redis-rs's cluster connection recovers from a failover by refreshing its slot map while
@@ -134,7 +154,9 @@ async fn watchdog(shared: Weak<ClusterShared>) {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(shared) = shared.upgrade() else { return };
         let (mut conn, _) = shared.current();
-        let probe = tokio::time::timeout(PROBE_TIMEOUT, redis::cmd("PING").query_async::<Value>(&mut conn)).await;
+        // one node at random: the probe is about the connection's own request loop, not the nodes
+        let ping = conn.route_command(redis::cmd("PING"), RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random));
+        let probe = tokio::time::timeout(PROBE_TIMEOUT, ping).await;
         drop(conn);
         if probe.is_ok() {
             // an answer, or an error (nodes unreachable): either way the connection is alive
@@ -149,8 +171,8 @@ async fn watchdog(shared: Weak<ClusterShared>) {
     }
 }
 
-/// `SCRIPT LOAD` is sent to every master by the cluster client and fails if one of them
-/// is unreachable, although only the master of the script's slot needs it. Loading on the
+/// `SCRIPT LOAD` is sent to every node by the cluster client and fails if one of them is
+/// unreachable, although only the master of the script's slot needs it. Loading on the
 /// masters that answer lets a namespace keep running while another shard is down.
 fn is_script_load(cmd: &Cmd) -> bool {
     let mut args = cmd.args_iter();

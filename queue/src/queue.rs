@@ -180,6 +180,18 @@ impl Queue {
         self.inner.conn.is_cluster()
     }
 
+    /// Waits until `replicas` replicas of the namespace's master have every write this
+    /// process sent it so far, or `timeout` passes; returns how many have them. A producer
+    /// that tells someone outside "accepted" (a webhook's 202, a decision's 200) can call it
+    /// after its commit, so that a failover right after cannot take back what it confirmed:
+    /// replication is asynchronous, and a write not yet on a replica is gone when that replica
+    /// takes over. It blocks this process's connection to the master meanwhile, so keep
+    /// `timeout` short (tens of milliseconds: a healthy replica answers within a round trip).
+    pub async fn wait_replicated(&self, replicas: u32, timeout: Duration) -> Result<u32, QueueError> {
+        let mut conn = self.inner.conn.clone();
+        Ok(conn.wait_replicas(self.inner.ns.slot(), replicas, timeout).await?)
+    }
+
     pub fn keys(&self, queue: &str) -> QueueKeys {
         self.inner.ns.queue(queue)
     }

@@ -159,6 +159,7 @@ async fn three_masters_run_chains_exactly_once() {
     let took = wait_finished(&q, N, Duration::from_secs(60)).await;
     eprintln!("{N} chains of {STEPS} steps on 3 masters with 2 worker processes in {took:?}");
     assert_complete(&q, N).await;
+    assert_eq!(q.wait_replicated(1, Duration::from_millis(20)).await.unwrap(), 0, "these masters have no replica");
 }
 
 /// Steps acknowledged so far in the namespace (None while its master cannot be reached).
@@ -246,6 +247,12 @@ async fn a_replica_takes_over_a_killed_master_which_restarts_as_its_replica() {
     let _workers = [Worker::start(&cluster.url(), ns, 5), Worker::start(&cluster.url(), ns, 5)];
     let before = wait_acked(&q, N * STEPS * 3 / 10).await;
     assert!(before < N * STEPS, "the kill must land while chains run");
+    // a write confirmed by the replica survives the failover, whatever else is rolled back
+    let marker = q.namespace().key("confirmed");
+    let mut conn = q.connection();
+    let _: () = conn.set(&marker, before).await.unwrap();
+    assert_eq!(q.wait_replicated(1, Duration::from_secs(1)).await.unwrap(), 1, "the replica has the write");
+    let at_kill = acked(&q).await.unwrap();
     cluster.kill(old).unwrap();
     let killed = Instant::now();
     let new = loop {
@@ -260,10 +267,12 @@ async fn a_replica_takes_over_a_killed_master_which_restarts_as_its_replica() {
     // what the replica had not received when its master died is gone: the chains roll back to
     // a consistent earlier point of the namespace's one replication stream, and run on from there
     let at_promotion = acked(&q).await.unwrap_or(0);
+    let kept: Option<u64> = conn.get(&marker).await.unwrap();
+    assert_eq!(kept, Some(before), "a write the replica had confirmed is on the new master");
     progress_beyond(&q, &cluster.url(), before, Duration::from_secs(15), "after the failover").await;
     let since_kill = killed.elapsed();
     eprintln!(
-        "master {old} of {ns:?} killed at {before} steps; replica {new} promoted after {failover:?} \
+        "master {old} of {ns:?} killed at {at_kill} steps; replica {new} promoted after {failover:?} \
          ({at_promotion} steps there); progress beyond the kill {since_kill:?} after it \
          (this client replaced its cluster connection {} times)",
         q.connection().replacements()
