@@ -171,6 +171,8 @@ impl Stack {
         let app = grantline_ingest::router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ingest_url = format!("http://{}", listener.local_addr().unwrap());
+        // ServiceNow rings the same doorbell when an approver acts on an approval record
+        sims.servicenow.set_approval_webhook(Some(format!("{ingest_url}/v1/webhooks/servicenow")));
         if opts.chat {
             sims.botframework.set_bot_endpoint(&format!("{ingest_url}/v1/teams/messages"));
             sims.slack.set_request_url(&format!("{ingest_url}/v1/slack/interactions"));
@@ -309,6 +311,27 @@ impl Stack {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    /// The notice of `channel` sent to `to` (a directory object id) about `stage`, once there.
+    pub async fn notice(&self, id: &str, channel: &str, to: &str, stage: usize) -> grantline_shared::record::Notice {
+        self.wait_for(&format!("a {channel} notice to {to} (stage {stage})"), WAIT, || async {
+            let rec = grantline_store::load(&self.queue, id).await.ok()?;
+            rec.notices
+                .into_iter()
+                .find(|n| n.channel == channel && n.to.eq_ignore_ascii_case(to) && n.stage == Some(stage))
+        })
+        .await
+    }
+
+    /// All notices of a request.
+    pub async fn notices(&self, id: &str) -> Vec<grantline_shared::record::Notice> {
+        grantline_store::load(&self.queue, id).await.map(|r| r.notices).unwrap_or_default()
+    }
+
+    /// The ServiceNow `user_name` of a seeded sys_user.
+    pub fn snow_user_name(&self, sys_id: &str) -> String {
+        self.sims.servicenow.state().record("sys_user", sys_id).expect("sys_user")["user_name"].clone()
     }
 
     /// The ticket's work notes, oldest first.

@@ -2,8 +2,9 @@
 //! approvers gave there. ServiceNow's doorbell (any webhook about a waiting request's ticket)
 //! or the scheduler's bounded poll rings it. Only records grantline created count (they are
 //! notices on the request); each record's answer is judged once, like an answer from any other
-//! door: the record's `sys_user` is mapped to the directory by email (else user name), and the
-//! decision model decides whether it counts. Answers written back by grantline (a decision
+//! door: whoever acted on the record (its `sys_updated_by`: the approver, or someone acting in
+//! their place) is mapped to the directory by their email (else user name), and the decision
+//! model decides whether that person's answer counts. Answers written back by grantline (a decision
 //! taken in Teams, shown on the record) are recognised and not counted twice.
 
 use std::sync::Arc;
@@ -39,8 +40,15 @@ pub async fn run(job: SyncApprovals, svc: Data<Arc<Services>>) -> Result<Handoff
         if rec.approvals.iter().any(|a| a.stage == notice.stage && a.approver_id.as_deref() == Some(notice.to.as_str())) {
             continue;
         }
-        // each record state is judged once
-        let seen = svc.queue.namespace().key(&format!("ledger:{}:sync:{}:{}", rec.id, r.sys_id, r.state.as_str()));
+        // each answer on a record (its state, by whom, when) is judged once
+        let when = r.updated_on.map(|t| t.as_millisecond()).unwrap_or_default();
+        let seen = svc.queue.namespace().key(&format!(
+            "ledger:{}:sync:{}:{}:{}:{when}",
+            rec.id,
+            r.sys_id,
+            r.state.as_str(),
+            r.updated_by.to_lowercase()
+        ));
         let mut conn = svc.queue.connection();
         let first: Option<String> = redis::cmd("SET")
             .arg(&seen)
@@ -54,9 +62,17 @@ pub async fn run(job: SyncApprovals, svc: Data<Arc<Services>>) -> Result<Handoff
         if first.is_none() {
             continue;
         }
-        let Some(user_ref) = r.approver.as_ref().map(|a| a.value.clone()).filter(|v| !v.is_empty()) else { continue };
-        let user = svc.servicenow.get_user(&user_ref).await.map_err(job_error)?;
-        let name = if user.email.contains('@') { user.email.clone() } else { user.user_name.clone() };
+        // who acted on the record (the approver, or someone acting in their place) answers
+        let acted_by = r.updated_by.trim();
+        if acted_by.is_empty() {
+            continue;
+        }
+        let user = svc.servicenow.find_user(acted_by).await.map_err(job_error)?;
+        let name = match &user {
+            Some(u) if u.email.contains('@') => u.email.clone(),
+            Some(u) => u.user_name.clone(),
+            None => acted_by.to_owned(),
+        };
         let approve = r.state == grantline_connectors::servicenow::ApprovalState::Approved;
         let comment = svc
             .servicenow
@@ -65,11 +81,11 @@ pub async fn run(job: SyncApprovals, svc: Data<Arc<Services>>) -> Result<Handoff
             .map_err(job_error)?
             .into_iter()
             .rev()
-            .find(|c| c.sys_created_by.eq_ignore_ascii_case(&user.user_name))
+            .find(|c| c.sys_created_by.eq_ignore_ascii_case(acted_by))
             .map(|c| c.value)
             .unwrap_or_default();
         let now = svc.now_ms();
-        let actor = format!("approver:servicenow:{}", user.user_name);
+        let actor = format!("approver:servicenow:{acted_by}");
         let Some(approver) = svc.graph.approver(Claim::Name(&name), &groups).await.map_err(job_error)? else {
             decision::refuse(&svc.queue, &rec.id, &name, "servicenow", &Refusal::UnknownApprover, &actor, now)
                 .await

@@ -1,0 +1,326 @@
+//! Approvals where approvers work, end to end: the real edge, workers and scheduler, the
+//! simulators over HTTP. An approver answers on a Teams card or on their ServiceNow approval
+//! record; every card, message and record is brought up to date after a decision; reminders,
+//! escalation and expiry follow the clock; an approver out of office is passed over; a manager
+//! who files for their contractor is routed to the fallback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use grantline_shared::audit::AuditEvent;
+use grantline_shared::request::RequestState;
+use grantline_sims::botframework::Click;
+use grantline_sims::{NewRitm, ids, snow_sys_id};
+use serde_json::Value;
+use support::*;
+
+fn opts() -> StackOptions {
+    StackOptions { chat: true, scheduler: Some(Duration::from_millis(100)), ..StackOptions::default() }
+}
+
+/// (service URL, conversation id, activity id) of a Teams notice.
+fn teams_ref(n: &grantline_shared::record::Notice) -> (String, String, String) {
+    let p: Vec<&str> = n.reference.splitn(3, '|').collect();
+    (p[0].to_owned(), p[1].to_owned(), p[2].to_owned())
+}
+
+/// The card the user sees now on a Teams activity.
+fn card(stack: &Stack, activity: &str) -> Value {
+    stack.sims.botframework.state().activity(activity).and_then(|a| a.card().cloned()).expect("card")
+}
+
+fn has_buttons(card: &Value) -> bool {
+    card.get("actions").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+}
+
+/// Every text a Teams user was sent, newest version of each activity.
+fn teams_texts(stack: &Stack, user_id: &str) -> Vec<String> {
+    let s = stack.sims.botframework.state();
+    s.conversation_with(user_id)
+        .map(|c| c.activities.iter().filter_map(|a| a.card().map(|c| c.to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn approval_state(stack: &Stack, number: &str, sys_id: &str) -> String {
+    let all = stack.sims.servicenow.state().approvals(number);
+    all.iter().find(|a| a.get("sys_id").map(String::as_str) == Some(sys_id)).expect("approval")["state"].clone()
+}
+
+async fn wait_approval_state(stack: &Stack, number: &str, sys_id: &str, want: &str) {
+    stack
+        .wait_for(&format!("approval {sys_id} {want}"), WAIT, || async {
+            (approval_state(stack, number, sys_id) == want).then_some(())
+        })
+        .await;
+}
+
+async fn wait_event(stack: &Stack, id: &str, name: &str) -> Vec<grantline_shared::audit::AuditRecord> {
+    stack
+        .wait_for(&format!("audit event {name}"), WAIT, || async {
+            let trail = stack.audit(id).await;
+            trail.iter().any(|r| r.event.name() == name).then_some(trail)
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_approved() {
+    let stack = Stack::start_opts(opts()).await;
+    stack.set_clock_to_finance_business_hours();
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+
+    // the data owner is asked in Teams and has an approval record in ServiceNow
+    let teams = stack.notice(&id, "teams", ids::PATTI_ID, 0).await;
+    let record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
+    assert_eq!(approval_state(&stack, &number, &record.reference), "requested");
+    let (_, conversation, activity) = teams_ref(&teams);
+    let asked = card(&stack, &activity);
+    assert!(has_buttons(&asked), "{asked:#}");
+    assert!(asked.to_string().contains(&number) && asked.to_string().contains(ids::ALEX_UPN), "{asked:#}");
+    let trail = wait_event(&stack, &id, "approvers_notified").await;
+    let notified = trail.iter().find_map(|r| match &r.event {
+        AuditEvent::ApproversNotified { sent, .. } => Some(sent.clone()),
+        _ => None,
+    });
+    let notified = notified.unwrap();
+    assert!(notified.contains(&format!("teams:{}", ids::PATTI_UPN)), "{notified:?}");
+    assert!(notified.contains(&format!("servicenow:{}", ids::PATTI_UPN)), "{notified:?}");
+
+    // the requester clicking someone else's card counts for nothing
+    let r = stack.sims.botframework.click(Click::new(ids::ALEX_UPN, &activity, "approve")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(stack.state(&id).await, Some(RequestState::AwaitingApproval));
+
+    // Patti approves in Teams: the card is replaced for her at once
+    let r = stack
+        .sims
+        .botframework
+        .click(Click::new(ids::PATTI_UPN, &activity, "approve").in_conversation(&conversation).input("comment", "for the quarter close"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    assert!(r.card_replaced, "{:#}", r.body);
+    assert!(!has_buttons(&card(&stack, &activity)));
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    let approvals = stack.json_field(&id, grantline_shared::request::fields::APPROVALS).await;
+    assert_eq!(approvals.as_array().unwrap().len(), 1, "{approvals:#}");
+    assert_eq!(approvals[0]["via"], "teams");
+    assert_eq!(approvals[0]["approver_id"], ids::PATTI_ID);
+    assert_eq!(approvals[0]["comment"], "for the quarter close");
+    let trail = stack.audit(&id).await;
+    let recorded = trail.iter().find(|r| matches!(r.event, AuditEvent::ApprovalRecorded { .. })).unwrap();
+    assert_eq!(recorded.actor, format!("approver:{}", ids::PATTI_ID));
+    let refused = trail.iter().filter(|r| r.event.name() == "approval_refused").count();
+    assert_eq!(refused, 1, "the requester's click is on the record");
+
+    // ServiceNow shows who approved, in which door, with the comment
+    wait_approval_state(&stack, &number, &record.reference, "approved").await;
+    let comments = stack.svc.servicenow.approval_comments(&record.reference).await.unwrap();
+    assert!(
+        comments.iter().any(|c| c.value.contains("Answered in teams") && c.value.contains("for the quarter close")),
+        "{comments:#?}"
+    );
+    // the requester is told in Teams
+    stack
+        .wait_for("the requester told in Teams", WAIT, || async {
+            teams_texts(&stack, ids::ALEX_ID).iter().any(|t| t.contains("approved")).then_some(())
+        })
+        .await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_on_the_servicenow_approval_record_counts_and_updates_the_teams_card() {
+    let stack = Stack::start_opts(opts()).await;
+    // the contractor's manager (Patti) approves Team Alpha
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let teams = stack.notice(&id, "teams", ids::PATTI_ID, 0).await;
+    let record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
+    let (_, _, activity) = teams_ref(&teams);
+
+    // someone who is not an approver acting on the record does not count
+    let sara = stack.snow_user_name(ids::SARA_SNOW_SYS_ID);
+    let patti = stack.snow_user_name(ids::PATTI_SNOW_SYS_ID);
+    let delivery = stack.sims.servicenow.approve_in_ui(&record.reference, &sara, true, "looks fine").await.unwrap();
+    assert_eq!(delivery.expect("the doorbell rang").status, 202);
+    wait_event(&stack, &id, "approval_refused").await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::AwaitingApproval));
+
+    // set back to requested and answered by Patti herself
+    stack.sims.servicenow.state().set_field("sysapproval_approver", &record.reference, "state", "requested").unwrap();
+    let delivery = stack.sims.servicenow.approve_in_ui(&record.reference, &patti, true, "she starts Monday").await.unwrap();
+    assert_eq!(delivery.expect("the doorbell rang").status, 202);
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    let approvals = stack.json_field(&id, grantline_shared::request::fields::APPROVALS).await;
+    assert_eq!(approvals.as_array().unwrap().len(), 1, "{approvals:#}");
+    assert_eq!(approvals[0]["via"], "servicenow");
+    assert_eq!(approvals[0]["reference"], record.reference.as_str());
+    assert_eq!(approvals[0]["comment"], "she starts Monday");
+    assert_eq!(approvals[0]["approver_id"], ids::PATTI_ID);
+
+    // the Teams card no longer asks, and says who decided
+    stack
+        .wait_for("the Teams card brought up to date", WAIT, || async {
+            let c = card(&stack, &activity);
+            (!has_buttons(&c) && c.to_string().contains("Approved by")).then_some(())
+        })
+        .await;
+    assert_eq!(approval_state(&stack, &number, &record.reference), "approved");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_then_escalation_then_expiry_follow_the_clock() {
+    let stack = Stack::start_opts(opts()).await;
+    let clock = stack.sims.clock().clone();
+    // Send As on finance@: the manager and the mailbox owner, all of them, 72 h, then the
+    // Access Governance group decides
+    let (number, id) = stack
+        .submit(
+            NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_SHARED_MAILBOX_NAME)
+                .variable("mailbox", ids::MAILBOX_FINANCE)
+                .variable("access", "Send As")
+                .variable("justification", "sending the month-end statements"),
+        )
+        .await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let sara = stack.notice(&id, "teams", ids::SARA_ID, 0).await;
+    let patti_record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
+    stack.notice(&id, "teams", ids::PATTI_ID, 0).await;
+    // Sara answers; Patti does not
+    let (_, _, sara_activity) = teams_ref(&sara);
+    let r = stack.sims.botframework.click(Click::new(ids::SARA_UPN, &sara_activity, "approve")).await.unwrap();
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    wait_event(&stack, &id, "approval_recorded").await;
+
+    // half-time: Patti is reminded (a second card, a comment on her record); Sara is not
+    clock.advance(Duration::from_secs(37 * 3600));
+    let trail = wait_event(&stack, &id, "approval_reminded").await;
+    let reminded = trail
+        .iter()
+        .find_map(|r| match &r.event {
+            AuditEvent::ApprovalReminded { to, percent, .. } => Some((to.clone(), *percent)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reminded, (vec![ids::PATTI_ID.to_owned()], 50));
+    stack
+        .wait_for("a second card for Patti", WAIT, || async {
+            let n = stack.notices(&id).await;
+            (n.iter().filter(|n| n.channel == "teams" && n.to == ids::PATTI_ID).count() == 2).then_some(())
+        })
+        .await;
+    assert_eq!(
+        stack.notices(&id).await.iter().filter(|n| n.channel == "teams" && n.to == ids::SARA_ID).count(),
+        1,
+        "who answered is not reminded"
+    );
+    let comments = stack.svc.servicenow.approval_comments(&patti_record.reference).await.unwrap();
+    assert!(comments.iter().any(|c| c.value.starts_with("Reminder:")), "{comments:#?}");
+
+    // the deadline: the stage goes to Access Governance (Allan), with a fresh time to decide
+    clock.advance(Duration::from_secs(36 * 3600));
+    wait_event(&stack, &id, "approval_escalated").await;
+    let note = stack.wait_note(&number, "Approval escalated").await;
+    assert!(note.contains("group 20000000-0000-4000-8000-000000000010"), "{note}");
+    let allan = stack.notice(&id, "teams", ids::ALLAN_ID, 0).await;
+    let (_, _, allan_activity) = teams_ref(&allan);
+    assert!(has_buttons(&card(&stack, &allan_activity)));
+    assert_eq!(stack.state(&id).await, Some(RequestState::AwaitingApproval));
+
+    // nobody decides in the fallback's time either: the request expires
+    clock.advance(Duration::from_secs(73 * 3600));
+    stack.wait_state(&id, RequestState::Expired, WAIT).await;
+    let note = stack.wait_note(&number, "Approval expired").await;
+    assert!(note.contains("was not decided within"), "{note}");
+    assert_eq!(stack.ritm_state(&number), "4", "closed incomplete");
+    // every card stops asking, every open approval record is closed, the requester is told
+    stack
+        .wait_for("cards and records closed", WAIT, || async {
+            let notices = stack.notices(&id).await;
+            let cards_closed = notices
+                .iter()
+                .filter(|n| n.channel == "teams")
+                .all(|n| !has_buttons(&card(&stack, &teams_ref(n).2)));
+            let records_closed = notices.iter().filter(|n| n.channel == "servicenow").all(|n| {
+                let s = approval_state(&stack, &number, &n.reference);
+                s == "no_longer_required" || s == "approved"
+            });
+            let told = teams_texts(&stack, ids::ALEX_ID).iter().any(|t| t.contains("expired"));
+            (cards_closed && records_closed && told).then_some(())
+        })
+        .await;
+    assert!(!stack.sims.exchange.state().has_send_as(ids::MAILBOX_FINANCE, ids::ALEX_UPN), "nothing was granted");
+    // the old card has no button left to click
+    assert!(stack.sims.botframework.click(Click::new(ids::ALLAN_UPN, &allan_activity, "approve")).await.is_err());
+    assert_eq!(stack.state(&id).await, Some(RequestState::Expired));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_out_of_office_is_passed_over_to_the_fallback() {
+    let stack = Stack::start_opts(opts()).await;
+    stack.set_clock_to_finance_business_hours();
+    let now = stack.sims.clock().now();
+    stack
+        .sims
+        .graph
+        .state()
+        .set_out_of_office(
+            ids::PATTI_UPN,
+            now - jiff::SignedDuration::from_hours(1),
+            now + jiff::SignedDuration::from_hours(24 * 7),
+            "Away until next week",
+        )
+        .unwrap();
+    let (_, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    // Allan (Access Governance) is asked instead of Patti
+    let allan = stack.notice(&id, "teams", ids::ALLAN_ID, 0).await;
+    let trail = wait_event(&stack, &id, "approver_skipped").await;
+    let skipped = trail.iter().find_map(|r| match &r.event {
+        AuditEvent::ApproverSkipped { approver, reason, .. } => Some((approver.clone(), reason.clone())),
+        _ => None,
+    });
+    let (who, why) = skipped.unwrap();
+    assert!(who.eq_ignore_ascii_case(ids::PATTI_UPN) && why.contains("out of office"), "{who}: {why}");
+    assert!(stack.notices(&id).await.iter().all(|n| n.to != ids::PATTI_ID), "Patti is not asked");
+    // the plan on record says so, and Allan's answer counts
+    let decision = stack.json_field(&id, grantline_shared::request::fields::DECISION).await;
+    assert_eq!(decision["approval"]["stages"][0]["approvers"][0]["via_fallback"], true, "{decision:#}");
+    let (_, _, activity) = teams_ref(&allan);
+    let r = stack.sims.botframework.click(Click::new(ids::ALLAN_UPN, &activity, "approve")).await.unwrap();
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_who_files_for_their_contractor_cannot_approve_and_the_fallback_is_asked() {
+    let stack = Stack::start_opts(opts()).await;
+    let (number, id) = stack
+        .submit(
+            NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)
+                .opened_by(&snow_sys_id(ids::PATTI_ID)),
+        )
+        .await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    // the only eligible approver filed the ticket: the stage goes to its fallback, and the
+    // ticket says why
+    let note = stack.wait_note(&number, "Waiting for approval").await;
+    assert!(note.contains("fallback"), "{note}");
+    let allan = stack.notice(&id, "teams", ids::ALLAN_ID, 0).await;
+    assert!(stack.notices(&id).await.iter().all(|n| n.to != ids::PATTI_ID), "the filer is not asked");
+    // Patti answering anyway is refused and audited
+    let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("approval.self_approval")), "{body}");
+    let (_, _, activity) = teams_ref(&allan);
+    let r = stack.sims.botframework.click(Click::new(ids::ALLAN_UPN, &activity, "approve")).await.unwrap();
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    stack.shutdown().await;
+}
