@@ -15,7 +15,10 @@
 //! - completed jobs, dead letters and idempotency keys expire; metrics are O(1);
 //! - a shared rate budget ([`Queue::admit`], [`Queue::throttled`]) lets every process that calls
 //!   one upstream keep to that upstream's limit together;
-//! - Redis errors never stop a worker: it backs off and carries on when Redis is back.
+//! - Redis errors never stop a worker: it backs off and carries on when Redis is back;
+//! - it runs on one Redis (`redis://`) or a Redis Cluster (`redis+cluster://` seeds), where a
+//!   namespace is one hash slot on one master, and rides out a master's restart or failover
+//!   (CLUSTER.md).
 //!
 //! The queue knows nothing of access requests: queue names are the caller's stable kind
 //! strings, payloads are JSON.

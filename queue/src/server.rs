@@ -244,6 +244,7 @@ impl RedisCluster {
         Self::start_with(ClusterOptions { masters, replicas_per_master, ..ClusterOptions::default() })
     }
 
+    /// Starts a cluster of the given shape and waits until it is healthy.
     pub fn start_with(opts: ClusterOptions) -> Result<Self, ServerError> {
         if opts.masters < 3 {
             return Err(ServerError::Cluster("redis-cli --cluster create needs at least 3 masters".into()));
@@ -426,16 +427,6 @@ impl RedisCluster {
         let view = self.view(master)?;
         let Some(id) = view.iter().find(|v| v.port == master).map(|v| v.id.clone()) else { return Ok(Vec::new()) };
         Ok(view.iter().filter(|v| v.master_id.as_deref() == Some(id.as_str())).map(|v| v.port).collect())
-    }
-
-    /// Lets replicas take over a failed master, or not (`cluster-replica-no-failover`): with
-    /// failover off, a killed master's slots wait for that master to come back.
-    pub fn set_failover(&self, enabled: bool) -> Result<(), ServerError> {
-        let value = if enabled { "no" } else { "yes" };
-        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
-            query(n.port, redis::cmd("CONFIG").arg("SET").arg("cluster-replica-no-failover").arg(value))?;
-        }
-        Ok(())
     }
 
     /// Waits until every running node says `cluster_state:ok` with all slots served, knows

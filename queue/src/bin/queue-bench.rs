@@ -108,6 +108,7 @@ struct DelayedArgs {
 
 #[derive(clap::Args, Clone)]
 struct WorkerArgs {
+    /// `redis://host:port/` or a cluster's seeds, `redis+cluster://h1:p1,h2:p2/`.
     #[arg(long)]
     url: String,
     #[arg(long)]
