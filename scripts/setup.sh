@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing grantline needs on Debian or Ubuntu, when missing:
-# redis-server (tests and the demo start private instances), pkg-config and the OpenSSL
+# redis-server and redis-cli (tests and the demo start private instances; the cluster tests form
+# a cluster with redis-cli), pkg-config and the OpenSSL
 # headers (TLS for the connectors), Chromium, Node.js and the browser test's npm packages
 # (the approval page is tested in headless Chromium). Rust itself is assumed (https://rustup.rs).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 [ -d /usr/share/zoneinfo ] || need+=(tzdata)

@@ -195,7 +195,7 @@ pub async fn shutdown_signal() {
 }
 
 async fn queue(cfg: &Config) -> Result<Queue> {
-    Queue::connect(&cfg.redis_url, cfg.queue_config()).await.with_context(|| format!("connecting to {}", cfg.redis_url))
+    Queue::connect(&cfg.redis_url, cfg.queue_config()).await.with_context(|| format!("connecting to {}", crate::config::redacted_url(&cfg.redis_url)))
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -377,7 +377,14 @@ pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> 
         Some(x) => svc.with_mailboxes(grantline_connectors::ExchangeClient::new(x)?, &x.tenant_id, &cfg.executors),
         None => svc,
     };
-    Ok(Arc::new(svc))
+    // the bot and the Slack app send from the same sections the doors verify with
+    let channels = grantline_workers::channels::Channels::new(
+        &cfg.notify,
+        cfg.ingest.teams.as_ref(),
+        cfg.ingest.slack.as_ref(),
+        &graph.token.tenant,
+    )?;
+    Ok(Arc::new(svc.with_channels(channels)))
 }
 
 async fn resolve_request(q: &Queue, r: &str) -> Result<String> {

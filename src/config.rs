@@ -25,6 +25,8 @@ pub struct Config {
     pub exchange: Option<grantline_connectors::ExchangeConfig>,
     /// Shared budgets and batching of the executors.
     pub executors: grantline_workers::ExecutorSettings,
+    /// How approvers are asked (the bot and the Slack app are `ingest.teams` / `ingest.slack`).
+    pub notify: grantline_workers::channels::NotifySettings,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             servicenow: None,
             exchange: None,
             executors: grantline_workers::ExecutorSettings::default(),
+            notify: grantline_workers::channels::NotifySettings::default(),
         }
     }
 }
@@ -110,14 +113,22 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
-            bail!("redis_url: {:?} must start with redis:// or rediss://", self.redis_url);
+        if !self.redis_url.starts_with("redis://")
+            && !self.redis_url.starts_with("rediss://")
+            && !self.redis_url.starts_with(grantline_queue::CLUSTER_SCHEME)
+        {
+            bail!(
+                "redis_url: {:?} must start with redis://, rediss:// or {}",
+                redacted_url(&self.redis_url),
+                grantline_queue::CLUSTER_SCHEME
+            );
         }
         if self.workers.concurrency == 0 {
             bail!("workers.concurrency must be at least 1");
         }
         self.queue_config().validate().map_err(anyhow::Error::msg)?;
         self.executors.validate().map_err(anyhow::Error::msg)?;
+        self.notify.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -169,9 +180,33 @@ pub fn overlay_env(tree: &mut toml::Table, vars: impl Iterator<Item = (String, S
     Ok(())
 }
 
+/// A Redis URL with its password (if any) masked, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() };
+            format!("{}{masked}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_passwords_never_reach_messages() {
+        assert_eq!(redacted_url("redis://:s3cret@r:6379/0"), "redis://:***@r:6379/0");
+        assert_eq!(redacted_url("redis://app:s3cret@r:6379/"), "redis://app:***@r:6379/");
+        assert_eq!(redacted_url("redis+cluster://tok@a:1,b:2/"), "redis+cluster://***@a:1,b:2/");
+        assert_eq!(redacted_url("redis://r:6379/"), "redis://r:6379/");
+        let cfg = Config { redis_url: "http://:hunter2@x/".into(), ..Config::default() };
+        let msg = cfg.validate().unwrap_err().to_string();
+        assert!(!msg.contains("hunter2") && msg.contains("redis_url"), "{msg}");
+    }
 
     #[test]
     fn the_example_configuration_loads_with_every_key() {

@@ -182,7 +182,11 @@ pub async fn run(policy_path: &str) -> Result<()> {
             (Some(s), url)
         }
     };
-    let sims = Sims::start(SimsConfig::demo()).await.map_err(|e| anyhow!("simulators: {e}"))?;
+    let mut sims_cfg = SimsConfig::demo();
+    // ServiceNow's business rule authenticates its doorbell with our shared secret
+    sims_cfg.servicenow.webhook.secret_header = "X-Grantline-Secret".into();
+    sims_cfg.servicenow.webhook.secret = SECRET.into();
+    let sims = Sims::start(sims_cfg).await.map_err(|e| anyhow!("simulators: {e}"))?;
     println!(
         "simulators: login {}  graph {}  servicenow {}",
         sims.login.base_url(),
@@ -198,13 +202,17 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let policy = grantline_shared::policy::load_file(policy_path).map_err(|e| anyhow!("{e}"))?;
     println!("policy: {policy_path} ({})", policy.version());
     let clock = sims.clock().clone();
-    let svc = Arc::new(services(
-        queue.clone(),
-        &sims,
-        policy,
-        grantline_shared::Clock::from_fn(move || clock.now()),
-        &grantline_workers::ExecutorSettings::default(),
-    )?);
+    // approvers are asked in Teams, then Slack, with a ServiceNow approval record each
+    let svc = Arc::new(
+        services(
+            queue.clone(),
+            &sims,
+            policy,
+            grantline_shared::Clock::from_fn(move || clock.now()),
+            &grantline_workers::ExecutorSettings::default(),
+        )?
+        .with_channels(channels(&sims)?),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx = stop_rx.clone();
     let workers = tokio::spawn(grantline_workers::run_workers(svc.clone(), WorkerOptions::default(), async move {
@@ -226,10 +234,26 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let app = grantline_ingest::router(
         grantline_ingest::AppState::new(queue.clone(), ingest_cfg)
             .with_clock(svc.clock.clone())
-            .with_directory(GraphClient::new(&graph_config(&sims))?),
+            .with_directory(GraphClient::new(&graph_config(&sims))?)
+            .with_teams(Arc::new(grantline_ingest::teams::TeamsDoor::new(&bot_config(&sims))?))
+            .with_slack(Arc::new(grantline_ingest::slack::SlackDoor::new(&slack_config(&sims))?)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ingest_url = format!("http://{}", listener.local_addr()?);
+    sims.botframework.set_bot_endpoint(&format!("{ingest_url}/v1/teams/messages"));
+    sims.slack.set_request_url(&format!("{ingest_url}/v1/slack/interactions"));
+    sims.servicenow.set_approval_webhook(Some(format!("{ingest_url}/v1/webhooks/servicenow")));
+    // Sara has not installed the Teams bot: she is asked in Slack
+    sims.botframework.set_installed(ids::SARA_UPN, false).map_err(|e| anyhow!("{e}"))?;
+    let scheduler_opts = grantline_scheduler::SchedulerOptions {
+        sweep_every: Duration::from_secs(1),
+        clock: svc.clock.clone(),
+        ..Default::default()
+    };
+    let mut rx = stop_rx.clone();
+    let scheduler = tokio::spawn(grantline_scheduler::run(queue.clone(), scheduler_opts, async move {
+        let _ = rx.wait_for(|v| *v).await;
+    }));
     let mut rx = stop_rx.clone();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -266,25 +290,45 @@ pub async fn run(policy_path: &str) -> Result<()> {
         s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)
     })
     .await?;
-    // approvers answer through the decision API, as a Teams or Slack callback would
-    for (index, approver, why) in [
-        (0, ids::PATTI_UPN, "as the data owner of Finance BI"),
-        (2, ids::PATTI_ID, "as the contractor's manager (by directory object id)"),
-        (7, ids::SARA_UPN, "as Alex's manager (Send As needs the manager and the mailbox owner)"),
-        (7, ids::PATTI_UPN, "as the owner of the finance@ mailbox"),
-    ] {
-        let (_, number, id) = &requests[index];
-        println!("\n{approver} approves {number} {why}\n");
-        let resp = http
-            .post(format!("{ingest_url}/v1/requests/{id}/decision"))
-            .bearer_auth(OPERATOR)
-            .json(&serde_json::json!({"on_behalf_of": approver, "approve": true, "comment": "approved in the demo"}))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            println!("decision refused: {}", resp.text().await.unwrap_or_default());
-        }
-    }
+    // approvers answer where they work: each door proves who answered
+    let (_, number, id) = &requests[0];
+    println!("\n{number}: Patti, the data owner of Finance BI, approves on her Teams card\n");
+    let n = notice(&queue, id, "teams", ids::PATTI_ID).await?;
+    let activity = n.reference.rsplit('|').next().unwrap_or_default().to_owned();
+    let click = grantline_sims::botframework::Click::new(ids::PATTI_UPN, &activity, "approve")
+        .input("comment", "approved for the quarter close");
+    let r = sims.botframework.click(click).await.map_err(|e| anyhow!("teams click: {e}"))?;
+    println!("teams: the bot answered {} and {} the card", r.status, if r.card_replaced { "replaced" } else { "kept" });
+
+    let (_, number, id) = &requests[2];
+    println!("\n{number}: Patti, the contractor's manager, approves the approval record in ServiceNow\n");
+    let n = notice(&queue, id, "servicenow", ids::PATTI_ID).await?;
+    let user_name = sims
+        .servicenow
+        .state()
+        .record("sys_user", ids::PATTI_SNOW_SYS_ID)
+        .and_then(|u| u.get("user_name").cloned())
+        .unwrap_or_default();
+    let rang = sims
+        .servicenow
+        .approve_in_ui(&n.reference, &user_name, true, "she starts on Monday")
+        .await
+        .map_err(|e| anyhow!("servicenow approval: {e}"))?;
+    println!("servicenow: approval {} approved; the doorbell answered {:?}", n.reference, rang.map(|d| d.status));
+
+    let (_, number, id) = &requests[7];
+    println!("\n{number}: Send As needs Alex's manager and the mailbox owner: Sara in Slack, Patti through the operator API\n");
+    let n = notice(&queue, id, "slack", ids::SARA_ID).await?;
+    let (channel, ts) = n.reference.split_once('|').unwrap_or_default();
+    let r = sims.slack.click(ids::SARA_UPN, channel, ts, "approve", None).await.map_err(|e| anyhow!("slack click: {e}"))?;
+    println!("slack: the app answered {}", r.status);
+    let resp = http
+        .post(format!("{ingest_url}/v1/requests/{id}/decision"))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"on_behalf_of": ids::PATTI_UPN, "approve": true, "comment": "confirmed by phone"}))
+        .send()
+        .await?;
+    println!("operator on behalf of Patti: {}", resp.status());
     // now a short grant rests only once removed; a long one once active
     let soon = now_ms() + 60_000;
     follow(&queue, &requests, &mut seen, &|s, end| {
@@ -296,12 +340,29 @@ pub async fn run(policy_path: &str) -> Result<()> {
     print_table(&queue, &sims, &requests).await?;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), scheduler).await;
     sims.shutdown().await;
     Ok(())
 }
 
 /// Prints new audit records of every request until each rests in a state `rests` accepts
 /// (a time-bound grant rests only once removed) or a minute passes.
+/// The notice of `channel` sent to `to` about a request, once the notify step has sent it.
+async fn notice(queue: &Queue, id: &str, channel: &str, to: &str) -> Result<grantline_shared::record::Notice> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(rec) = grantline_store::load(queue, id).await
+            && let Some(n) = rec.notices.into_iter().find(|n| n.channel == channel && n.to.eq_ignore_ascii_case(to))
+        {
+            return Ok(n);
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("no {channel} message was sent to {to} about request {id}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn follow(
     queue: &Queue,
     requests: &[(&str, String, String)],

@@ -213,7 +213,12 @@ async fn batched_grants_use_one_write_and_a_refused_batch_falls_back_to_single_a
     for (i, (user, id)) in reqs.iter().enumerate() {
         assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, user), 1);
         let grant = stack.json_field(id, "grant").await;
-        assert_eq!(grant["pre_existing"], i == 3, "only the hand-made membership is pre-existing: {grant}");
+        assert_eq!(
+            grant["pre_existing"],
+            i == 3,
+            "only the hand-made membership is pre-existing: {grant} {:#?}",
+            stack.audit(id).await
+        );
     }
 
     stack.shutdown().await;

@@ -145,7 +145,7 @@ fn malformed_files_name_line_and_column() {
         (
             "fallback that depends on the request",
             with(&format!("{STAGE}approvers = [\"data-owner\"]\ntime_to_decide = \"1d\"\nfallback = \"manager\"\n")),
-            "policy.toml:23:12: a fallback must be a security group or named users",
+            "policy.toml:23:12: a fallback must be a security group, named users or \"managers-manager\"",
         ),
         (
             "rule with no outcome",

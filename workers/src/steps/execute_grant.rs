@@ -63,6 +63,19 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             .await
             .map_err(redis_unavailable)?
             .is_some();
+        // what an earlier attempt learned of the access before it wrote (it may have been
+        // cut short by a crash, or its commit lost a race with another writer of the record)
+        let learned: Option<bool> = if first_attempt {
+            None
+        } else {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(svc.queue.namespace().key(&ledger))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_unavailable)?;
+            v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+                .and_then(|v| v.get("before").and_then(serde_json::Value::as_bool))
+        };
         // no write that a read already answered
         let fresh = rec.current.as_ref().filter(|c| {
             first_attempt && now_ms.saturating_sub(c.evidence.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64
@@ -92,15 +105,33 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         // pre-existing, and this request becomes one more holder
         let others = other_holders(&svc.queue, &key, &rec.id).await?;
         let validated_pre_existing = rec.current.as_ref().is_some_and(|c| c.present);
+        // on the first attempt nothing of ours can be there yet: the access was there before
+        // exactly when nothing had to be written (the read said so, or the write's "already
+        // there" did, when the read was older than the write)
+        let before_present = match learned {
+            Some(b) => b,
+            None if first_attempt => !applied,
+            None => before.as_ref().map(|b| b.present).unwrap_or(!applied),
+        };
+        if learned.is_none() && first_attempt {
+            // remember what was there before this request's write, for a repeat of this step
+            let _: () = redis::cmd("SET")
+                .arg(svc.queue.namespace().key(&ledger))
+                .arg(serde_json::json!({ "at_ms": now_ms, "before": before_present }).to_string())
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_unavailable)?;
+        }
         let pre_existing = if !others.is_empty() {
             false
+        } else if let Some(b) = learned {
+            b
         } else if first_attempt {
             !applied
         } else {
             validated_pre_existing
         };
         let receipt = access.receipt(pre_existing, now_ms, evidence.clone(), change.as_ref());
-        let before_present = before.as_ref().map(|b| b.present).unwrap_or(!applied);
         let event = match &access {
             Access::Group { group_id, user_id, .. } => AuditEvent::GrantExecuted {
                 group_id: group_id.clone(),
