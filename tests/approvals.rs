@@ -324,3 +324,47 @@ async fn a_manager_who_files_for_their_contractor_cannot_approve_and_the_fallbac
     stack.wait_state(&id, RequestState::Active, WAIT).await;
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_doorbell_the_scheduler_reads_approval_records_back() {
+    let stack = Stack::start_opts(opts()).await;
+    stack.sims.servicenow.set_approval_webhook(None);
+    let (_, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
+    let patti = stack.snow_user_name(ids::PATTI_SNOW_SYS_ID);
+    let rang = stack.sims.servicenow.approve_in_ui(&record.reference, &patti, true, "ok").await.unwrap();
+    assert!(rang.is_none(), "no doorbell is configured");
+    // the bounded poll (every second here) finds the answer
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    let approvals = stack.json_field(&id, grantline_shared::request::fields::APPROVALS).await;
+    assert_eq!(approvals[0]["via"], "servicenow");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_no_chat_reaches_gets_a_signed_link_in_their_approval_record() {
+    let stack = Stack::start_opts(StackOptions { links: true, ..StackOptions::default() }).await;
+    stack.set_clock_to_finance_business_hours();
+    let (_, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let link = stack.notice(&id, "link", ids::PATTI_ID, 0).await;
+    let record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
+    // the record's first comment carries the link; the notice names it by its nonce only
+    let comments = stack.svc.servicenow.approval_comments(&record.reference).await.unwrap();
+    let text = comments.iter().map(|c| c.value.clone()).collect::<Vec<_>>().join("\n");
+    let url = text
+        .split_whitespace()
+        .find(|w| w.starts_with("https://grantline.example.com/v1/approvals/"))
+        .unwrap_or_else(|| panic!("no link in {text}"));
+    let token = url.rsplit('/').next().unwrap();
+    assert!(!link.reference.contains(token));
+    let claims =
+        grantline_shared::link::verify(LINK_SECRET.as_bytes(), token, stack.svc.clock.now_ms()).expect("a valid link");
+    assert_eq!((claims.request_id.as_str(), claims.stage, claims.approver.as_str()), (id.as_str(), 0, ids::PATTI_ID));
+    assert_eq!(claims.nonce, link.reference);
+    // it expires with the stage's time to decide (5 days for financial data)
+    let asked: u64 = stack.record(&id).await[grantline_shared::request::fields::ASKED_MS].parse().unwrap();
+    assert_eq!(claims.exp_ms, asked + 5 * 86_400_000);
+    stack.shutdown().await;
+}

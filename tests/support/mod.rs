@@ -25,6 +25,8 @@ pub const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policy.tom
 
 pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
 pub const OPERATOR_TOKEN: &str = "e2e-operator-token-0123456789";
+/// The key approval links are signed with.
+pub const LINK_SECRET: &str = "e2e-link-secret-0123456789-0123456789";
 
 /// How long a chain that involves no expiry may take.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -45,8 +47,11 @@ pub struct StackOptions {
     /// Ask approvers in Teams and Slack too (the doors and the channels, against the
     /// simulators); ServiceNow approval records are always created.
     pub chat: bool,
-    /// Run a scheduler on the simulators' clock, sweeping this often.
+    /// Run a scheduler on the simulators' clock, sweeping this often (and reading approval
+    /// records back ten times as seldom).
     pub scheduler: Option<Duration>,
+    /// Approvers no chat reaches get a signed link (in their ServiceNow approval record).
+    pub links: bool,
 }
 
 impl Default for StackOptions {
@@ -58,6 +63,7 @@ impl Default for StackOptions {
             executors: ExecutorSettings::default(),
             chat: false,
             scheduler: None,
+            links: false,
         }
     }
 }
@@ -145,6 +151,14 @@ impl Stack {
         if opts.chat {
             services = services.with_channels(grantline::demo::channels(&sims).expect("channels"));
         }
+        if opts.links {
+            let mut channels = services.channels.clone();
+            channels.link = Some(grantline_workers::channels::LinkSettings {
+                public_url: "https://grantline.example.com".into(),
+                secret: grantline_connectors::Secret::new(LINK_SECRET),
+            });
+            services = services.with_channels(channels);
+        }
         let svc = Arc::new(services);
         let ingest_cfg = grantline_ingest::IngestConfig {
             servicenow: grantline_ingest::ServiceNowAuth {
@@ -209,7 +223,12 @@ impl Stack {
     pub fn spawn_scheduler(&mut self, every: Duration) {
         let (tx, rx) = oneshot::channel::<()>();
         let clock = self.svc.clock.clone();
-        let opts = grantline_scheduler::SchedulerOptions { sweep_every: every, clock, ..Default::default() };
+        let opts = grantline_scheduler::SchedulerOptions {
+            sweep_every: every,
+            approval_poll_every: every * 10,
+            clock,
+            ..Default::default()
+        };
         let queue = self.queue.clone();
         tokio::spawn(async move {
             let _ = grantline_scheduler::run(queue, opts, async move {
