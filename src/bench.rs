@@ -23,7 +23,6 @@ use grantline_shared::request::{RequestState, keys};
 use grantline_sims::{NewRitm, Sims, SimsConfig, Tenant, ThrottleConfig, ids, snow_sys_id};
 use grantline_workers::ExecutorSettings;
 use grantline_workers::budget::BudgetConfig;
-use redis::AsyncCommands;
 use serde_json::json;
 
 /// Options of `grantline bench pipeline`.
@@ -364,11 +363,8 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
     let mut last_grant = 0u64;
     let mut grants_recorded = 0usize;
     for (id, posted_at) in &posted {
-        let mut conn = queue.connection();
-        let entries: redis::streams::StreamRangeReply =
-            conn.xrange_all(queue.namespace().key(&keys::audit(id))).await?;
-        for e in &entries.ids {
-            let rec: String = e.get("record").unwrap_or_default();
+        for e in grantline_store::trail::entries(&queue, id).await? {
+            let rec = e.record;
             if rec.contains("\"type\":\"grant_executed\"") {
                 grants_recorded += 1;
                 let v: serde_json::Value = serde_json::from_str(&rec)?;

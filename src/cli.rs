@@ -398,16 +398,7 @@ async fn resolve_request(q: &Queue, r: &str) -> Result<String> {
 
 /// The stream entries of a request's audit trail: (record JSON, prev, hash).
 pub async fn audit_entries(q: &Queue, id: &str) -> Result<Vec<(String, String, String)>> {
-    let mut conn = q.connection();
-    let reply: redis::streams::StreamRangeReply = conn.xrange_all(q.namespace().key(&keys::audit(id))).await?;
-    Ok(reply
-        .ids
-        .into_iter()
-        .map(|e| {
-            let get = |k: &str| e.get::<String>(k).unwrap_or_default();
-            (get("record"), get("prev"), get("hash"))
-        })
-        .collect())
+    Ok(grantline_store::trail::entries(q, id).await?.iter().map(grantline_store::trail::TrailEntry::triple).collect())
 }
 
 async fn audit_cmd(cfg: &Config, cmd: AuditCmd) -> Result<ExitCode> {

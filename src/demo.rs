@@ -374,15 +374,14 @@ async fn follow(
         let mut resting = 0;
         for (_, number, id) in requests {
             let mut conn = queue.connection();
-            let entries: redis::streams::StreamRangeReply =
-                conn.xrange_all(queue.namespace().key(&keys::audit(id))).await?;
+            let entries = grantline_store::trail::entries(queue, id).await?;
             let n = seen.entry(id.clone()).or_default();
-            for e in entries.ids.iter().skip(*n) {
-                if let Ok(r) = serde_json::from_str::<AuditRecord>(&e.get::<String>("record").unwrap_or_default()) {
+            for e in entries.iter().skip(*n) {
+                if let Ok(r) = e.parse() {
                     println!("{number}  {:<22} {:<26} {}", r.event.name(), r.actor, summary(&r));
                 }
             }
-            *n = entries.ids.len();
+            *n = entries.len();
             let rec: HashMap<String, String> = conn.hgetall(queue.namespace().key(&keys::request(id))).await?;
             let state = rec.get(fields::STATE).and_then(|s| RequestState::parse(s));
             let end = rec.get(fields::END_MS).and_then(|e| e.parse().ok());

@@ -32,6 +32,7 @@ pub use grantline_shared::record;
 
 pub mod decision;
 pub mod doors;
+pub mod trail;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
