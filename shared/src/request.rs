@@ -136,6 +136,11 @@ pub mod keys {
     }
     /// ZSET of request ids scored by creation time (ms), for listings.
     pub const REQUESTS: &str = "requests";
+    /// ZSET of the request ids in one state, scored by creation time (ms): kept by every
+    /// commit that changes a request's state, for listings by state.
+    pub fn by_state(state: super::RequestState) -> String {
+        format!("requests:state:{}", state.as_str())
+    }
     /// HASH of the policy in force in the workers: version, loaded_ms, reload_failures,
     /// last_error (written by the workers' reload, read by the edge's /metrics).
     pub const POLICY_STATUS: &str = "policy:status";

@@ -32,6 +32,7 @@ pub use grantline_shared::record;
 
 pub mod decision;
 pub mod doors;
+pub mod index;
 pub mod trail;
 
 /// Why the store could not do what was asked.
@@ -235,6 +236,7 @@ impl<'a> Commit<'a> {
         if new_state != rec.state {
             update = update.state(&new_state);
         }
+        let moved = new_state != rec.state;
         let mut h = Handoff::done()
             .guard(Guard::FieldIn {
                 key: keys::request(&id),
@@ -269,6 +271,11 @@ impl<'a> Commit<'a> {
         h = h.write(Write::hset(keys::request(&id), update.sets().iter().map(|(k, v)| (*k, v.clone()))));
         if !update.clears().is_empty() {
             h = h.write(Write::new(WriteCmd::HDel, keys::request(&id), update.clears().iter().copied()));
+        }
+        if moved {
+            h = h
+                .write(Write::new(WriteCmd::ZRem, keys::by_state(rec.state), [id.clone()]))
+                .write(Write::new(WriteCmd::ZAdd, keys::by_state(new_state), [rec.created_ms.to_string(), id.clone()]));
         }
         for w in self.writes {
             h = h.write(w);
@@ -335,7 +342,8 @@ pub fn create(
         .guard(Guard::KeyAbsent { key: ticket.idempotency_key() })
         .guard(Guard::KeyAbsent { key: keys::request(id) })
         .write(Write::hset(keys::request(id), rec.to_hash()))
-        .write(Write::new(WriteCmd::ZAdd, keys::REQUESTS, [now, id.to_owned()]))
+        .write(Write::new(WriteCmd::ZAdd, keys::REQUESTS, [now.clone(), id.to_owned()]))
+        .write(Write::new(WriteCmd::ZAdd, keys::by_state(rec.state), [now, id.to_owned()]))
         .write(Write::new(WriteCmd::Set, ticket.idempotency_key(), [id.to_owned()]))
         .write(Write::new(WriteCmd::Set, keys::ticket(&ticket.system, &ticket.number), [id.to_owned()]))
         .write(Write::xadd(keys::audit(id), entry));
