@@ -60,6 +60,8 @@ pub struct IngestConfig {
     pub slack: Option<grantline_connectors::slack::SlackConfig>,
     /// The signed-link approval page and its sign-in (`ingest.web`).
     pub web: Option<crate::web::WebConfig>,
+    /// The read-only status page for operators (`ingest.status`).
+    pub status: crate::status::StatusConfig,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -80,6 +82,7 @@ impl Default for IngestConfig {
             teams: None,
             slack: None,
             web: None,
+            status: crate::status::StatusConfig::default(),
         }
     }
 }
@@ -93,7 +96,7 @@ impl IngestConfig {
     /// Checks the configuration. Deny by default: without a webhook credential nothing
     /// could be authenticated, so that is an error, not an open door.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
+        let mut problems = self.status.problems();
         let sn = &self.servicenow;
         if sn.shared_secret.is_none() && sn.hmac_secret.is_none() {
             problems.push(

@@ -207,18 +207,24 @@ impl FromRequestParts<AppState> for Operator {
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::bearer(codes::AUTH_MISSING, "an operator bearer token is required"))?;
-        // Compare against every token, without stopping at the first match.
-        let mut found = None;
-        for t in &state.cfg.operator_tokens {
-            if secret_eq(token.as_bytes(), t.token.expose().as_bytes()) {
-                found = Some(t);
-            }
-        }
-        match found {
-            Some(t) => Ok(Operator { id: t.id.clone(), directory_id: t.directory_id.clone(), upn: t.upn.clone() }),
-            None => Err(ApiError::bearer(codes::AUTH_BAD_TOKEN, "the bearer token is not valid")),
+        operator_for_token(state, token)
+            .ok_or_else(|| ApiError::bearer(codes::AUTH_BAD_TOKEN, "the bearer token is not valid"))
+    }
+}
+
+/// The operator a bearer token belongs to. Every configured token is compared, in constant
+/// time, without stopping at the first match.
+pub fn operator_for_token(state: &AppState, token: &str) -> Option<Operator> {
+    if token.is_empty() {
+        return None;
+    }
+    let mut found = None;
+    for t in &state.cfg.operator_tokens {
+        if secret_eq(token.as_bytes(), t.token.expose().as_bytes()) {
+            found = Some(t);
         }
     }
+    found.map(|t| Operator { id: t.id.clone(), directory_id: t.directory_id.clone(), upn: t.upn.clone() })
 }
 
 /// The trace a new request starts: the caller's trace continued when it sent a valid

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod requests;
 pub mod slack;
 pub mod state;
+pub mod status;
 pub mod teams;
 pub mod web;
 pub mod webhook;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(teams::routes())
         .merge(slack::routes())
         .merge(web::routes())
+        .merge(status::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

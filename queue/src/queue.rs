@@ -519,6 +519,15 @@ impl Queue {
         Ok(reply.ids.into_iter().map(|e| dead_letter(queue, e)).collect())
     }
 
+    /// The newest `count` dead letters of a queue, newest first.
+    pub async fn newest_dead_letters(&self, queue: &str, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let k = self.inner.ns.queue(queue);
+        let mut conn = self.inner.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XREVRANGE").arg(&k.dead).arg("+").arg("-").arg("COUNT").arg(count).query_async(&mut conn).await?;
+        Ok(reply.ids.into_iter().map(|e| dead_letter(queue, e)).collect())
+    }
+
     /// One dead letter, looked up by its stream id.
     pub async fn dead_letter(&self, queue: &str, dead_letter_id: &str) -> Result<Option<DeadLetter>, QueueError> {
         let k = self.inner.ns.queue(queue);

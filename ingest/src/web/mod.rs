@@ -22,7 +22,7 @@
 //!   burnt atomically, and the answer goes to [`crate::approvals::answer`] like every other
 //!   door's.
 
-mod page;
+pub(crate) mod page;
 mod store;
 
 use std::collections::HashMap;
@@ -51,7 +51,7 @@ use crate::state::AppState;
 use page::Viewer;
 use store::Session;
 
-pub use store::SIGNIN_TTL_SECS;
+pub use store::{SIGNIN_TTL_SECS, random_id};
 
 /// The door's name on the timeline and the doors' log.
 pub const DOOR: &str = "web";

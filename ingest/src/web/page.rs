@@ -31,7 +31,7 @@ button.approve{background:#1f883d;color:#fff}button.reject{background:#fff;color
 ";
 
 /// The base64 (standard alphabet, padded) of bytes: the form CSP hashes are written in.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -58,9 +58,14 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Adds the strict headers to any response of the web door (pages and redirects alike).
-pub fn harden(mut resp: Response) -> Response {
+pub fn harden(resp: Response) -> Response {
+    harden_with(resp, &CSP)
+}
+
+/// Adds the strict headers with this Content-Security-Policy.
+pub(crate) fn harden_with(mut resp: Response, csp: &str) -> Response {
     let h = resp.headers_mut();
-    let csp = HeaderValue::from_str(&CSP).unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+    let csp = HeaderValue::from_str(csp).unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
