@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use grantline_queue::Queue;
 use grantline_shared::audit::{self, AuditRecord};
+use grantline_shared::jobs::LetterClosed;
 use grantline_shared::policy;
 use grantline_shared::request::{fields, keys};
 use redis::AsyncCommands;
@@ -84,9 +85,17 @@ pub enum BenchCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCmd {
+    /// Print dead letters as JSON lines, oldest first (every one unless --limit).
     List {
         queue: Option<String>,
+        /// Start after this dead-letter id (the last one a previous page printed).
+        #[arg(long)]
+        after: Option<String>,
+        /// Print at most this many per queue.
+        #[arg(long)]
+        limit: Option<usize>,
     },
+    /// Put a dead letter back on its queue (the page about it is resolved).
     Retry {
         queue: String,
         /// Dead-letter id (omit with --all)
@@ -94,10 +103,8 @@ pub enum DlqCmd {
         #[arg(long)]
         all: bool,
     },
-    Discard {
-        queue: String,
-        id: String,
-    },
+    /// Delete a dead letter for good (the page about it is resolved).
+    Discard { queue: String, id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,7 +167,22 @@ pub enum PolicyCmd {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // a benchmark prints its figures; its own request logs would only slow it down
-    crate::telemetry::init_with_default(if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" });
+    if matches!(cli.command, Command::Demo { .. }) {
+        // the terminal is for the timeline; the log lines go to a file
+        let path = std::env::temp_dir().join(format!("grantline-demo-{}.log", std::process::id()));
+        match std::fs::File::create(&path) {
+            Ok(f) => {
+                crate::telemetry::init_to_file("info", f);
+                println!("logs: {}", path.display());
+            }
+            Err(e) => {
+                eprintln!("warning: cannot write {} ({e}); logging to standard error", path.display());
+                crate::telemetry::init_with_default("warn");
+            }
+        }
+    } else {
+        crate::telemetry::init_with_default(if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" });
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -301,30 +323,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dlq { cmd } => {
             let q = queue(&cfg).await?;
             match cmd {
-                DlqCmd::List { queue: name } => {
+                DlqCmd::List { queue: name, after, limit } => {
                     let names = match name {
                         Some(n) => vec![n],
                         None => q.queues().await?,
                     };
+                    let mut out = std::io::stdout().lock();
                     for n in names {
-                        for d in q.dead_letters(&n, None, 1000).await? {
-                            println!("{}", serde_json::to_string(&d)?);
-                        }
+                        crate::dlq::list(&q, &n, after.as_deref(), limit, &mut out).await?;
                     }
                 }
                 DlqCmd::Retry { queue: name, id, all } => {
                     if all {
-                        println!("redriven: {}", q.redrive_all(&name).await?);
+                        println!("redriven: {}", crate::dlq::retry_all(&q, &name).await?);
                     } else {
                         let id = id.ok_or_else(|| anyhow!("give a dead-letter id or --all"))?;
-                        match q.redrive(&name, &id).await? {
+                        match crate::dlq::close(&q, &name, &id, LetterClosed::Redriven).await? {
                             Some(job) => println!("redriven: job {job}"),
                             None => bail!("no dead letter {id} on {name}"),
                         }
                     }
                 }
                 DlqCmd::Discard { queue: name, id } => {
-                    if !q.discard(&name, &id).await? {
+                    if crate::dlq::close(&q, &name, &id, LetterClosed::Discarded).await?.is_none() {
                         bail!("no dead letter {id} on {name}");
                     }
                     println!("discarded {id}");
@@ -384,7 +405,16 @@ pub async fn services(cfg: &Config) -> Result<Arc<grantline_workers::Services>> 
         cfg.ingest.slack.as_ref(),
         &graph.token.tenant,
     )?;
-    Ok(Arc::new(svc.with_channels(channels)))
+    let svc = svc.with_channels(channels);
+    let svc = if cfg.paging.enabled() {
+        let pager = grantline_workers::paging::Pager::new(&cfg.paging, svc.channels.slack.as_ref())
+            .map_err(anyhow::Error::msg)?;
+        svc.with_pager(pager)
+    } else {
+        tracing::warn!("paging: no destination is configured (paging.destinations); dead letters page nobody");
+        svc
+    };
+    Ok(Arc::new(svc))
 }
 
 async fn resolve_request(q: &Queue, r: &str) -> Result<String> {

@@ -4,6 +4,7 @@
 //! it happens and a final table, and exits 0.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,12 @@ use grantline_connectors::{
 };
 use grantline_queue::server::RedisServer;
 use grantline_queue::{Queue, QueueConfig};
-use grantline_shared::audit::AuditRecord;
 use grantline_shared::request::{RequestState, fields, keys};
 use grantline_sims::{NewRitm, Sims, SimsConfig, ids, snow_sys_id};
 use grantline_workers::{Services, WorkerOptions};
 use redis::AsyncCommands;
+
+use crate::narrative::Narrator;
 
 /// Connector configuration for the simulators (the same clients talk to the real services).
 pub fn graph_config(sims: &Sims) -> GraphConfig {
@@ -110,6 +112,62 @@ pub fn channels(sims: &Sims) -> Result<grantline_workers::channels::Channels> {
     )?)
 }
 
+/// The integration key of the simulated PagerDuty service that takes critical pages (failed
+/// compensations); other dead letters go to [`grantline_sims::paging::DEMO_ROUTING_KEY`].
+pub const CRITICAL_ROUTING_KEY: &str = "R0GRANTLINECRITICALROUTINGKEY002";
+/// The Teams channel of the service desk (a Workflows webhook in the Bot Framework simulator).
+pub const SERVICE_DESK_CHANNEL: &str = "Service Desk";
+
+/// Paging against the simulators: dead letters page the on-call PagerDuty service, failed
+/// compensations the critical one; both also go to the signed alert webhook, and the service
+/// desk's Teams channel hears about every dead letter of a ticket.
+pub fn paging_settings(sims: &Sims) -> grantline_workers::paging::PagingSettings {
+    use grantline_workers::paging::{Destination, PagingSettings, Route};
+    let mut destinations = std::collections::BTreeMap::new();
+    destinations.insert(
+        "oncall".to_owned(),
+        Destination::Pagerduty {
+            events_url: sims.paging.pagerduty_url(),
+            routing_key: Secret::new(grantline_sims::paging::DEMO_ROUTING_KEY),
+        },
+    );
+    destinations.insert(
+        "oncall-critical".to_owned(),
+        Destination::Pagerduty {
+            events_url: sims.paging.pagerduty_url(),
+            routing_key: Secret::new(CRITICAL_ROUTING_KEY),
+        },
+    );
+    destinations.insert(
+        "alerts-webhook".to_owned(),
+        Destination::Webhook {
+            url: Secret::new(sims.paging.webhook_url()),
+            secret: Secret::new(grantline_sims::paging::DEMO_WEBHOOK_SECRET),
+        },
+    );
+    destinations.insert(
+        "service-desk".to_owned(),
+        Destination::TeamsChannel { url: Secret::new(sims.botframework.channel_url(SERVICE_DESK_CHANNEL)) },
+    );
+    PagingSettings {
+        source: "grantline.demo".to_owned(),
+        destinations,
+        routes: vec![Route {
+            kinds: Vec::new(),
+            severities: vec![grantline_connectors::pagerduty::Severity::Critical],
+            to: vec!["oncall-critical".to_owned(), "alerts-webhook".to_owned()],
+        }],
+        default: vec!["oncall".to_owned(), "alerts-webhook".to_owned()],
+        service_desk: vec!["service-desk".to_owned()],
+        ..PagingSettings::default()
+    }
+}
+
+/// The pager of [`paging_settings`].
+pub fn pager(sims: &Sims) -> Result<grantline_workers::paging::Pager> {
+    grantline_workers::paging::Pager::new(&paging_settings(sims), None).map_err(anyhow::Error::msg)
+}
+
 pub fn servicenow_config(sims: &Sims) -> ServiceNowConfig {
     ServiceNowConfig {
         instance_url: sims.servicenow.base_url(),
@@ -174,6 +232,7 @@ const SECRET: &str = "demo-webhook-secret-0123456789";
 const OPERATOR: &str = "demo-operator-token-0123456789";
 
 pub async fn run(policy_path: &str) -> Result<()> {
+    let redis_kept = std::env::var("REDIS_URL").is_ok_and(|u| !u.is_empty());
     let (_server, url) = match std::env::var("REDIS_URL") {
         Ok(u) if !u.is_empty() => (None, u),
         _ => {
@@ -262,7 +321,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
             })
             .await;
     });
-    println!("ingest: {ingest_url}\n");
+    println!("ingest: {ingest_url}  (status page: {ingest_url}/status, operator token {OPERATOR})\n");
 
     let http = reqwest::Client::new();
     let mut requests: Vec<(&str, String, String)> = Vec::new();
@@ -285,7 +344,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
 
     // live timeline until every request rests; then the data owner approves Alex's request
     // through the decision API, and the timeline runs until the short grant has expired
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<String, (usize, Narrator)> = HashMap::new();
     follow(&queue, &requests, &mut seen, &|s, _| {
         s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)
     })
@@ -317,10 +376,13 @@ pub async fn run(policy_path: &str) -> Result<()> {
     println!("servicenow: approval {} approved; the doorbell answered {:?}", n.reference, rang.map(|d| d.status));
 
     let (_, number, id) = &requests[7];
-    println!("\n{number}: Send As needs Alex's manager and the mailbox owner: Sara in Slack, Patti through the operator API\n");
+    println!(
+        "\n{number}: Send As needs Alex's manager and the mailbox owner: Sara in Slack, Patti through the operator API\n"
+    );
     let n = notice(&queue, id, "slack", ids::SARA_ID).await?;
     let (channel, ts) = n.reference.split_once('|').unwrap_or_default();
-    let r = sims.slack.click(ids::SARA_UPN, channel, ts, "approve", None).await.map_err(|e| anyhow!("slack click: {e}"))?;
+    let r =
+        sims.slack.click(ids::SARA_UPN, channel, ts, "approve", None).await.map_err(|e| anyhow!("slack click: {e}"))?;
     println!("slack: the app answered {}", r.status);
     let resp = http
         .post(format!("{ingest_url}/v1/requests/{id}/decision"))
@@ -338,6 +400,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
     })
     .await?;
     print_table(&queue, &sims, &requests).await?;
+    where_next(&ingest_url, &queue.config().namespace, redis_kept, &requests);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), scheduler).await;
@@ -366,39 +429,80 @@ async fn notice(queue: &Queue, id: &str, channel: &str, to: &str) -> Result<gran
 async fn follow(
     queue: &Queue,
     requests: &[(&str, String, String)],
-    seen: &mut HashMap<String, usize>,
+    seen: &mut HashMap<String, (usize, Narrator)>,
     rests: &dyn Fn(RequestState, Option<u64>) -> bool,
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let tty = std::io::stdout().is_terminal();
+    let mut last_progress = Instant::now();
+    let mut progress_shown = false;
     loop {
         let mut resting = 0;
+        let mut printed = false;
+        let (mut awaiting, mut expiring) = (0usize, Vec::new());
         for (_, number, id) in requests {
-            let mut conn = queue.connection();
             let entries = grantline_store::trail::entries(queue, id).await?;
-            let n = seen.entry(id.clone()).or_default();
+            let (n, narrator) = seen.entry(id.clone()).or_default();
             for e in entries.iter().skip(*n) {
-                if let Ok(r) = e.parse() {
-                    println!("{number}  {:<22} {:<26} {}", r.event.name(), r.actor, summary(&r));
+                if let Ok(r) = e.parse()
+                    && let Some(line) = narrator.line(&r)
+                {
+                    if progress_shown && tty {
+                        print!("\r\x1b[K");
+                        progress_shown = false;
+                    }
+                    println!("{number}  {line}");
+                    printed = true;
                 }
             }
             *n = entries.len();
-            let rec: HashMap<String, String> = conn.hgetall(queue.namespace().key(&keys::request(id))).await?;
-            let state = rec.get(fields::STATE).and_then(|s| RequestState::parse(s));
-            let end = rec.get(fields::END_MS).and_then(|e| e.parse().ok());
+            let rec = grantline_store::find(queue, id).await?;
+            let state = rec.as_ref().map(|r| r.state);
+            let end = rec.as_ref().and_then(|r| r.end_ms);
+            match state {
+                Some(RequestState::AwaitingApproval) => awaiting += 1,
+                Some(RequestState::Active) => expiring.extend(end),
+                _ => {}
+            }
             let idle = queue.metrics("update-ticket").await?.ready == 0;
             if state.is_some_and(|s| rests(s, end)) && idle {
                 resting += 1;
             }
         }
         if resting == requests.len() || Instant::now() > deadline {
+            if progress_shown && tty {
+                println!();
+            }
             return Ok(());
+        }
+        if printed {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= Duration::from_secs(if tty { 1 } else { 5 }) {
+            let now = now_ms();
+            let soonest = expiring.iter().copied().filter(|e| *e > now).min();
+            let mut what = vec![format!("{} of {} requests settled", resting, requests.len())];
+            if awaiting > 0 {
+                what.push(format!("{awaiting} awaiting approval"));
+            }
+            if let Some(e) = soonest.filter(|e| e - now < 3_600_000) {
+                what.push(format!("next expiry in {} s", (e - now).div_ceil(1000)));
+            }
+            let line = format!("... waiting: {}", what.join(", "));
+            if tty {
+                print!("\r\x1b[K{line}");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
+            progress_shown = true;
+            last_progress = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn print_table(queue: &Queue, sims: &Sims, requests: &[(&str, String, String)]) -> Result<()> {
-    println!("\n{:<11} {:<40} {:<18} outcome", "ticket", "request", "state");
+    println!("\n{:<11} {:<43} {:<18} outcome", "ticket", "request", "state");
     let mut table = BTreeMap::new();
     for (label, number, id) in requests {
         let mut conn = queue.connection();
@@ -423,7 +527,7 @@ async fn print_table(queue: &Queue, sims: &Sims, requests: &[(&str, String, Stri
                 other => format!("ticket state {other}"),
             })
             .unwrap_or_default();
-        table.insert(number.clone(), format!("{:<11} {:<40} {:<18} {ticket}: {reason}", number, label, state));
+        table.insert(number.clone(), format!("{:<11} {:<43} {:<18} {ticket}: {reason}", number, label, state));
     }
     for line in table.values() {
         println!("{line}");
@@ -431,26 +535,34 @@ async fn print_table(queue: &Queue, sims: &Sims, requests: &[(&str, String, Stri
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
+/// Where a newcomer looks after the run.
+fn where_next(ingest_url: &str, namespace: &str, redis_kept: bool, requests: &[(&str, String, String)]) {
+    let first = requests.first().map(|(_, n, _)| n.as_str()).unwrap_or("RITM0010001");
+    println!("\nwhere to look next");
+    if crate::telemetry::export_configured() {
+        println!(
+            "  traces      every request is one trace in your OTLP backend; its trace id is on the request's status page"
+        );
+    } else {
+        println!(
+            "  traces      set OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 (deploy/compose.yaml starts Jaeger, UI on :16686) to see each request as one trace"
+        );
+    }
+    println!("  status      {ingest_url}/status served while the demo ran (a screenshot: docs/status-page.png)");
+    if redis_kept {
+        println!("  the records stay in your Redis under namespace {namespace}:");
+        println!("              GRANTLINE__QUEUE__NAMESPACE={namespace} grantline requests show {first}");
+        println!("              GRANTLINE__QUEUE__NAMESPACE={namespace} grantline audit verify {first}");
+    } else {
+        println!(
+            "  records     the demo's Redis is private and gone now; run REDIS_URL=redis://127.0.0.1:6379/ scripts/demo.sh to keep them, then"
+        );
+        println!(
+            "              GRANTLINE__QUEUE__NAMESPACE=<namespace> grantline requests show {first}   and   grantline audit verify {first}"
+        );
+    }
 }
 
-fn summary(r: &AuditRecord) -> String {
-    let v = serde_json::to_value(&r.event).unwrap_or_default();
-    let mut parts = Vec::new();
-    if let Some(o) = v.as_object() {
-        for (k, val) in o {
-            if k == "type" {
-                continue;
-            }
-            let s = match val {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if !s.is_empty() {
-                parts.push(format!("{k}={}", s.chars().take(70).collect::<String>()));
-            }
-        }
-    }
-    parts.join(" ")
+fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
 }

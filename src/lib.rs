@@ -5,5 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dlq;
 pub mod evidence;
+pub mod narrative;
 pub mod telemetry;

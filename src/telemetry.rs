@@ -71,11 +71,19 @@ where
     tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO)
 }
 
-fn fmt_layer(default_level: &str) -> Box<dyn Layer<Registry> + Send + Sync> {
+fn fmt_layer(default_level: &str, file: Option<std::fs::File>) -> Box<dyn Layer<Registry> + Send + Sync> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let json = std::env::var("GRANTLINE_LOG").is_ok_and(|v| v == "json");
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() }
+    match file {
+        Some(f) => {
+            let fmt = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(f));
+            if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() }
+        }
+        None => {
+            let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() }
+        }
+    }
 }
 
 /// Installs the global subscriber: logs always, trace export when configured (see the
@@ -87,6 +95,16 @@ pub fn init() {
 
 /// As [`init`], logging at `default_level` unless `RUST_LOG` says otherwise.
 pub fn init_with_default(default_level: &str) {
+    install(default_level, None);
+}
+
+/// As [`init_with_default`], the log lines going to `file` instead of standard error (the
+/// demo keeps its terminal for the timeline).
+pub fn init_to_file(default_level: &str, file: std::fs::File) {
+    install(default_level, Some(file));
+}
+
+fn install(default_level: &str, file: Option<std::fs::File>) {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = if export_configured() {
         match otlp_provider() {
@@ -100,7 +118,7 @@ pub fn init_with_default(default_level: &str) {
         None
     };
     let otel = provider.as_ref().map(otel_layer);
-    if tracing_subscriber::registry().with(fmt_layer(default_level)).with(otel).try_init().is_err() {
+    if tracing_subscriber::registry().with(fmt_layer(default_level, file)).with(otel).try_init().is_err() {
         // a subscriber was already installed: this provider would never see a span
         if let Some(p) = provider {
             let _ = p.shutdown();
