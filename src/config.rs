@@ -27,6 +27,8 @@ pub struct Config {
     pub executors: grantline_workers::ExecutorSettings,
     /// How approvers are asked (the bot and the Slack app are `ingest.teams` / `ingest.slack`).
     pub notify: grantline_workers::channels::NotifySettings,
+    /// Who is paged about dead letters, by job kind and severity.
+    pub paging: grantline_workers::paging::PagingSettings,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             exchange: None,
             executors: grantline_workers::ExecutorSettings::default(),
             notify: grantline_workers::channels::NotifySettings::default(),
+            paging: grantline_workers::paging::PagingSettings::default(),
         }
     }
 }
@@ -129,6 +132,12 @@ impl Config {
         self.queue_config().validate().map_err(anyhow::Error::msg)?;
         self.executors.validate().map_err(anyhow::Error::msg)?;
         self.notify.validate().map_err(anyhow::Error::msg)?;
+        self.paging.validate().map_err(anyhow::Error::msg)?;
+        if self.paging.destinations.values().any(|d| matches!(d, grantline_workers::paging::Destination::SlackChannel { .. }))
+            && self.ingest.slack.is_none()
+        {
+            bail!("paging.destinations: a slack_channel destination needs the Slack app (ingest.slack)");
+        }
         Ok(())
     }
 
@@ -148,8 +157,28 @@ impl Config {
                 max_wait: Duration::from_secs(self.executors.max_wait_secs),
             },
             dead_letter_queue: Some(grantline_shared::JobKind::Alert.as_str().into()),
+            retry: self.paging_retry(),
             ..QueueConfig::default()
         }
+    }
+}
+
+impl Config {
+    /// Alerts and their resolves keep trying through an on-call tool's outage
+    /// (`paging.max_attempts`, backoff capped at ten minutes at least).
+    fn paging_retry(&self) -> std::collections::HashMap<String, RetryPolicy> {
+        let q = &self.queue;
+        let base = RetryPolicy {
+            max_attempts: q.max_attempts,
+            base: Duration::from_millis(q.backoff_base_ms),
+            cap: Duration::from_millis(q.backoff_cap_ms),
+            max_wait: Duration::from_secs(self.executors.max_wait_secs),
+        };
+        let policy = self.paging.retry_policy(&base);
+        [grantline_shared::JobKind::Alert, grantline_shared::JobKind::ResolveAlert]
+            .into_iter()
+            .map(|k| (k.as_str().to_owned(), policy.clone()))
+            .collect()
     }
 }
 

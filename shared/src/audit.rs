@@ -155,6 +155,27 @@ pub enum AuditEvent {
         job_id: String,
         dead_letter_id: String,
     },
+    /// On-call was paged about a dead letter of this request: the destinations that took the
+    /// page (`pagerduty:<name>`, `webhook:<name>`, ...), those that refused it for good, and
+    /// the dedup key the page carries.
+    Paged {
+        queue: String,
+        dead_letter_id: String,
+        dedup_key: String,
+        severity: String,
+        destinations: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        refused: Vec<String>,
+    },
+    /// The page about a dead letter was resolved because the letter was redriven or
+    /// discarded (`how`).
+    PageResolved {
+        queue: String,
+        dead_letter_id: String,
+        dedup_key: String,
+        how: String,
+        destinations: Vec<String>,
+    },
 }
 
 impl AuditEvent {
@@ -183,6 +204,8 @@ impl AuditEvent {
             AuditEvent::StepFailed { .. } => "step_failed",
             AuditEvent::Compensated { .. } => "compensated",
             AuditEvent::DeadLettered { .. } => "dead_lettered",
+            AuditEvent::Paged { .. } => "paged",
+            AuditEvent::PageResolved { .. } => "page_resolved",
         }
     }
 }
@@ -371,9 +394,24 @@ mod tests {
             AuditEvent::StepFailed { kind: "k".into(), attempt: 1, code: "c".into(), message: "m".into() },
             AuditEvent::Compensated { group_id: "g".into(), user_id: "u".into(), removed: true },
             AuditEvent::DeadLettered { queue: "q".into(), job_id: "j".into(), dead_letter_id: "d".into() },
+            AuditEvent::Paged {
+                queue: "q".into(),
+                dead_letter_id: "d".into(),
+                dedup_key: "k".into(),
+                severity: "critical".into(),
+                destinations: vec!["pagerduty:oncall".into()],
+                refused: vec!["webhook:soc".into()],
+            },
+            AuditEvent::PageResolved {
+                queue: "q".into(),
+                dead_letter_id: "d".into(),
+                dedup_key: "k".into(),
+                how: "redriven".into(),
+                destinations: vec!["pagerduty:oncall".into()],
+            },
         ];
         // a new variant must be added above
-        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 22);
+        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 24);
         for event in events {
             let r = AuditRecord { event, ..rec(1) };
             let (fields, _) = entry(GENESIS, &r).unwrap();

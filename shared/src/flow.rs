@@ -182,7 +182,7 @@ pub fn entry_states(kind: JobKind) -> &'static [RequestState] {
         JobKind::RemoveAccess => &[S::Active, S::Completed],
         JobKind::RollbackGrant => &[S::Compensating],
         JobKind::SyncApprovals | JobKind::ApprovalDeadline => &[S::AwaitingApproval],
-        JobKind::UpdateTicket | JobKind::Alert | JobKind::Notify => &[],
+        JobKind::UpdateTicket | JobKind::Alert | JobKind::Notify | JobKind::ResolveAlert => &[],
     }
 }
 

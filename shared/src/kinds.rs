@@ -22,10 +22,12 @@ pub enum JobKind {
     SyncApprovals,
     /// A stage's reminder time or time to decide came: remind, escalate or expire.
     ApprovalDeadline,
+    /// A dead letter was redriven or discarded: resolve the page its alert raised.
+    ResolveAlert,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 11] = [
+    pub const ALL: [JobKind; 12] = [
         JobKind::Validate,
         JobKind::RequestApproval,
         JobKind::ExecuteGrant,
@@ -37,6 +39,7 @@ impl JobKind {
         JobKind::Notify,
         JobKind::SyncApprovals,
         JobKind::ApprovalDeadline,
+        JobKind::ResolveAlert,
     ];
 
     /// The stable wire name, also the queue name.
@@ -53,6 +56,7 @@ impl JobKind {
             JobKind::Notify => "notify",
             JobKind::SyncApprovals => "sync-approvals",
             JobKind::ApprovalDeadline => "approval-deadline",
+            JobKind::ResolveAlert => "resolve-alert",
         }
     }
 
@@ -87,7 +91,8 @@ mod tests {
                 "alert",
                 "notify",
                 "sync-approvals",
-                "approval-deadline"
+                "approval-deadline",
+                "resolve-alert"
             ]
         );
         for k in JobKind::ALL {

@@ -52,6 +52,10 @@ pub struct StackOptions {
     pub scheduler: Option<Duration>,
     /// Approvers no chat reaches get a signed link (in their ServiceNow approval record).
     pub links: bool,
+    /// Page about dead letters through the paging simulators (`grantline::demo::paging_settings`:
+    /// PagerDuty on-call and critical services, the signed webhook, the service desk's Teams
+    /// channel); on by default.
+    pub paging: bool,
 }
 
 impl Default for StackOptions {
@@ -64,6 +68,7 @@ impl Default for StackOptions {
             chat: false,
             scheduler: None,
             links: false,
+            paging: true,
         }
     }
 }
@@ -158,6 +163,9 @@ impl Stack {
                 secret: grantline_connectors::Secret::new(LINK_SECRET),
             });
             services = services.with_channels(channels);
+        }
+        if opts.paging {
+            services = services.with_pager(grantline::demo::pager(&sims).expect("pager"));
         }
         let svc = Arc::new(services);
         let ingest_cfg = grantline_ingest::IngestConfig {
@@ -453,6 +461,29 @@ impl Stack {
     /// The names of the request's audit events, in order.
     pub async fn audit_events(&self, id: &str) -> Vec<&'static str> {
         self.audit(id).await.iter().map(|r| r.event.name()).collect()
+    }
+
+    /// Every PagerDuty incident (alert) the paging simulator holds, oldest first, with its
+    /// events (`custom_details` name the request, ticket, queue and dead letter).
+    pub fn incidents(&self) -> Vec<grantline_sims::paging::Alert> {
+        self.sims.paging.state().alerts
+    }
+
+    /// The PagerDuty dedup key of a dead letter of this stack.
+    pub fn dedup_key(&self, queue: &str, dead_letter_id: &str) -> String {
+        grantline_workers::paging::dedup_key(&self.queue.config().namespace, queue, dead_letter_id)
+    }
+
+    /// Waits until an incident exists for a dead letter of `queue` (and of `request_id`, when
+    /// given); returns it.
+    pub async fn wait_incident(&self, queue: &str, request_id: Option<&str>) -> grantline_sims::paging::Alert {
+        self.wait_for(&format!("a PagerDuty incident about a {queue} dead letter"), WAIT, || async {
+            self.incidents().into_iter().find(|a| {
+                a.custom_details["queue"] == queue
+                    && request_id.is_none_or(|r| a.custom_details["request_id"] == r)
+            })
+        })
+        .await
     }
 
     pub async fn metrics(&self, queue: &str) -> QueueMetrics {

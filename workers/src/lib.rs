@@ -10,6 +10,7 @@ pub mod budget;
 pub mod channels;
 pub mod executor;
 pub mod membership;
+pub mod paging;
 pub mod policy_reload;
 pub mod record;
 pub mod runtime;

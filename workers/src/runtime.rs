@@ -70,6 +70,7 @@ pub async fn run_workers(
     let m = register!(m, svc, opts, Notify, steps::notify::run);
     let m = register!(m, svc, opts, SyncApprovals, steps::sync_approvals::run);
     let m = register!(m, svc, opts, ApprovalDeadline, steps::approval_deadline::run);
+    let m = register!(m, svc, opts, ResolveAlert, steps::resolve_alert::run);
     m.should_restart(|_ctx, _err| true)
         .shutdown_timeout(opts.shutdown_timeout)
         .run_with_signal(async move {

@@ -12,6 +12,7 @@ use crate::budget::{Budget, BudgetConfig};
 use crate::channels::Channels;
 use crate::executor::group::GroupOptions;
 use crate::executor::{Executors, GroupExecutor, MailboxExecutor};
+use crate::paging::Pager;
 
 pub use grantline_shared::Clock;
 
@@ -91,6 +92,8 @@ pub struct Services {
     pub clock: Clock,
     /// Where approvers are asked and people told.
     pub channels: Channels,
+    /// Where on-call is paged about dead letters (none: the alert is an error-level log line).
+    pub pager: Option<Arc<Pager>>,
 }
 
 impl Services {
@@ -118,6 +121,7 @@ impl Services {
             policy: PolicyHandle::new(policy),
             clock,
             channels: Channels::default(),
+            pager: None,
         }
     }
 
@@ -137,6 +141,12 @@ impl Services {
     /// Asks approvers through these channels (default: ServiceNow approval records only).
     pub fn with_channels(mut self, channels: Channels) -> Self {
         self.channels = channels;
+        self
+    }
+
+    /// Pages on-call about dead letters through this pager.
+    pub fn with_pager(mut self, pager: Pager) -> Self {
+        self.pager = Some(Arc::new(pager));
         self
     }
 

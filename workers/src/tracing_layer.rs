@@ -81,6 +81,22 @@ impl JobSpan for Alert {
     }
 }
 
+// a resolve is about a dead letter as well
+impl JobSpan for ResolveAlert {
+    fn job_span(&self) -> Span {
+        tracing::info_span!(
+            "resolve-alert",
+            otel.kind = "consumer",
+            dead_queue = %self.queue,
+            dead_letter = %self.dead_letter_id,
+            attempt = Empty,
+            job_id = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        )
+    }
+}
+
 /// The OpenTelemetry context a job's `traceparent` names (empty when it has none or it
 /// does not parse, which makes the span the root of a new trace).
 pub fn remote_parent(traceparent: Option<&str>) -> opentelemetry::Context {
@@ -227,6 +243,13 @@ mod tests {
             name(&Alert { queue: "validate".into(), job_id: "j".into(), dead_letter_id: "d".into() }),
             Alert::KIND.as_str()
         );
+        let resolve = ResolveAlert {
+            queue: "validate".into(),
+            dead_letter_id: "d".into(),
+            how: LetterClosed::Discarded,
+            by: "cli".into(),
+        };
+        assert_eq!(name(&resolve), ResolveAlert::KIND.as_str());
     }
 
     #[test]

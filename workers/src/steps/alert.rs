@@ -1,58 +1,166 @@
-//! alert: the queue enqueues one per dead letter. It marks the request failed and sends
-//! the ticket to manual intervention (or compensates first when something was changed),
-//! and raises the page (the paging connectors are configured separately; without one the
-//! alert is an error-level log line with the dead letter's id).
+//! alert: the queue enqueues one per dead letter. It looks the letter up by id, marks the
+//! request failed and sends the ticket to manual intervention (or compensates first when
+//! something was changed), then pages on-call through the configured routes
+//! (`crate::paging`), and records the page on the request's audit trail.
+//!
+//! The request's transition is committed on its own before paging, so compensation never
+//! waits for an on-call tool. Paging that fails transiently fails the job, and the queue
+//! retries it: the transition is then found done, and only the destinations that do not have
+//! the page yet are sent to. Without a pager the alert is an error-level log line.
 
 use std::sync::Arc;
 
 use apalis_core::task::data::Data;
-use grantline_queue::{Handoff, JobError};
+use grantline_queue::{Guard, Handoff, JobError, Write};
 use grantline_shared::JobKind;
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::Alert;
+use grantline_shared::record::RequestRecord;
 use grantline_shared::request::RequestState;
+use grantline_store::{Applied, Commit};
 
-use crate::record::{commit, handoff, store_error};
+use crate::paging::{self, DeadLetterPage};
+use crate::record::store_error;
 use crate::services::Services;
+
+/// How often a commit is tried again on fresh state when a concurrent change got there first.
+const COMMIT_TRIES: usize = 5;
 
 pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
     let letter = svc.queue.dead_letter(&job.queue, &job.dead_letter_id).await.map_err(super::redis_unavailable)?;
     let Some(letter) = letter else {
-        // discarded before its alert ran
+        // redriven or discarded before its alert ran
         tracing::warn!(queue = %job.queue, dead_letter = %job.dead_letter_id, "the dead letter is gone; nothing to alert");
         return Ok(Handoff::done());
     };
     let last_error = letter.errors.last().cloned();
-    tracing::error!(
-        queue = %job.queue, job_id = %job.job_id, dead_letter = %job.dead_letter_id,
-        code = last_error.as_ref().map(|e| e.code.as_str()).unwrap_or(""),
-        "ALERT: a job was dead-lettered; on-call action needed (grantline dlq list {})", job.queue
-    );
-    let Some(request_id) = letter.payload.get("request_id").and_then(|v| v.as_str()).map(str::to_owned) else {
+    let request_id = letter.payload.get("request_id").and_then(|v| v.as_str()).map(str::to_owned);
+    let mut rec = match &request_id {
+        Some(id) => grantline_store::find(&svc.queue, id).await.map_err(store_error)?,
+        None => None,
+    };
+    if let Some(r) = &rec {
+        rec = Some(fail_request(&svc, &job, &letter, r.clone()).await?);
+    }
+    let page = DeadLetterPage {
+        queue: job.queue.clone(),
+        dead_letter_id: job.dead_letter_id.clone(),
+        job_id: job.job_id.clone(),
+        attempts: letter.attempts,
+        error_code: last_error.as_ref().map(|e| e.code.clone()).unwrap_or_default(),
+        error_message: last_error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| letter.reason.clone()),
+        request_id: request_id.clone(),
+        ticket: rec.as_ref().map(|r| r.ticket.number.clone()),
+        trace_id: rec.as_ref().map(|r| r.trace_id.clone()),
+        dead_at_ms: letter.at,
+    };
+    let Some(pager) = svc.pager.clone() else {
+        tracing::error!(
+            queue = %job.queue, job_id = %job.job_id, dead_letter = %job.dead_letter_id, code = %page.error_code,
+            "ALERT (no paging destination is configured): {}", page.summary()
+        );
         return Ok(Handoff::done());
     };
-    let Some(rec) = grantline_store::find(&svc.queue, &request_id).await.map_err(store_error)? else {
-        return Ok(Handoff::done());
-    };
-    if rec.state.is_terminal() || matches!(rec.state, RequestState::Failed | RequestState::Compensating) {
+    let report = pager.page(&svc.queue, svc.now(), &page).await?;
+    if report.closed {
+        tracing::info!(queue = %job.queue, dead_letter = %job.dead_letter_id, "the dead letter was closed before it was paged about");
         return Ok(Handoff::done());
     }
-    let changed = rec.grant.as_ref().is_some_and(|g| !g.pre_existing());
-    let reason = match &last_error {
-        Some(e) => {
-            format!("{} failed for good after {} attempt(s): {} ({})", job.queue, letter.attempts, e.message, e.code)
+    if let Some(id) = &request_id {
+        let event = AuditEvent::Paged {
+            queue: job.queue.clone(),
+            dead_letter_id: job.dead_letter_id.clone(),
+            dedup_key: report.dedup_key.clone(),
+            severity: report.severity.clone(),
+            destinations: report.sent.clone(),
+            refused: report.refused.clone(),
+        };
+        audit_once(&svc, id, JobKind::Alert, &job.queue, &job.dead_letter_id, paging::AUDITED_PAGED, event).await?;
+    }
+    if report.sent.is_empty() && !report.refused.is_empty() {
+        // nobody has the page: the alert itself is dead-lettered (on the alert queue, where
+        // `grantline dlq list alert` shows it) rather than acknowledged as if someone knew
+        return Err(JobError::permanent(
+            "paging.refused",
+            format!("every destination refused the page: {}", report.refused.join("; ")),
+        ));
+    }
+    Ok(Handoff::done())
+}
+
+/// Moves the request to failed (or compensating) with the reason, once; returns the record
+/// as it is afterwards.
+async fn fail_request(
+    svc: &Services,
+    job: &Alert,
+    letter: &grantline_queue::DeadLetter,
+    mut rec: RequestRecord,
+) -> Result<RequestRecord, JobError> {
+    for _ in 0..COMMIT_TRIES {
+        if rec.state.is_terminal() || matches!(rec.state, RequestState::Failed | RequestState::Compensating) {
+            return Ok(rec);
         }
-        None => format!("{} failed for good", job.queue),
-    };
-    handoff(
-        commit(&svc, &rec, JobKind::Alert)
+        let changed = rec.grant.as_ref().is_some_and(|g| !g.pre_existing());
+        let reason = match letter.errors.last() {
+            Some(e) => format!(
+                "{} failed for good after {} attempt(s): {} ({})",
+                job.queue, letter.attempts, e.message, e.code
+            ),
+            None => format!("{} failed for good", job.queue),
+        };
+        let applied = Commit::step(&rec, JobKind::Alert, svc.now_ms())
             .event(AuditEvent::DeadLettered {
                 queue: job.queue.clone(),
                 job_id: job.job_id.clone(),
                 dead_letter_id: job.dead_letter_id.clone(),
             })
             .set(|u| u.reason(&reason))
-            .outcome(Outcome::Failed { changed_something: changed }),
-    )
+            .outcome(Outcome::Failed { changed_something: changed })
+            .apply(&svc.queue)
+            .await
+            .map_err(store_error)?;
+        rec = grantline_store::load(&svc.queue, &rec.id).await.map_err(store_error)?;
+        if let Applied::Done { .. } = applied {
+            return Ok(rec);
+        }
+    }
+    Err(JobError::transient("request.busy", format!("request {} kept changing while it was failed", rec.id)))
+}
+
+/// Appends `event` to the request's trail once per letter: the commit is guarded by the
+/// absence of `marker` in the letter's paging record and sets it.
+pub(crate) async fn audit_once(
+    svc: &Services,
+    request_id: &str,
+    kind: JobKind,
+    letter_queue: &str,
+    dead_letter_id: &str,
+    marker: &str,
+    event: AuditEvent,
+) -> Result<(), JobError> {
+    let key = paging::record_key(letter_queue, dead_letter_id);
+    for _ in 0..COMMIT_TRIES {
+        let Some(rec) = grantline_store::find(&svc.queue, request_id).await.map_err(store_error)? else {
+            return Ok(());
+        };
+        let mut conn = svc.queue.connection();
+        let done: bool = redis::AsyncCommands::hexists(&mut conn, svc.queue.namespace().key(&key), marker)
+            .await
+            .map_err(super::redis_unavailable)?;
+        if done {
+            return Ok(());
+        }
+        let applied = Commit::step(&rec, kind, svc.now_ms())
+            .event(event.clone())
+            .guard(Guard::FieldAbsent { key: key.clone(), field: marker.to_owned() })
+            .write(Write::hset(key.clone(), [(marker, "1".to_owned())]))
+            .apply(&svc.queue)
+            .await
+            .map_err(store_error)?;
+        if let Applied::Done { .. } = applied {
+            return Ok(());
+        }
+    }
+    Err(JobError::transient("request.busy", format!("request {request_id} kept changing; the audit event waits")))
 }

@@ -6,6 +6,7 @@ pub mod execute_grant;
 pub mod notify;
 pub mod remove_access;
 pub mod request_approval;
+pub mod resolve_alert;
 pub mod rollback_grant;
 pub mod schedule_removal;
 pub mod sync_approvals;
