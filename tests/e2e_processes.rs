@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,57 +12,7 @@ use std::time::Duration;
 use grantline_shared::JobKind;
 use grantline_shared::request::RequestState;
 use grantline_sims::{NewRitm, ids, snow_sys_id};
-use support::{Stack, StackOptions, TempDir, WAIT};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_grantline");
-
-struct Worker {
-    child: Child,
-    pid: u32,
-    log: std::path::PathBuf,
-}
-
-impl Worker {
-    fn spawn(stack: &Stack, dir: &TempDir, n: usize) -> Worker {
-        let log = dir.path().join(format!("worker-{n}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("worker");
-        // only what this test sets: no stray configuration from the environment
-        for (k, _) in std::env::vars() {
-            if k.starts_with("GRANTLINE") || k.starts_with("OTEL_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(stack.worker_env())
-            .env("HOSTNAME", format!("e2e-worker-{n}"))
-            .env("RUST_LOG", "info")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true);
-        let child = cmd.spawn().expect("spawn grantline worker");
-        let pid = child.id().unwrap();
-        Worker { child, pid, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status (within a deadline).
-    async fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let sent = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().unwrap();
-        assert!(sent.success(), "kill -TERM {}", self.pid);
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("worker {} did not exit within 20 s of SIGTERM:\n{}", self.pid, self.log()))
-            .unwrap();
-        (status, self.log())
-    }
-}
+use support::{Stack, StackOptions, TempDir, WAIT, WorkerProcess as Worker};
 
 /// Idle consumers wait on their queue's wake-up list with BLPOP, one connection each; a
 /// process serves every job kind, so a ready process holds one such connection per kind.

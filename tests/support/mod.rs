@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grantline_queue::server::RedisServer;
+use grantline_queue::server::{RedisCluster, RedisServer};
 use grantline_queue::{Queue, QueueConfig, QueueMetrics, RetryPolicy};
 use grantline_shared::audit::{self, AuditRecord};
 use grantline_shared::request::{RequestState, fields, keys};
@@ -52,6 +52,8 @@ pub struct StackOptions {
     pub scheduler: Option<Duration>,
     /// Approvers no chat reaches get a signed link (in their ServiceNow approval record).
     pub links: bool,
+    /// Run on a private three-master Redis Cluster instead of one redis-server.
+    pub cluster: bool,
     /// Page about dead letters through the paging simulators (`grantline::demo::paging_settings`:
     /// PagerDuty on-call and critical services, the signed webhook, the service desk's Teams
     /// channel); on by default.
@@ -68,6 +70,7 @@ impl Default for StackOptions {
             chat: false,
             scheduler: None,
             links: false,
+            cluster: false,
             paging: true,
         }
     }
@@ -92,13 +95,37 @@ pub fn sales_tenant(n: usize) -> grantline_sims::Tenant {
 pub struct Stack {
     pub ingest_url: String,
     pub http: reqwest::Client,
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     pub sims: Sims,
     pub queue: Queue,
     pub svc: Arc<Services>,
     pub policy_path: PathBuf,
     pub executors: ExecutorSettings,
     stops: Vec<oneshot::Sender<()>>,
+}
+
+/// The private Redis of a [`Stack`]: one server, or a three-master cluster.
+pub enum TestRedis {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    /// `redis://…` or `redis+cluster://…`.
+    pub fn url(&self) -> String {
+        match self {
+            TestRedis::Single(s) => s.url(),
+            TestRedis::Cluster(c) => c.url(),
+        }
+    }
+
+    /// The cluster, when the stack runs on one.
+    pub fn cluster(&mut self) -> &mut RedisCluster {
+        match self {
+            TestRedis::Cluster(c) => c,
+            TestRedis::Single(_) => panic!("this stack runs on a single redis-server"),
+        }
+    }
 }
 
 pub fn queue_config() -> QueueConfig {
@@ -136,7 +163,11 @@ impl Stack {
     }
 
     pub async fn start_opts(opts: StackOptions) -> Stack {
-        let redis = RedisServer::start().expect("redis-server");
+        let redis = if opts.cluster {
+            TestRedis::Cluster(RedisCluster::start(3, 0).expect("redis cluster"))
+        } else {
+            TestRedis::Single(RedisServer::start().expect("redis-server"))
+        };
         let mut sims_cfg = opts.sims.clone();
         // ServiceNow's doorbell authenticates as the business rule we document would
         sims_cfg.servicenow.webhook.secret_header = "X-Grantline-Secret".into();
@@ -638,4 +669,53 @@ pub fn failing_checks(decision: &serde_json::Value) -> Vec<String> {
         .filter(|c| c["status"] == "fail")
         .filter_map(|c| c["code"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// A `grantline worker` process configured only through `GRANTLINE__*` variables for a
+/// [`Stack`], its log in a file.
+pub struct WorkerProcess {
+    child: tokio::process::Child,
+    pub pid: u32,
+    log: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn spawn(stack: &Stack, dir: &TempDir, n: usize) -> WorkerProcess {
+        let log = dir.path().join(format!("worker-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantline"));
+        cmd.arg("worker");
+        // only what this test sets: no stray configuration from the environment
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GRANTLINE") || k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(stack.worker_env())
+            .env("HOSTNAME", format!("e2e-worker-{n}"))
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(file))
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawn grantline worker");
+        let pid = child.id().unwrap();
+        WorkerProcess { child, pid, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (within a deadline).
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let sent = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().unwrap();
+        assert!(sent.success(), "kill -TERM {}", self.pid);
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("worker {} did not exit within 20 s of SIGTERM:\n{}", self.pid, self.log()))
+            .unwrap();
+        (status, self.log())
+    }
 }
