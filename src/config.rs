@@ -246,7 +246,26 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.queue.lease_ms, QueueSettings::default().lease_ms, "the example documents the defaults");
         assert!(cfg.graph.is_some() && cfg.servicenow.is_some());
+        assert!(cfg.paging.enabled() && cfg.paging.destinations.len() == 4, "the example routes paging");
+        assert_eq!(cfg.queue_config().retry_policy("alert").max_attempts, cfg.paging.max_attempts);
         cfg.ingest.validate().unwrap();
+    }
+
+    #[test]
+    fn paging_validation_names_the_key() {
+        let load = |text: &str| -> Result<Config> {
+            let cfg: Config = toml::Value::Table(text.parse::<toml::Table>()?).try_into()?;
+            cfg.validate()?;
+            Ok(cfg)
+        };
+        let pd = "[paging]\ndefault = [\"oncall\"]\n[paging.destinations.oncall]\ntype = \"pagerduty\"\n";
+        let err = load(&format!("{pd}routing_key = \"too-short\"\n")).unwrap_err().to_string();
+        assert!(err.contains("paging.destinations.oncall.routing_key") && !err.contains("too-short"), "{err}");
+        let ok = load(&format!("{pd}routing_key = \"{}\"\n", "k".repeat(32))).unwrap();
+        assert_eq!(ok.paging.route("execute-grant", grantline_connectors::pagerduty::Severity::Error), ["oncall"]);
+        let slack = "[paging]\ndefault = [\"desk\"]\n[paging.destinations.desk]\ntype = \"slack_channel\"\nchannel = \"#sd\"\n";
+        let err = load(slack).unwrap_err().to_string();
+        assert!(err.contains("ingest.slack"), "{err}");
     }
 
     #[test]

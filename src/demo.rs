@@ -225,8 +225,16 @@ fn samples() -> Vec<Sample> {
                 .variable("access", "read-only")
                 .variable("justification", "working the helpdesk queue"),
         },
+        Sample {
+            label: REFUSED_WRITE_BACK,
+            ritm: NewRitm::new(&snow_sys_id(ids::GUEST_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME),
+        },
     ]
 }
+
+/// The sample whose ticket refuses grantline's write-back for good (a ServiceNow ACL says 403):
+/// the update-ticket job is dead-lettered and on-call is paged.
+const REFUSED_WRITE_BACK: &str = "Jordan (guest): write-back refused, paged";
 
 const SECRET: &str = "demo-webhook-secret-0123456789";
 const OPERATOR: &str = "demo-operator-token-0123456789";
@@ -270,7 +278,9 @@ pub async fn run(policy_path: &str) -> Result<()> {
             grantline_shared::Clock::from_fn(move || clock.now()),
             &grantline_workers::ExecutorSettings::default(),
         )?
-        .with_channels(channels(&sims)?),
+        .with_channels(channels(&sims)?)
+        // dead letters page the simulated PagerDuty (and the webhook, and the service desk)
+        .with_pager(pager(&sims)?),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx = stop_rx.clone();
@@ -327,6 +337,12 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let mut requests: Vec<(&str, String, String)> = Vec::new();
     for s in samples() {
         let created = sims.servicenow.state().create_ritm(s.ritm).map_err(|e| anyhow!("{e}"))?;
+        if s.label == REFUSED_WRITE_BACK {
+            let path = format!("/api/now/table/sc_req_item/{}", created.sys_id);
+            sims.servicenow
+                .faults()
+                .push(grantline_sims::FaultRule::respond(403).on(grantline_sims::Method::PATCH, path));
+        }
         let body = serde_json::json!({"source": "servicenow", "event": "ritm.created",
             "ritm": {"sys_id": created.sys_id, "number": created.number}});
         let resp = http
@@ -400,6 +416,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
     })
     .await?;
     print_table(&queue, &sims, &requests).await?;
+    print_pages(&queue, &sims).await?;
     where_next(&ingest_url, &queue.config().namespace, redis_kept, &requests);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
@@ -499,6 +516,34 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What on-call and the service desk received: the PagerDuty simulator's incidents and the
+/// service desk channel's cards.
+async fn print_pages(queue: &Queue, sims: &Sims) -> Result<()> {
+    // the alert of a late dead letter may still be sending
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let alerts = queue.metrics("alert").await?;
+        if alerts.ready == 0 && alerts.in_flight == 0 && alerts.delayed == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let incidents = sims.paging.state().alerts;
+    println!("\npagerduty (simulated): {} incident(s)", incidents.len());
+    for a in &incidents {
+        let status =
+            serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        println!("  #{} {status} {} dedup_key={}", a.number, a.severity, a.dedup_key);
+        println!("     {}", a.summary);
+    }
+    let desk = sims.botframework.state().channel(SERVICE_DESK_CHANNEL).map(|c| c.messages.len()).unwrap_or(0);
+    let hooks = sims.paging.state().deliveries.len();
+    println!(
+        "service desk channel \"{SERVICE_DESK_CHANNEL}\": {desk} card(s); alert webhook: {hooks} signed delivery(ies)"
+    );
+    Ok(())
 }
 
 async fn print_table(queue: &Queue, sims: &Sims, requests: &[(&str, String, String)]) -> Result<()> {

@@ -63,7 +63,9 @@ async fn a_dead_letter_pages_once_even_when_its_alert_runs_twice() {
     assert_eq!(incident.dedup_key, key);
     assert_eq!(incident.routing_key, DEMO_ROUTING_KEY, "the default route");
     assert_eq!((incident.status, incident.severity.as_str()), (AlertStatus::Triggered, "error"));
-    for part in [number.as_str(), "execute-grant", "graph.", &format!("grantline dlq retry execute-grant {letter}"), "discard"] {
+    for part in
+        [number.as_str(), "execute-grant", "graph.", &format!("grantline dlq retry execute-grant {letter}"), "discard"]
+    {
         assert!(incident.summary.contains(part), "{part:?} missing from the summary {:?}", incident.summary);
     }
     let rec = stack.record(&id).await;
@@ -76,7 +78,11 @@ async fn a_dead_letter_pages_once_even_when_its_alert_runs_twice() {
     // the alert job runs again (a second copy of it): nothing is sent twice
     let again = grantline_queue::NewJob::new(
         "alert",
-        &Alert { queue: "execute-grant".into(), job_id: d["job_id"].as_str().unwrap().into(), dead_letter_id: letter.clone() },
+        &Alert {
+            queue: "execute-grant".into(),
+            job_id: d["job_id"].as_str().unwrap().into(),
+            dead_letter_id: letter.clone(),
+        },
     )
     .unwrap();
     stack.queue.push(again).await.unwrap();
@@ -212,7 +218,9 @@ async fn redriving_the_letter_resolves_the_incident_everywhere() {
     assert!(card_text(&cards[1]).contains("redriven") && card_text(&cards[1]).contains(&number));
 
     // closing it again (the command run twice) queues nothing new and resolves nothing twice
-    assert!(grantline::dlq::close(&stack.queue, "execute-grant", &letter, LetterClosed::Redriven).await.unwrap().is_none());
+    assert!(
+        grantline::dlq::close(&stack.queue, "execute-grant", &letter, LetterClosed::Redriven).await.unwrap().is_none()
+    );
     let m = stack.wait_queue_idle("resolve-alert", false).await;
     assert_eq!((m.enqueued_total, m.completed_total), (1, 1), "{m:?}");
     assert_eq!(enqueue_posts(&stack, &key, "resolve").len(), 1);
@@ -334,6 +342,9 @@ async fn dlq_list_pages_through_every_letter() {
     assert_eq!(next[0]["job_id"], "job-0010");
     assert_eq!(next[599]["job_id"], "job-0609");
     let tail = list(Some(all[1230]["id"].as_str().unwrap().to_owned()), None).await;
-    assert_eq!(tail.iter().map(|l| l["job_id"].as_str().unwrap()).collect::<Vec<_>>(), ["job-1231", "job-1232", "job-1233"]);
+    assert_eq!(
+        tail.iter().map(|l| l["job_id"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["job-1231", "job-1232", "job-1233"]
+    );
     stack.shutdown().await;
 }

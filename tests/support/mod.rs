@@ -510,8 +510,7 @@ impl Stack {
     pub async fn wait_incident(&self, queue: &str, request_id: Option<&str>) -> grantline_sims::paging::Alert {
         self.wait_for(&format!("a PagerDuty incident about a {queue} dead letter"), WAIT, || async {
             self.incidents().into_iter().find(|a| {
-                a.custom_details["queue"] == queue
-                    && request_id.is_none_or(|r| a.custom_details["request_id"] == r)
+                a.custom_details["queue"] == queue && request_id.is_none_or(|r| a.custom_details["request_id"] == r)
             })
         })
         .await

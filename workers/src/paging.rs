@@ -211,7 +211,10 @@ impl PagingSettings {
             }
         }
         if self.enabled() && self.default.is_empty() {
-            return Err("paging.default must name at least one destination: the route of dead letters no other route matches".into());
+            return Err(
+                "paging.default must name at least one destination: the route of dead letters no other route matches"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -439,7 +442,8 @@ impl Pager {
                     routing_key: routing_key.clone(),
                 },
                 Destination::Webhook { url, secret } => Sender::Webhook {
-                    client: AlertWebhookClient::new(&http).map_err(|e| format!("paging.destinations.{name}: {}", e.reason))?,
+                    client: AlertWebhookClient::new(&http)
+                        .map_err(|e| format!("paging.destinations.{name}: {}", e.reason))?,
                     url: url.clone(),
                     secret: secret.clone(),
                 },
@@ -450,7 +454,9 @@ impl Pager {
                 }
                 Destination::SlackChannel { channel } => {
                     let client = slack.cloned().ok_or_else(|| {
-                        format!("paging.destinations.{name}: a slack_channel destination needs the Slack app (ingest.slack)")
+                        format!(
+                            "paging.destinations.{name}: a slack_channel destination needs the Slack app (ingest.slack)"
+                        )
                     })?;
                     Sender::Slack { client, channel: channel.trim().to_owned() }
                 }
@@ -579,8 +585,10 @@ impl Pager {
             let Some(sender) = self.senders.get(&name) else { continue };
             match self.trigger(sender, &dedup, now, page).await {
                 Ok(()) => {
-                    let _: () =
-                        conn.hset(key, format!("sent:{name}"), now.as_millisecond()).await.map_err(redis_unavailable)?;
+                    let _: () = conn
+                        .hset(key, format!("sent:{name}"), now.as_millisecond())
+                        .await
+                        .map_err(redis_unavailable)?;
                     tracing::info!(destination = %label, dedup_key = %dedup, queue = %page.queue, dead_letter = %page.dead_letter_id, "paged");
                     report.sent.push(label);
                 }
@@ -705,7 +713,10 @@ impl Pager {
                 continue;
             }
             let Some(sender) = self.senders.get(name) else {
-                tracing::warn!(destination = name, "a paged destination is no longer configured; it cannot be resolved");
+                tracing::warn!(
+                    destination = name,
+                    "a paged destination is no longer configured; it cannot be resolved"
+                );
                 continue;
             };
             match self.send_resolve(sender, &dedup, now, &rec, letter_queue, dead_letter_id, how).await {
@@ -724,7 +735,8 @@ impl Pager {
                 Err(e) => {
                     tracing::error!(destination = %label, code = %e.code, error = %e.message, "the destination refused the resolve for good");
                     let why = format!("{}: {}", e.code, e.message);
-                    let _: () = conn.hset(key, format!("resolve_refused:{name}"), &why).await.map_err(redis_unavailable)?;
+                    let _: () =
+                        conn.hset(key, format!("resolve_refused:{name}"), &why).await.map_err(redis_unavailable)?;
                 }
             }
         }
@@ -908,7 +920,9 @@ mod tests {
         let no_ticket = DeadLetterPage { ticket: None, ..page.clone() };
         assert_eq!(pager.destinations(&no_ticket), ["oncall"]);
         let summary = page.summary();
-        for part in ["execute-grant", "RITM0010001", "graph.unavailable", "grantline dlq retry execute-grant 1-0", "discard"] {
+        for part in
+            ["execute-grant", "RITM0010001", "graph.unavailable", "grantline dlq retry execute-grant 1-0", "discard"]
+        {
             assert!(summary.contains(part), "{part} missing from {summary}");
         }
         assert_eq!(dedup_key("ns", "execute-grant", "1-0"), "grantline/ns/execute-grant/1-0");
@@ -924,7 +938,10 @@ mod tests {
             (GOOD.replace("service_desk = [\"desk\"]", "service_desk = [\"oncall\"]"), "paging.service_desk"),
             (GOOD.replace("a-long-enough-signing-secret", "short"), "paging.destinations.soc.secret"),
             (
-                GOOD.replace("https://prod.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=abc", "ftp://x?sig=abc"),
+                GOOD.replace(
+                    "https://prod.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=abc",
+                    "ftp://x?sig=abc",
+                ),
                 "paging.destinations.desk.url",
             ),
         ];
