@@ -348,3 +348,54 @@ async fn dlq_list_pages_through_every_letter() {
     );
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_closed_before_its_alert_ran_pages_nobody() {
+    use grantline_workers::paging::DeadLetterPage;
+    let stack = Stack::start_opts(support::StackOptions { workers: false, ..Default::default() }).await;
+    let pager = grantline::demo::pager(&stack.sims).unwrap();
+    let page = DeadLetterPage {
+        queue: "execute-grant".into(),
+        dead_letter_id: "1700000000000-0".into(),
+        job_id: "job-1".into(),
+        attempts: 4,
+        error_code: "graph.unavailable".into(),
+        error_message: "Graph answered 503".into(),
+        request_id: None,
+        ticket: Some("RITM0099999".into()),
+        trace_id: None,
+        dead_at_ms: 1_700_000_000_000,
+    };
+    let now = stack.svc.now();
+    // the operator discards the letter while its alert waits: the resolve finds nothing sent
+    let resolved =
+        pager.resolve(&stack.queue, now, &page.queue, &page.dead_letter_id, LetterClosed::Discarded).await.unwrap();
+    assert!(resolved.resolved.is_empty(), "{resolved:?}");
+    // the alert runs afterwards and pages nobody
+    let report = pager.page(&stack.queue, now, &page).await.unwrap();
+    assert!(report.closed && report.sent.is_empty(), "{report:?}");
+    assert!(stack.incidents().is_empty());
+    assert!(stack.sims.paging.state().deliveries.is_empty());
+    assert!(service_desk_cards(&stack).is_empty());
+
+    // an open letter pages; a second alert sends nothing; the resolve resolves everything once
+    let open = DeadLetterPage { dead_letter_id: "1700000000001-0".into(), ..page.clone() };
+    let first = pager.page(&stack.queue, now, &open).await.unwrap();
+    let second = pager.page(&stack.queue, now, &open).await.unwrap();
+    assert_eq!(first.sent, second.sent);
+    assert_eq!(first.sent.len(), 3, "{first:?}");
+    assert_eq!(stack.incidents().len(), 1);
+    assert_eq!(stack.incidents()[0].events.len(), 1);
+    let r = pager.resolve(&stack.queue, now, &open.queue, &open.dead_letter_id, LetterClosed::Redriven).await.unwrap();
+    assert_eq!(r.resolved.len(), 3, "{r:?}");
+    let again =
+        pager.resolve(&stack.queue, now, &open.queue, &open.dead_letter_id, LetterClosed::Redriven).await.unwrap();
+    assert_eq!(again.resolved.len(), 3);
+    assert_eq!(stack.incidents()[0].status, AlertStatus::Resolved);
+    assert_eq!(enqueue_posts(&stack, &first.dedup_key, "resolve").len(), 1, "resolved once");
+    // after the resolve, an alert that runs late opens nothing new
+    let late = pager.page(&stack.queue, now, &open).await.unwrap();
+    assert!(late.closed);
+    assert_eq!(stack.incidents().len(), 1);
+    stack.shutdown().await;
+}

@@ -395,7 +395,8 @@ pub struct PageReport {
     pub sent: Vec<String>,
     /// The destinations that refused it for good, with the reason.
     pub refused: Vec<String>,
-    /// The letter was closed before anything was sent: nobody was paged.
+    /// The letter was redriven or discarded before this alert ran: nothing new was sent
+    /// (`sent` lists what earlier attempts sent).
     pub closed: bool,
 }
 
@@ -552,7 +553,12 @@ impl Pager {
             PageReport { dedup_key: dedup.clone(), severity: severity.as_str().to_owned(), ..PageReport::default() };
         let mut conn = queue.connection();
         let rec: HashMap<String, String> = conn.hgetall(key).await.map_err(redis_unavailable)?;
-        if rec.contains_key("closed") && !rec.keys().any(|k| k.starts_with("sent:")) {
+        if rec.contains_key("closed") {
+            // redriven or discarded already: no new page; report what was sent before
+            let mut sent: Vec<String> =
+                rec.keys().filter_map(|k| k.strip_prefix("sent:")).map(|n| self.label(n)).collect();
+            sent.sort_unstable();
+            report.sent = sent;
             report.closed = true;
             return Ok(report);
         }

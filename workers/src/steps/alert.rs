@@ -63,7 +63,7 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
         return Ok(Handoff::done());
     };
     let report = pager.page(&svc.queue, svc.now(), &page).await?;
-    if report.closed {
+    if report.closed && report.sent.is_empty() {
         tracing::info!(queue = %job.queue, dead_letter = %job.dead_letter_id, "the dead letter was closed before it was paged about");
         return Ok(Handoff::done());
     }
@@ -78,7 +78,7 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
         };
         audit_once(&svc, id, JobKind::Alert, &job.queue, &job.dead_letter_id, paging::AUDITED_PAGED, event).await?;
     }
-    if report.sent.is_empty() && !report.refused.is_empty() {
+    if report.sent.is_empty() && !report.refused.is_empty() && !report.closed {
         // nobody has the page: the alert itself is dead-lettered (on the alert queue, where
         // `grantline dlq list alert` shows it) rather than acknowledged as if someone knew
         return Err(JobError::permanent(
