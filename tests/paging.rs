@@ -399,3 +399,47 @@ async fn a_letter_closed_before_its_alert_ran_pages_nobody() {
     assert_eq!(stack.incidents().len(), 1);
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_service_desk_channel_is_told_and_told_of_the_resolve() {
+    use grantline_sims::slack::APPROVALS_CHANNEL;
+    use grantline_workers::paging::{DeadLetterPage, Destination, Pager};
+    let stack = Stack::start_opts(support::StackOptions { workers: false, ..Default::default() }).await;
+    let mut settings = grantline::demo::paging_settings(&stack.sims);
+    settings
+        .destinations
+        .insert("desk-slack".into(), Destination::SlackChannel { channel: format!("#{APPROVALS_CHANNEL}") });
+    settings.service_desk = vec!["desk-slack".into()];
+    let slack = grantline_connectors::slack::SlackClient::new(&grantline::demo::slack_config(&stack.sims)).unwrap();
+    assert!(Pager::new(&settings, None).unwrap_err().contains("ingest.slack"), "a Slack channel needs the Slack app");
+    let pager = Pager::new(&settings, Some(&slack)).unwrap();
+    let page = DeadLetterPage {
+        queue: "update-ticket".into(),
+        dead_letter_id: "1700000000002-0".into(),
+        job_id: "job-2".into(),
+        attempts: 1,
+        error_code: "servicenow.forbidden".into(),
+        error_message: "servicenow answered HTTP 403".into(),
+        request_id: Some("req-2".into()),
+        ticket: Some("RITM0012345".into()),
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        dead_at_ms: 1_700_000_000_000,
+    };
+    let now = stack.svc.now();
+    let report = pager.page(&stack.queue, now, &page).await.unwrap();
+    assert!(report.sent.contains(&"slack_channel:desk-slack".to_owned()), "{report:?}");
+    pager.page(&stack.queue, now, &page).await.unwrap();
+    let messages = stack.sims.slack.state().messages(APPROVALS_CHANNEL);
+    assert_eq!(messages.len(), 1, "told once: {messages:#?}");
+    let text = messages[0].text().to_owned();
+    for part in
+        ["RITM0012345", "update-ticket", "servicenow.forbidden", "grantline dlq retry update-ticket 1700000000002-0"]
+    {
+        assert!(text.contains(part), "{part:?} missing from {text}");
+    }
+    pager.resolve(&stack.queue, now, &page.queue, &page.dead_letter_id, LetterClosed::Discarded).await.unwrap();
+    let messages = stack.sims.slack.state().messages(APPROVALS_CHANNEL);
+    assert_eq!(messages.len(), 2);
+    assert!(messages[1].text().contains("discarded") && messages[1].text().contains("RITM0012345"), "{messages:#?}");
+    stack.shutdown().await;
+}
