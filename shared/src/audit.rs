@@ -176,6 +176,30 @@ pub enum AuditEvent {
         how: String,
         destinations: Vec<String>,
     },
+    /// The request was cancelled before anything was granted (by an operator, or because the
+    /// person left); `from_state` is where it stood.
+    RequestCancelled {
+        reason: String,
+        from_state: String,
+    },
+    /// Removal of the request's access now was asked for (`revoked`, `offboarding`).
+    RemovalRequested {
+        trigger: String,
+        reason: String,
+    },
+    /// A later end was asked for: the request went back to approval for it.
+    ExtensionRequested {
+        until_ms: u64,
+        previous_end_ms: u64,
+        reason: String,
+    },
+    /// The extension was decided: approved (the removal moves to `end_ms`) or not (the
+    /// original end, `end_ms`, stands).
+    ExtensionDecided {
+        approved: bool,
+        end_ms: u64,
+        how: String,
+    },
 }
 
 impl AuditEvent {
@@ -206,6 +230,10 @@ impl AuditEvent {
             AuditEvent::DeadLettered { .. } => "dead_lettered",
             AuditEvent::Paged { .. } => "paged",
             AuditEvent::PageResolved { .. } => "page_resolved",
+            AuditEvent::RequestCancelled { .. } => "request_cancelled",
+            AuditEvent::RemovalRequested { .. } => "removal_requested",
+            AuditEvent::ExtensionRequested { .. } => "extension_requested",
+            AuditEvent::ExtensionDecided { .. } => "extension_decided",
         }
     }
 }
@@ -409,9 +437,13 @@ mod tests {
                 how: "redriven".into(),
                 destinations: vec!["pagerduty:oncall".into()],
             },
+            AuditEvent::RequestCancelled { reason: "r".into(), from_state: "awaiting_approval".into() },
+            AuditEvent::RemovalRequested { trigger: "revoked".into(), reason: "r".into() },
+            AuditEvent::ExtensionRequested { until_ms: 2, previous_end_ms: 1, reason: "r".into() },
+            AuditEvent::ExtensionDecided { approved: true, end_ms: 2, how: "approved".into() },
         ];
         // a new variant must be added above
-        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 24);
+        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 28);
         for event in events {
             let r = AuditRecord { event, ..rec(1) };
             let (fields, _) = entry(GENESIS, &r).unwrap();

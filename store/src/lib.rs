@@ -33,6 +33,7 @@ pub use grantline_shared::record;
 pub mod decision;
 pub mod doors;
 pub mod index;
+pub mod lifecycle;
 pub mod trail;
 
 /// Why the store could not do what was asked.

@@ -63,6 +63,18 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             .await
             .map_err(redis_unavailable)?
             .is_some();
+        // the marker is also the sign that execution started: an operator's cancel is guarded
+        // by its absence, so a request read before a cancel is read again now
+        if load(&svc, JobKind::ExecuteGrant, &rec.id).await?.is_none() {
+            if first_attempt {
+                let _: () = redis::cmd("DEL")
+                    .arg(svc.queue.namespace().key(&ledger))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_unavailable)?;
+            }
+            return Ok(Handoff::done());
+        }
         // what an earlier attempt learned of the access before it wrote (it may have been
         // cut short by a crash, or its commit lost a race with another writer of the record)
         let learned: Option<bool> = if first_attempt {
@@ -166,5 +178,5 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
 
 /// The effect-ledger key of this step's change to one access (relative to the namespace).
 fn ledger_key(request_id: &str, access: &str) -> String {
-    format!("ledger:{request_id}:execute-grant:{access}")
+    grantline_store::lifecycle::grant_ledger_key(request_id, access)
 }
