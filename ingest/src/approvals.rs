@@ -47,6 +47,8 @@ pub fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Approved => "approved",
         Outcome::Rejected => "rejected",
         Outcome::StageApproved { .. } => "stage_approved",
+        Outcome::Extended { .. } => "extended",
+        Outcome::ExtensionRefused { .. } => "extension_refused",
         _ => "counted",
     }
 }

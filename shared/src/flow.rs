@@ -55,6 +55,13 @@ pub enum Outcome {
     Failed { changed_something: bool },
     /// rollback-grant undid what the request changed.
     RolledBack,
+    /// An operator asked for a later end of an active grant: back to approval for it (the
+    /// access stays until a decision).
+    ExtensionRequested,
+    /// The extension was approved: the removal moves to `until_ms`.
+    Extended { until_ms: u64 },
+    /// The extension was rejected or not decided in time: the original end, `end_ms`, stands.
+    ExtensionRefused { end_ms: u64 },
 }
 
 /// A job the outcome calls for.
@@ -166,6 +173,26 @@ pub fn next(outcome: Outcome) -> Transition {
             t(Some(S::Failed), &[UpdateTicket(TicketUpdate::ManualIntervention)])
         }
         Outcome::RolledBack => t(Some(S::RolledBack), &[UpdateTicket(TicketUpdate::ManualIntervention)]),
+        Outcome::ExtensionRequested => t(
+            Some(S::AwaitingApproval),
+            &[UpdateTicket(TicketUpdate::ExtensionRequested), Notify(NotifyWhat::Ask { stage: 0 })],
+        ),
+        Outcome::Extended { until_ms } => t(
+            Some(S::Active),
+            &[
+                RemoveAccess { trigger: RemovalTrigger::Expiry, at_ms: Some(until_ms) },
+                UpdateTicket(TicketUpdate::Extended),
+                Notify(NotifyWhat::Update),
+            ],
+        ),
+        Outcome::ExtensionRefused { end_ms } => t(
+            Some(S::Active),
+            &[
+                RemoveAccess { trigger: RemovalTrigger::Expiry, at_ms: Some(end_ms) },
+                UpdateTicket(TicketUpdate::ExtensionRefused),
+                Notify(NotifyWhat::Update),
+            ],
+        ),
     }
 }
 
@@ -262,6 +289,21 @@ mod tests {
                 vec![UpdateTicket(TicketUpdate::ManualIntervention)],
             ),
             (Outcome::RolledBack, Some(S::RolledBack), vec![UpdateTicket(TicketUpdate::ManualIntervention)]),
+            (
+                Outcome::ExtensionRequested,
+                Some(S::AwaitingApproval),
+                vec![UpdateTicket(TicketUpdate::ExtensionRequested), Notify(NotifyWhat::Ask { stage: 0 })],
+            ),
+            (
+                Outcome::Extended { until_ms: 9 },
+                Some(S::Active),
+                vec![expiry, UpdateTicket(TicketUpdate::Extended), Notify(NotifyWhat::Update)],
+            ),
+            (
+                Outcome::ExtensionRefused { end_ms: 9 },
+                Some(S::Active),
+                vec![expiry, UpdateTicket(TicketUpdate::ExtensionRefused), Notify(NotifyWhat::Update)],
+            ),
         ];
         for (outcome, state, jobs) in cases {
             assert_eq!(next(outcome), Transition { state, next: jobs }, "{outcome:?}");
@@ -293,6 +335,9 @@ mod tests {
             Outcome::Failed { changed_something: true },
             Outcome::ApprovalRequested,
             Outcome::Escalated { stage: 0 },
+            Outcome::ExtensionRequested,
+            Outcome::Extended { until_ms: 1 },
+            Outcome::ExtensionRefused { end_ms: 1 },
         ];
         for o in outcomes {
             let tr = next(o);

@@ -229,6 +229,8 @@ pub async fn decide(
             Err(StoreError::Record(RecordError::NotFound { .. })) => return Ok(None),
             Err(e) => return Err(e),
         };
+        // a granted request awaiting approval is deciding an extension of its end
+        let extension = crate::lifecycle::pending_extension(queue, &rec).await?;
         let commit = Commit::new(&rec, actor, now_ms);
         let (commit, counted) = match judge(&rec, ballot) {
             Err(refusal) => {
@@ -259,14 +261,22 @@ pub async fn decide(
                     reference: ballot.reference.clone(),
                 });
                 let plan = rec.decision.as_ref().and_then(|d| d.plan());
-                let mut c = commit
+                let c = commit
                     .event(AuditEvent::ApprovalRecorded {
                         approver: ballot.display.clone(),
                         approve: ballot.approve,
                         comment: ballot.comment.clone(),
                     })
-                    .set(|u| u.approvals(&approvals))
-                    .outcome(outcome);
+                    .set(|u| u.approvals(&approvals));
+                let how = if ballot.approve { "approved" } else { "rejected" };
+                let (c, outcome) = match &extension {
+                    Some(ext) => (
+                        crate::lifecycle::settle_extension(c, ext, outcome, how),
+                        crate::lifecycle::extension_outcome(ext, outcome),
+                    ),
+                    None => (c.outcome(outcome), outcome),
+                };
+                let mut c = c;
                 c = match (outcome, plan) {
                     (Outcome::StageApproved { next }, Some(plan)) => {
                         let clock = ApprovalClock::start(next, now_ms);

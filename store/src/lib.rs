@@ -222,6 +222,11 @@ impl<'a> Commit<'a> {
         self
     }
 
+    /// The id of the request it changes.
+    pub fn request_id(&self) -> &str {
+        &self.rec.id
+    }
+
     /// The state the record will have once applied.
     pub fn new_state(&self) -> RequestState {
         self.outcome.and_then(|o| flow::next(o).state).unwrap_or(self.rec.state)

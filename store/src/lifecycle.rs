@@ -164,6 +164,13 @@ pub async fn cancel(
         if !CANCELLABLE.contains(&rec.state) {
             return Err(not_cancellable(&rec));
         }
+        if rec.grant.is_some() {
+            // awaiting approval of an extension: the access is there
+            return Err(LifecycleError::refused(
+                codes::ALREADY_EXECUTING,
+                format!("request {} holds a grant (an extension is waiting for approval); revoke it instead", rec.id),
+            ));
+        }
         let why = if reason.is_empty() { format!("cancelled by {actor}") } else { format!("cancelled by {actor}: {reason}") };
         let mut c = Commit::new(&rec, actor, now_ms)
             .event(AuditEvent::RequestCancelled { reason: reason.clone(), from_state: rec.state.as_str().to_owned() })
@@ -256,6 +263,223 @@ pub async fn remove_now(
         match c.apply(queue).await? {
             Applied::Done { jobs, state } => {
                 tracing::info!(request_id, actor, trigger = trigger.as_str(), "removal requested");
+                return Ok(Changed { request_id: rec.id.clone(), state, jobs });
+            }
+            Applied::Conflict => continue,
+        }
+    }
+    Err(busy(request_id))
+}
+
+/// An extension waiting for approval, kept beside the record (`req:{id}:extension`) from the
+/// request for it until its decision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Extension {
+    /// The end asked for (ms).
+    pub until_ms: u64,
+    /// The end that stands unless the extension is approved (ms).
+    pub previous_end_ms: u64,
+    /// The audit actor who asked.
+    pub requested_by: String,
+    pub reason: String,
+    pub requested_ms: u64,
+    /// The approvals of the grant itself (the extension's own are counted afresh).
+    #[serde(default)]
+    pub previous_approvals: Vec<grantline_shared::record::ApprovalEntry>,
+}
+
+/// The key of a request's pending extension (relative to the namespace).
+pub fn extension_key(request_id: &str) -> String {
+    format!("req:{request_id}:extension")
+}
+
+/// The extension a request awaits a decision on, if any: a request awaiting approval that
+/// already holds a grant.
+pub async fn pending_extension(queue: &Queue, rec: &RequestRecord) -> Result<Option<Extension>, StoreError> {
+    if rec.state != RequestState::AwaitingApproval || rec.grant.is_none() {
+        return Ok(None);
+    }
+    let mut conn = queue.connection();
+    let raw: Option<String> =
+        redis::AsyncCommands::get(&mut conn, queue.namespace().key(&extension_key(&rec.id))).await?;
+    raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Encode(format!("extension of {}: {e}", rec.id))))
+        .transpose()
+}
+
+/// What a decision about a pending extension amounts to: approved moves the removal to the
+/// new end, rejected or expired keeps the original. Other outcomes (a stage approved, an
+/// approval counted) are returned as they are.
+pub fn extension_outcome(ext: &Extension, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Approved | Outcome::AutoApproved => Outcome::Extended { until_ms: ext.until_ms },
+        Outcome::Rejected | Outcome::ApprovalExpired => Outcome::ExtensionRefused { end_ms: ext.previous_end_ms },
+        o => o,
+    }
+}
+
+/// Applies a decision to a pending extension inside the decision's commit: the outcome as
+/// [`extension_outcome`] maps it and, once decided, the new end (or the original one), the
+/// expiring-grants index and the extension's key let go. `how`: `approved`, `rejected`,
+/// `expired`.
+pub fn settle_extension<'a>(c: Commit<'a>, ext: &Extension, outcome: Outcome, how: &str) -> Commit<'a> {
+    use grantline_queue::{Write, WriteCmd};
+    use grantline_shared::request::keys;
+    let mapped = extension_outcome(ext, outcome);
+    let end = match mapped {
+        Outcome::Extended { until_ms } => until_ms,
+        Outcome::ExtensionRefused { end_ms } => end_ms,
+        o => return c.outcome(o),
+    };
+    let approved = matches!(mapped, Outcome::Extended { .. });
+    let id = c.request_id().to_owned();
+    c.event(AuditEvent::ExtensionDecided { approved, end_ms: end, how: how.to_owned() })
+        .set(|u| u.end_ms(&end))
+        .write(Write::new(WriteCmd::ZAdd, keys::EXPIRING, [end.to_string(), id.clone()]))
+        .write(Write::new(WriteCmd::Del, extension_key(&id), Vec::<String>::new()))
+        .write(due_write(&id, None))
+        .outcome(mapped)
+}
+
+/// Why a new end is refused before anything is asked: the request must be an active
+/// time-bound grant, the end later than the current one and in the future, and within what
+/// the policy in force allows for the request's duration rule (its `max`, counted from the
+/// grant) and the requester's leave date.
+pub fn check_extension(
+    rec: &RequestRecord,
+    policy: &grantline_shared::policy::Policy,
+    until_ms: u64,
+    now_ms: u64,
+) -> Result<u64, LifecycleError> {
+    use grantline_shared::clock::{ms, timestamp};
+    if rec.state != RequestState::Active {
+        return Err(match rec.state {
+            RequestState::AwaitingApproval if rec.grant.is_some() => LifecycleError::refused(
+                codes::EXTENSION_PENDING,
+                format!("request {}: an extension is already waiting for approval", rec.id),
+            ),
+            RequestState::Completed => LifecycleError::refused(
+                codes::NOT_ACTIVE,
+                format!("request {} is a permanent grant: it has no end to extend", rec.id),
+            ),
+            s => LifecycleError::refused(
+                codes::NOT_ACTIVE,
+                format!("request {} is {s}: only an active time-bound grant can be extended", rec.id),
+            ),
+        });
+    }
+    let Some(end_ms) = rec.end_ms else {
+        return Err(LifecycleError::refused(codes::NOT_ACTIVE, format!("request {} has no end on record", rec.id)));
+    };
+    if until_ms <= end_ms || until_ms <= now_ms {
+        return Err(LifecycleError::refused(
+            codes::BAD_END,
+            format!(
+                "until must be later than the current end ({}) and in the future",
+                timestamp(end_ms)
+            ),
+        ));
+    }
+    let decision = rec.decision.as_ref();
+    let duration = decision.and_then(|d| d.duration.as_ref());
+    let start = rec.grant.as_ref().map(|g| g.granted_ms()).unwrap_or(rec.created_ms);
+    if let Some(name) = duration.and_then(|d| d.rule.as_deref()) {
+        let Some(rule) = policy.durations().iter().find(|r| r.name == name) else {
+            return Err(LifecycleError::refused(
+                codes::POLICY_REFUSED,
+                format!("the policy in force has no duration rule {name:?} (the one this grant was made under); the end cannot be extended"),
+            ));
+        };
+        if let Some(max) = rule.max {
+            let cap = ms(max.after(timestamp(start)));
+            if until_ms > cap {
+                return Err(LifecycleError::refused(
+                    codes::POLICY_REFUSED,
+                    format!(
+                        "the policy's duration rule {name:?} allows at most {max} from the grant, until {}",
+                        timestamp(cap)
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(leave) = duration.filter(|d| d.ends_on_leave_date).and_then(|d| d.not_after)
+        && until_ms > ms(leave)
+    {
+        return Err(LifecycleError::refused(
+            codes::POLICY_REFUSED,
+            format!("the access cannot outlast the requester's leave date ({leave})"),
+        ));
+    }
+    Ok(end_ms)
+}
+
+/// Asks for a later end of an active grant. The policy in force must allow it
+/// ([`check_extension`]); then the request goes back to approval under its plan (the access
+/// stays until a decision): approved, the removal moves to the new end; rejected or not
+/// decided in time, the original end stands. A grant the policy approved by rule is extended
+/// at once.
+pub async fn extend(
+    queue: &Queue,
+    request_id: &str,
+    actor: &str,
+    until_ms: u64,
+    reason: &str,
+    now_ms: u64,
+    policy: &grantline_shared::policy::Policy,
+) -> Result<Changed, LifecycleError> {
+    use grantline_queue::{Write, WriteCmd};
+    use grantline_shared::clock::timestamp;
+    use grantline_shared::record::ApprovalClock;
+    let reason = clean_reason(reason);
+    for _ in 0..ATTEMPTS {
+        let rec = load(queue, request_id).await?;
+        let end_ms = check_extension(&rec, policy, until_ms, now_ms)?;
+        let ext = Extension {
+            until_ms,
+            previous_end_ms: end_ms,
+            requested_by: actor.to_owned(),
+            reason: reason.clone(),
+            requested_ms: now_ms,
+            previous_approvals: rec.approvals.clone(),
+        };
+        let plan = rec.decision.as_ref().and_then(|d| d.plan()).filter(|p| !p.stages.is_empty());
+        // each extension gets its own notes on the ticket
+        let noted: Vec<String> = rec
+            .noted
+            .iter()
+            .filter(|n| !["extension_requested", "extended", "extension_refused"].contains(&n.as_str()))
+            .cloned()
+            .collect();
+        let c = Commit::new(&rec, actor, now_ms)
+            .event(AuditEvent::ExtensionRequested { until_ms, previous_end_ms: end_ms, reason: reason.clone() })
+            .set(|u| u.noted(&noted));
+        let c = match plan {
+            Some(plan) => {
+                let why = match reason.is_empty() {
+                    true => format!("Extension to {} requested by {actor}", timestamp(until_ms)),
+                    false => format!("Extension to {} requested by {actor}: {reason}", timestamp(until_ms)),
+                };
+                let clock = ApprovalClock::start(0, now_ms);
+                let due = clock.next_due_ms(plan);
+                let body = serde_json::to_string(&ext).map_err(|e| StoreError::Encode(e.to_string()))?;
+                c.set(|u| {
+                    u.reason(&why).approvals(&Vec::new()).approval_clock(&clock).asked_ms(&now_ms)
+                })
+                .write(Write::new(WriteCmd::Set, extension_key(&rec.id), [body]))
+                .write(due_write(&rec.id, due))
+                .outcome(Outcome::ExtensionRequested)
+            }
+            // approved by a rule: the rule approves the extension too
+            None => settle_extension(
+                c.set(|u| u.reason(&format!("extended by {actor} (approved by rule)"))),
+                &ext,
+                Outcome::AutoApproved,
+                "rule",
+            ),
+        };
+        match c.apply(queue).await? {
+            Applied::Done { jobs, state } => {
+                tracing::info!(request_id, actor, until_ms, "extension requested");
                 return Ok(Changed { request_id: rec.id.clone(), state, jobs });
             }
             Applied::Conflict => continue,

@@ -37,6 +37,12 @@ pub enum TicketUpdate {
     Removed,
     /// Something failed for good: manual intervention.
     ManualIntervention,
+    /// An operator asked for a later end: note it and who decides.
+    ExtensionRequested,
+    /// The extension was approved: note the new end.
+    Extended,
+    /// The extension was not approved: note that the original end stands.
+    ExtensionRefused,
 }
 
 impl TicketUpdate {
@@ -52,6 +58,9 @@ impl TicketUpdate {
             TicketUpdate::Granted => "granted",
             TicketUpdate::Removed => "removed",
             TicketUpdate::ManualIntervention => "manual_intervention",
+            TicketUpdate::ExtensionRequested => "extension_requested",
+            TicketUpdate::Extended => "extended",
+            TicketUpdate::ExtensionRefused => "extension_refused",
         }
     }
 }

@@ -73,6 +73,20 @@ pub async fn run(job: ApprovalDeadline, svc: Data<Arc<Services>>) -> Result<Hand
                     .outcome(Outcome::Escalated { stage: pending }),
             );
         }
+        // an extension not decided in time: the original end stands
+        if let Some(ext) = grantline_store::lifecycle::pending_extension(&svc.queue, &rec)
+            .await
+            .map_err(crate::record::store_error)?
+        {
+            tracing::info!(request_id = %rec.id, stage = pending, "extension not decided in time");
+            let reason = format!("{within}; the extension expired");
+            return handoff(grantline_store::lifecycle::settle_extension(
+                c.event(AuditEvent::ApprovalExpired { stage: pending, reason: within }).set(|u| u.reason(&reason)),
+                &ext,
+                Outcome::ApprovalExpired,
+                "expired",
+            ));
+        }
         tracing::info!(request_id = %rec.id, stage = pending, "approval expired");
         let reason = format!("{within}; the request expired and nothing was granted");
         return handoff(

@@ -9,7 +9,7 @@ use apalis_core::task::data::Data;
 use grantline_queue::{Handoff, JobError, Write, WriteCmd};
 use grantline_shared::JobKind;
 use grantline_shared::flow::Outcome;
-use grantline_shared::jobs::RemoveAccess;
+use grantline_shared::jobs::{RemovalTrigger, RemoveAccess};
 use grantline_shared::request::keys;
 
 use crate::membership::{MembershipLock, forget_write, let_go, locked};
@@ -20,6 +20,12 @@ pub async fn run(job: RemoveAccess, svc: Data<Arc<Services>>) -> Result<Handoff,
     let Some(rec) = load(&svc, JobKind::RemoveAccess, &job.request_id).await? else {
         return Ok(Handoff::done());
     };
+    // an extension moved the end past this expiry removal: the removal at the new end stands
+    // (a few seconds of tolerance for clocks; the scheduler's sweep is the safety net)
+    if job.trigger == RemovalTrigger::Expiry && rec.end_ms.is_some_and(|end| end > svc.now_ms() + 5_000) {
+        tracing::info!(request_id = %rec.id, "the grant's end moved later; this removal is not due");
+        return Ok(Handoff::done());
+    }
     let grant = rec.grant().map_err(|e| store_error(e.into()))?.clone();
     let key = grant.access_key();
     let lock = MembershipLock::acquire(&svc.queue, &key, &rec.id, JobKind::RemoveAccess.as_str()).await?;

@@ -145,6 +145,21 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
             patch.state = Some(ritm_state::WORK_IN_PROGRESS.into());
             format!("Manual intervention needed: {reason}")
         }
+        TicketUpdate::ExtensionRequested => {
+            let who = decision
+                .and_then(|d| d.plan())
+                .map(|p| p.stages.iter().map(stage_summary).collect::<Vec<_>>().join(" then "))
+                .unwrap_or_default();
+            format!("{reason}. The access stays until its current end unless approved. Waiting for approval: {who}")
+        }
+        TicketUpdate::Extended => {
+            let until = end.map(ms_to_text).unwrap_or_default();
+            format!("Extension approved ({approved_by}): the access now ends {until}.")
+        }
+        TicketUpdate::ExtensionRefused => {
+            let until = end.map(ms_to_text).unwrap_or_default();
+            format!("Extension not approved ({reason}): the access still ends {until}.")
+        }
     };
     (marker.clone(), RitmPatch { work_notes: Some(format!("{marker} {body} ({trace})")), ..patch })
 }
