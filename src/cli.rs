@@ -64,6 +64,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Requests: list, show, and the operator's lifecycle actions (cancel, revoke, extend),
+    /// each audited with `operator.identity`.
+    Requests {
+        #[command(subcommand)]
+        cmd: crate::requests_cmd::RequestsCmd,
+    },
     /// Policy tooling: check, explain, test.
     Policy {
         #[command(subcommand)]
@@ -291,6 +297,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Scheduler => {
             let q = queue(&cfg).await?;
             grantline_scheduler::run(q, Default::default(), shutdown_signal()).await?;
+        }
+        Command::Requests { cmd } => {
+            let q = queue(&cfg).await?;
+            return crate::requests_cmd::run(&cfg, &q, cmd).await;
         }
         Command::Queues { json } => {
             let q = queue(&cfg).await?;
@@ -563,7 +573,7 @@ fn policy_cmd(cmd: &PolicyCmd) -> Result<ExitCode> {
 
 /// The HTTP edge's state: the queue, and the directory that proves approvers' identities.
 fn ingest_state(cfg: &Config, q: grantline_queue::Queue) -> Result<grantline_ingest::AppState> {
-    let mut state = grantline_ingest::AppState::new(q, cfg.ingest.clone());
+    let mut state = grantline_ingest::AppState::new(q, cfg.ingest.clone()).with_policy_file(&cfg.policy.path);
     if let Some(graph) = &cfg.graph {
         state = state.with_directory(grantline_connectors::GraphClient::new(graph)?);
     }

@@ -29,6 +29,17 @@ pub struct Config {
     pub notify: grantline_workers::channels::NotifySettings,
     /// Who is paged about dead letters, by job kind and severity.
     pub paging: grantline_workers::paging::PagingSettings,
+    /// The operator the `requests` commands act as (audited as `operator:<identity>`).
+    pub operator: OperatorSettings,
+}
+
+/// `[operator]`: the identity of whoever runs the operator commands of this configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorSettings {
+    /// `operator.identity`: a name or UPN (`alice@contoso.com`); required by `requests cancel`,
+    /// `revoke` and `extend`, which refuse to act for nobody.
+    pub identity: String,
 }
 
 impl Default for Config {
@@ -45,6 +56,7 @@ impl Default for Config {
             executors: grantline_workers::ExecutorSettings::default(),
             notify: grantline_workers::channels::NotifySettings::default(),
             paging: grantline_workers::paging::PagingSettings::default(),
+            operator: OperatorSettings::default(),
         }
     }
 }

@@ -8,4 +8,5 @@ pub mod demo;
 pub mod dlq;
 pub mod evidence;
 pub mod narrative;
+pub mod requests_cmd;
 pub mod telemetry;

@@ -47,6 +47,8 @@ pub mod codes {
     pub const APPROVAL_DIRECTORY_UNAVAILABLE: &str = "approval.directory_unavailable";
     pub const ROUTE_NOT_FOUND: &str = "route.not_found";
     pub const METHOD_NOT_ALLOWED: &str = "request.method_not_allowed";
+    /// The edge has no policy file to check an extension against (or it cannot be loaded).
+    pub const POLICY_UNAVAILABLE: &str = "policy.unavailable";
     /// Redis (the request store) is unreachable: nothing was accepted; retry later.
     pub const SERVICE_UNAVAILABLE: &str = "service.unavailable";
     pub const INTERNAL: &str = "internal.error";

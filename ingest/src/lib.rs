@@ -18,6 +18,9 @@
 //!   (`Authorization: Bearer <operator token>`). A decision is the operator's own (its
 //!   configured directory identity) or names the approver in `on_behalf_of`; either way the
 //!   approver is proved against the directory and judged by the plan.
+//! - `GET /v1/requests?state=&ticket=&limit=&after=`, `GET /v1/tickets/{number}/request`,
+//!   `POST /v1/requests/{id}/cancel|revoke|extend`: the operator's lifecycle commands
+//!   ([`operator`]), same token, each audited with the operator's id.
 //! - `POST /v1/teams/messages`: the Teams bot's messaging endpoint (Bot Framework token verified;
 //!   approval card clicks answered with the replaced card). 404 unless `ingest.teams` is set.
 //! - `POST /v1/slack/interactions`: the Slack app's Request URL (signature, 5-minute window and
@@ -31,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod operator;
 pub mod requests;
 pub mod slack;
 pub mod state;
@@ -80,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(slack::routes())
         .merge(web::routes())
         .merge(status::routes())
+        .merge(operator::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

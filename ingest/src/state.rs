@@ -27,6 +27,9 @@ pub struct AppState {
     pub slack: Option<Arc<crate::slack::SlackDoor>>,
     /// The signed-link approval page, when configured.
     pub web: Option<Arc<crate::web::WebDoor>>,
+    /// The policy file extensions are checked against (read at each extension, so it is the
+    /// file in force).
+    pub policy_file: Option<Arc<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,7 +50,14 @@ impl AppState {
             teams: None,
             slack: None,
             web: None,
+            policy_file: None,
         }
+    }
+
+    /// Checks operator extensions against this policy file.
+    pub fn with_policy_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.policy_file = Some(Arc::new(path.into()));
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {

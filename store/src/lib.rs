@@ -35,6 +35,7 @@ pub mod doors;
 pub mod index;
 pub mod lifecycle;
 pub mod trail;
+pub mod view;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

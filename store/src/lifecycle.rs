@@ -487,3 +487,20 @@ pub async fn extend(
     }
     Err(busy(request_id))
 }
+
+/// Reads a new end as an operator writes it: a plain date (`2027-03-02`: through the end of
+/// that day in the policy's time zone) or an RFC 3339 instant (`2027-03-02T17:00:00Z`). The
+/// error says what is accepted.
+pub fn parse_until(text: &str, policy: &grantline_shared::policy::Policy) -> Result<u64, String> {
+    let text = text.trim();
+    let expected = "must be a date (2027-03-02, through the end of that day) or an RFC 3339 time (2027-03-02T17:00:00Z)";
+    if let Ok(date) = text.parse::<jiff::civil::Date>()
+        && text.len() == 10
+    {
+        return policy.end_of_day(date).map(grantline_shared::clock::ms).ok_or_else(|| expected.to_owned());
+    }
+    match text.parse::<jiff::Timestamp>() {
+        Ok(t) if t.as_millisecond() > 0 => Ok(grantline_shared::clock::ms(t)),
+        _ => Err(format!("{text:?} {expected}")),
+    }
+}
