@@ -147,7 +147,11 @@ pub async fn execute(cfg: &Config, q: &Queue, cmd: RequestsCmd, now_ms: u64) -> 
                 return Ok(format!("{}\n", serde_json::json!({ "requests": requests, "next": page.next })));
             }
             let mut out = String::new();
-            writeln!(out, "{:<32}  {:<18} {:<12} {:<30} {:<24} created", "request", "state", "ticket", "for", "target")?;
+            writeln!(
+                out,
+                "{:<32}  {:<18} {:<12} {:<30} {:<24} created",
+                "request", "state", "ticket", "for", "target"
+            )?;
             for r in &page.requests {
                 writeln!(
                     out,
@@ -192,9 +196,8 @@ pub async fn execute(cfg: &Config, q: &Queue, cmd: RequestsCmd, now_ms: u64) -> 
             let policy = grantline_shared::policy::load_file(&cfg.policy.path).map_err(|e| anyhow!("{e}"))?;
             let until_ms = lifecycle::parse_until(&until, &policy).map_err(|e| anyhow!("--until {e}"))?;
             let id = resolve(q, &request).await?;
-            let c = lifecycle::extend(q, &id, &actor, until_ms, &reason, now_ms, &policy)
-                .await
-                .map_err(lifecycle_error)?;
+            let c =
+                lifecycle::extend(q, &id, &actor, until_ms, &reason, now_ms, &policy).await.map_err(lifecycle_error)?;
             let what = if c.state == RequestState::AwaitingApproval {
                 format!("extension to {} asked for; waiting for approval", at(until_ms))
             } else {

@@ -69,19 +69,19 @@ pub fn parse_filter(q: &HashMap<String, String>) -> Result<Filter, ApiError> {
             }
             "ticket" => f.ticket = Some(check_ticket(v)?.to_owned()),
             "limit" => {
-                f.limit = v
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?;
+                f.limit = v.trim().parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
+                })?;
             }
             "after" => {
                 index::parse_cursor(v.trim()).map_err(|e| ApiError::invalid_field("after", e.to_string()))?;
                 f.after = Some(v.trim().to_owned());
             }
             other => {
-                return Err(ApiError::invalid_field(other, "is not a parameter of this listing (state, ticket, limit, after)"));
+                return Err(ApiError::invalid_field(
+                    other,
+                    "is not a parameter of this listing (state, ticket, limit, after)",
+                ));
             }
         }
     }
@@ -125,8 +125,12 @@ pub async fn by_ticket(
     let number = check_ticket(&number)?;
     match index::by_ticket(&state.queue, number).await? {
         Some(id) => crate::requests::get_request(State(state), op, Path(id)).await,
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, codes::REQUEST_NOT_FOUND, format!("no request for ticket {number}"))
-            .with_field("ticket")),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::REQUEST_NOT_FOUND,
+            format!("no request for ticket {number}"),
+        )
+        .with_field("ticket")),
     }
 }
 
@@ -137,7 +141,10 @@ fn parse_body(raw: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiErr
     }
     let v: Value = serde_json::from_slice(raw).map_err(|_| ApiError::malformed_json())?;
     let Value::Object(obj) = v else {
-        return Err(ApiError::invalid_field(allowed.first().copied().unwrap_or("body"), "the body must be a JSON object"));
+        return Err(ApiError::invalid_field(
+            allowed.first().copied().unwrap_or("body"),
+            "the body must be a JSON object",
+        ));
     };
     for (k, v) in &obj {
         if !allowed.contains(&k.as_str()) {

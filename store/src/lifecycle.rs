@@ -139,11 +139,17 @@ fn not_cancellable(rec: &RequestRecord) -> LifecycleError {
     match rec.state {
         S::Granting | S::Granted | S::TicketUpdated | S::Active | S::Completed => LifecycleError::refused(
             codes::ALREADY_EXECUTING,
-            format!("request {} is {}: the access was granted, so it can no longer be cancelled; revoke it instead", rec.id, rec.state),
+            format!(
+                "request {} is {}: the access was granted, so it can no longer be cancelled; revoke it instead",
+                rec.id, rec.state
+            ),
         ),
         S::Failed | S::Compensating | S::RolledBack => LifecycleError::refused(
             codes::FAILED,
-            format!("request {} is {}: it failed after execution started and is handled by compensation and on-call", rec.id, rec.state),
+            format!(
+                "request {} is {}: it failed after execution started and is handled by compensation and on-call",
+                rec.id, rec.state
+            ),
         ),
         s => LifecycleError::refused(codes::FINISHED, format!("request {} is already {s}", rec.id)),
     }
@@ -171,7 +177,8 @@ pub async fn cancel(
                 format!("request {} holds a grant (an extension is waiting for approval); revoke it instead", rec.id),
             ));
         }
-        let why = if reason.is_empty() { format!("cancelled by {actor}") } else { format!("cancelled by {actor}: {reason}") };
+        let why =
+            if reason.is_empty() { format!("cancelled by {actor}") } else { format!("cancelled by {actor}: {reason}") };
         let mut c = Commit::new(&rec, actor, now_ms)
             .event(AuditEvent::RequestCancelled { reason: reason.clone(), from_state: rec.state.as_str().to_owned() })
             .set(|u| u.reason(&why))
@@ -194,7 +201,10 @@ pub async fn cancel(
                 {
                     return Err(LifecycleError::refused(
                         codes::ALREADY_EXECUTING,
-                        format!("request {}: execution has started, so it can no longer be cancelled; revoke it once granted", rec.id),
+                        format!(
+                            "request {}: execution has started, so it can no longer be cancelled; revoke it once granted",
+                            rec.id
+                        ),
                     ));
                 }
             }
@@ -373,10 +383,7 @@ pub fn check_extension(
     if until_ms <= end_ms || until_ms <= now_ms {
         return Err(LifecycleError::refused(
             codes::BAD_END,
-            format!(
-                "until must be later than the current end ({}) and in the future",
-                timestamp(end_ms)
-            ),
+            format!("until must be later than the current end ({}) and in the future", timestamp(end_ms)),
         ));
     }
     let decision = rec.decision.as_ref();
@@ -386,7 +393,9 @@ pub fn check_extension(
         let Some(rule) = policy.durations().iter().find(|r| r.name == name) else {
             return Err(LifecycleError::refused(
                 codes::POLICY_REFUSED,
-                format!("the policy in force has no duration rule {name:?} (the one this grant was made under); the end cannot be extended"),
+                format!(
+                    "the policy in force has no duration rule {name:?} (the one this grant was made under); the end cannot be extended"
+                ),
             ));
         };
         if let Some(max) = rule.max {
@@ -462,12 +471,10 @@ pub async fn extend(
                 let clock = ApprovalClock::start(0, now_ms);
                 let due = clock.next_due_ms(plan);
                 let body = serde_json::to_string(&ext).map_err(|e| StoreError::Encode(e.to_string()))?;
-                c.set(|u| {
-                    u.reason(&why).approvals(&Vec::new()).approval_clock(&clock).asked_ms(&now_ms)
-                })
-                .write(Write::new(WriteCmd::Set, extension_key(&rec.id), [body]))
-                .write(due_write(&rec.id, due))
-                .outcome(Outcome::ExtensionRequested)
+                c.set(|u| u.reason(&why).approvals(&Vec::new()).approval_clock(&clock).asked_ms(&now_ms))
+                    .write(Write::new(WriteCmd::Set, extension_key(&rec.id), [body]))
+                    .write(due_write(&rec.id, due))
+                    .outcome(Outcome::ExtensionRequested)
             }
             // approved by a rule: the rule approves the extension too
             None => settle_extension(
@@ -493,7 +500,8 @@ pub async fn extend(
 /// error says what is accepted.
 pub fn parse_until(text: &str, policy: &grantline_shared::policy::Policy) -> Result<u64, String> {
     let text = text.trim();
-    let expected = "must be a date (2027-03-02, through the end of that day) or an RFC 3339 time (2027-03-02T17:00:00Z)";
+    let expected =
+        "must be a date (2027-03-02, through the end of that day) or an RFC 3339 time (2027-03-02T17:00:00Z)";
     if let Ok(date) = text.parse::<jiff::civil::Date>()
         && text.len() == 10
     {

@@ -213,8 +213,10 @@ impl Stack {
             ..Default::default()
         };
         let directory = grantline_connectors::GraphClient::new(&grantline::demo::graph_config(&sims)).unwrap();
-        let mut state =
-            grantline_ingest::AppState::new(queue.clone(), ingest_cfg).with_clock(svc.clock.clone()).with_directory(directory);
+        let mut state = grantline_ingest::AppState::new(queue.clone(), ingest_cfg)
+            .with_clock(svc.clock.clone())
+            .with_directory(directory)
+            .with_policy_file(&opts.policy);
         if opts.chat {
             use grantline_ingest::{slack::SlackDoor, teams::TeamsDoor};
             state = state
