@@ -464,3 +464,59 @@ async fn a_rejected_extension_keeps_the_original_end() {
     assert_eq!(by_actor(&stack, &id, "operator:alice@contoso.com").await, ["extension_requested"]);
     stack.shutdown().await;
 }
+
+/// Moves the simulators' clock to the next Sunday noon in Amsterdam: outside the example
+/// policy's finance change window, so an approved Finance BI grant is deferred.
+fn set_clock_to_sunday(stack: &Stack) {
+    let tz = jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap();
+    let now = jiff::Timestamp::now();
+    let mut t = now;
+    loop {
+        let local = t.to_zoned(tz.clone());
+        if local.weekday() == jiff::civil::Weekday::Sunday && local.hour() == 12 {
+            stack.sims.clock().set_offset(t.duration_since(now));
+            return;
+        }
+        t = t.checked_add(jiff::SignedDuration::from_mins(30)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_grant_is_cancelled_unless_execution_has_started() {
+    let stack = Stack::start().await;
+    set_clock_to_sunday(&stack);
+    let (number, id) = stack.submit(finance_bi("30d")).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
+    assert_eq!(status, 200, "{body}");
+    stack.wait_state(&id, RequestState::Deferred, WAIT).await;
+    stack.wait_note(&number, "execution deferred").await;
+    settle(&stack).await;
+
+    // execute-grant marks its start before it changes anything: a cancel then is refused
+    let rec = grantline_store::load(&stack.queue, &id).await.unwrap();
+    let access = grantline_store::lifecycle::access_key(&rec).expect("the access is resolved");
+    let ledger = stack.queue.namespace().key(&grantline_store::lifecycle::grant_ledger_key(&id, &access));
+    let mut conn = stack.queue.connection();
+    let _: () = conn.set(&ledger, "1").await.unwrap();
+    let (status, body) = post(&stack, &format!("/v1/requests/{id}/cancel"), json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("request.already_executing")), "{body}");
+    assert_eq!(stack.state(&id).await, Some(RequestState::Deferred), "nothing changed");
+    let _: () = conn.del(&ledger).await.unwrap();
+
+    // before it starts, the cancel lands and a later execute-grant finds nothing to do
+    let (status, body) = post(&stack, &format!("/v1/requests/{id}/cancel"), json!({"reason": "not needed"})).await;
+    assert_eq!(status, 200, "{body}");
+    stack.wait_state(&id, RequestState::Cancelled, WAIT).await;
+    stack.wait_note(&number, "Not executed").await;
+    stack.set_clock_to_finance_business_hours();
+    let job =
+        grantline_store::job(&id, "", grantline_shared::flow::Next::ExecuteGrant { at_ms: None }, stack.svc.now_ms())
+            .unwrap();
+    stack.queue.push(job).await.unwrap();
+    stack.wait_queue_idle("execute-grant", false).await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::Cancelled));
+    assert!(!stack.sims.graph.state().is_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID), "nothing granted");
+    assert!(!stack.audit(&id).await.iter().any(|r| r.event.name() == "grant_executed"));
+    stack.shutdown().await;
+}
