@@ -234,6 +234,13 @@ async fn a_request_is_cancelled_before_execution_and_not_after_the_grant() {
     assert!(rec[fields::REASON].contains("operator:e2e") && rec[fields::REASON].contains("called off"), "{rec:?}");
     let note = stack.wait_note(&number, "Not executed").await;
     assert!(note.contains("the project was called off"), "the ticket is told why: {note}");
+    // the approval records the approvers were given in ServiceNow are closed
+    stack
+        .wait_for("approval records closed", WAIT, || async {
+            let records = stack.sims.servicenow.state().approvals(&number);
+            (!records.is_empty() && records.iter().all(|a| a["state"] == "no_longer_required")).then_some(())
+        })
+        .await;
     // nothing granted, nothing left to decide
     let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("request.not_awaiting_approval")), "{body}");
@@ -518,5 +525,29 @@ async fn a_deferred_grant_is_cancelled_unless_execution_has_started() {
     assert_eq!(stack.state(&id).await, Some(RequestState::Cancelled));
     assert!(!stack.sims.graph.state().is_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID), "nothing granted");
     assert!(!stack.audit(&id).await.iter().any(|r| r.event.name() == "grant_executed"));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_grant_whose_extension_waits_ends_both() {
+    let stack = Stack::start().await;
+    stack.set_clock_to_finance_business_hours();
+    let (number, id, end) = active_finance_bi(&stack, "30d").await;
+    let (status, body) =
+        post(&stack, &format!("/v1/requests/{id}/extend"), json!({"until": ms_text(end + 86_400_000)})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("awaiting_approval")), "{body}");
+    stack.wait_note(&number, "Extension to").await;
+
+    let (status, body) = post(&stack, &format!("/v1/requests/{id}/revoke"), json!({"reason": "moved on"})).await;
+    assert_eq!(status, 200, "{body}");
+    stack.wait_state(&id, RequestState::Removed, WAIT).await;
+    assert!(!stack.sims.graph.state().is_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID), "removed now");
+    stack.wait_note(&number, "Access revoked by an operator").await;
+    let trail = stack.audit(&id).await;
+    assert!(trail.iter().any(|r| r.actor == "operator:e2e"
+        && matches!(&r.event, AuditEvent::ExtensionDecided { approved: false, how, .. } if how == "revoked")));
+    // the extension's approvers can no longer extend anything
+    let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("request.not_awaiting_approval")), "{body}");
     stack.shutdown().await;
 }

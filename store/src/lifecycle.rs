@@ -12,7 +12,11 @@
 //! - [`remove_now`]: a granted request (`active`, `completed`) gets a `remove-access` job now,
 //!   with the trigger that says why. remove-access is ownership-aware: it never removes an
 //!   access that existed before grantline, nor one another request still holds; the ticket
-//!   is noted with the trigger.
+//!   is noted with the trigger. A grant whose extension awaits approval is removed too, the
+//!   extension ending unapproved in the same commit.
+//! - [`extend`]: a later end for an active grant, within the policy in force, back to approval
+//!   under the request's plan; the decision's commit ([`settle_extension`]) moves the removal to
+//!   the new end or keeps the original one.
 //!
 //! Both are guarded commits retried on a concurrent change, audited under the caller's actor
 //! (`operator:<id>`, `grantline:offboarding`, ...), and change nothing when refused.
@@ -256,7 +260,10 @@ pub async fn remove_now(
     let reason = clean_reason(reason);
     for _ in 0..ATTEMPTS {
         let rec = load(queue, request_id).await?;
-        if !REMOVABLE.contains(&rec.state) {
+        // a grant whose extension awaits approval: the extension ends unapproved, and the
+        // access goes now
+        let extension = pending_extension(queue, &rec).await?;
+        if !REMOVABLE.contains(&rec.state) && extension.is_none() {
             return Err(not_removable(&rec));
         }
         let why = match (trigger, reason.is_empty()) {
@@ -265,11 +272,14 @@ pub async fn remove_now(
             (t, true) => format!("{} ({actor})", t.as_str()),
             (t, false) => format!("{} ({actor}): {reason}", t.as_str()),
         };
-        let c = Commit::new(&rec, actor, now_ms)
+        let mut c = Commit::new(&rec, actor, now_ms)
             .event(AuditEvent::RemovalRequested { trigger: trigger.as_str().to_owned(), reason: reason.clone() })
             .set(|u| u.reason(&why))
             .write(due_write(&rec.id, None))
             .then(Next::RemoveAccess { trigger, at_ms: None });
+        if let Some(ext) = &extension {
+            c = settle_extension(c, ext, Outcome::Rejected, trigger.as_str());
+        }
         match c.apply(queue).await? {
             Applied::Done { jobs, state } => {
                 tracing::info!(request_id, actor, trigger = trigger.as_str(), "removal requested");
