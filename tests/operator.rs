@@ -551,3 +551,51 @@ async fn revoking_a_grant_whose_extension_waits_ends_both() {
     assert_eq!((status, body["code"].as_str()), (409, Some("request.not_awaiting_approval")), "{body}");
     stack.shutdown().await;
 }
+
+/// The built binary, pointed at the stack's Redis namespace, as `operator.identity` (when given).
+fn grantline(stack: &Stack, identity: Option<&str>, args: &[&str]) -> std::process::Output {
+    let tagged = stack.queue.namespace().key("");
+    let namespace = tagged.trim_start_matches('{').split('}').next().unwrap().to_owned();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_grantline"));
+    cmd.args(args)
+        .env_remove("GRANTLINE_CONFIG")
+        .env("GRANTLINE__REDIS_URL", stack.redis.url())
+        .env("GRANTLINE__QUEUE__NAMESPACE", namespace)
+        .env("GRANTLINE__POLICY__PATH", &stack.policy_path);
+    match identity {
+        Some(i) => cmd.env("GRANTLINE__OPERATOR__IDENTITY", i),
+        None => cmd.env_remove("GRANTLINE__OPERATOR__IDENTITY"),
+    };
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grantline_binary_lists_shows_and_revokes() {
+    let stack = Stack::start().await;
+    let (number, id) = stack.submit(team_alpha(ids::MEGAN_ID)).await;
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    settle(&stack).await;
+
+    let out = grantline(&stack, None, &["requests", "list", "--state", "active", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["requests"][0]["id"], id.as_str());
+    let out = grantline(&stack, None, &["requests", "show", &number]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(&id) && text.contains("grant_executed"), "{text}");
+
+    // no identity, no action: exit 1 with the key named, nothing changed
+    let out = grantline(&stack, None, &["requests", "revoke", &number]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("operator.identity"));
+    assert_eq!(stack.state(&id).await, Some(RequestState::Active));
+    let out = grantline(&stack, Some("bob@contoso.com"), &["requests", "revoke", &number, "--reason", "done"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stack.wait_state(&id, RequestState::Removed, WAIT).await;
+    assert!(!stack.sims.graph.state().is_member(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID));
+    assert_eq!(by_actor(&stack, &id, "operator:bob@contoso.com").await, ["removal_requested"]);
+    let out = grantline(&stack, Some("bob@contoso.com"), &["requests", "cancel", &number]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("request.finished"));
+    stack.shutdown().await;
+}
