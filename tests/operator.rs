@@ -599,3 +599,31 @@ async fn the_grantline_binary_lists_shows_and_revokes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("request.finished"));
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_nobody_decides_in_time_keeps_the_original_end() {
+    let stack = Stack::start_opts(support::StackOptions {
+        scheduler: Some(Duration::from_millis(200)),
+        ..support::StackOptions::default()
+    })
+    .await;
+    stack.set_clock_to_finance_business_hours();
+    let (number, id, end) = active_finance_bi(&stack, "30d").await;
+    let (status, body) =
+        post(&stack, &format!("/v1/requests/{id}/extend"), json!({"until": ms_text(end + 86_400_000)})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("awaiting_approval")), "{body}");
+    stack.wait_note(&number, "Extension to").await;
+
+    // the data owner's five days pass without an answer
+    stack.sims.clock().advance(Duration::from_secs(6 * 86_400));
+    let rec = stack.wait_state(&id, RequestState::Active, WAIT).await;
+    assert_eq!(rec[fields::END_MS], end.to_string(), "the original end stands");
+    assert_eq!(expiring_score(&stack, &id).await, Some(end));
+    let note = stack.wait_note(&number, "Extension not approved").await;
+    assert!(note.contains("was not decided within"), "{note}");
+    assert!(stack.sims.graph.state().is_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID), "the grant runs to its end");
+    let trail = stack.audit(&id).await;
+    assert!(trail.iter().any(|r| matches!(&r.event, AuditEvent::ExtensionDecided { approved: false, how, end_ms } if how == "expired" && *end_ms == end)));
+    assert_ne!(stack.state(&id).await, Some(RequestState::Expired), "an active grant never becomes expired");
+    stack.shutdown().await;
+}
