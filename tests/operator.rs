@@ -417,6 +417,7 @@ async fn a_rejected_extension_keeps_the_original_end() {
     let stack = Stack::start().await;
     stack.set_clock_to_finance_business_hours();
     let (number, id, end) = active_finance_bi(&stack, "20s").await;
+    let first_ask = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
     // through the CLI, with a plain date: through the end of that day
     let cfg = cli_config(&stack, "alice@contoso.com");
     let tomorrow =
@@ -445,13 +446,12 @@ async fn a_rejected_extension_keeps_the_original_end() {
         .unwrap();
     assert!(shown.contains("extension pending"), "{shown}");
 
-    let (status, body) = stack.decide(&id, ids::PATTI_UPN, false).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        (body["outcome"].as_str(), body["state"].as_str()),
-        (Some("extension_refused"), Some("active")),
-        "{body}"
-    );
+    // the data owner is asked again, with a new approval record, and rejects it there
+    let ask = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
+    assert_ne!(ask.reference, first_ask.reference, "a new approval record for the extension");
+    let patti = stack.snow_user_name(ids::PATTI_SNOW_SYS_ID);
+    let rang = stack.sims.servicenow.approve_in_ui(&ask.reference, &patti, false, "not this quarter").await.unwrap();
+    assert_eq!(rang.expect("the doorbell rang").status, 202);
     let rec = stack.wait_state(&id, RequestState::Active, WAIT).await;
     assert_eq!(rec[fields::END_MS], end.to_string(), "the original end stands");
     let note = stack.wait_note(&number, "Extension not approved").await;

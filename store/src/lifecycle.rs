@@ -306,6 +306,9 @@ pub struct Extension {
     /// The approvals of the grant itself (the extension's own are counted afresh).
     #[serde(default)]
     pub previous_approvals: Vec<grantline_shared::record::ApprovalEntry>,
+    /// The messages and approval records of the grant's own round (the extension asks anew).
+    #[serde(default)]
+    pub previous_notices: Vec<grantline_shared::record::Notice>,
 }
 
 /// The key of a request's pending extension (relative to the namespace).
@@ -460,6 +463,7 @@ pub async fn extend(
             reason: reason.clone(),
             requested_ms: now_ms,
             previous_approvals: rec.approvals.clone(),
+            previous_notices: rec.notices.clone(),
         };
         let plan = rec.decision.as_ref().and_then(|d| d.plan()).filter(|p| !p.stages.is_empty());
         // each extension gets its own notes on the ticket
@@ -481,7 +485,9 @@ pub async fn extend(
                 let clock = ApprovalClock::start(0, now_ms);
                 let due = clock.next_due_ms(plan);
                 let body = serde_json::to_string(&ext).map_err(|e| StoreError::Encode(e.to_string()))?;
-                c.set(|u| u.reason(&why).approvals(&Vec::new()).approval_clock(&clock).asked_ms(&now_ms))
+                c.set(|u| {
+                    u.reason(&why).approvals(&Vec::new()).notices(&Vec::new()).approval_clock(&clock).asked_ms(&now_ms)
+                })
                     .write(Write::new(WriteCmd::Set, extension_key(&rec.id), [body]))
                     .write(due_write(&rec.id, due))
                     .outcome(Outcome::ExtensionRequested)

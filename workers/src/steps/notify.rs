@@ -64,7 +64,13 @@ fn permanent(e: &StepError) -> bool {
 }
 
 fn ledger_key(svc: &Services, rec: &RequestRecord, what: &str) -> String {
-    svc.queue.namespace().key(&format!("ledger:{}:notify:{what}", rec.id))
+    // a granted request awaiting approval is deciding an extension: its asks and reminders are
+    // its own round, apart from those of the grant (and of an earlier extension)
+    let round = match (rec.state, &rec.grant, rec.asked_ms) {
+        (RequestState::AwaitingApproval, Some(_), Some(at)) => format!("extension-{at}:"),
+        _ => String::new(),
+    };
+    svc.queue.namespace().key(&format!("ledger:{}:notify:{round}{what}", rec.id))
 }
 
 async fn ledger_get(svc: &Services, key: &str) -> Result<Option<String>, JobError> {
