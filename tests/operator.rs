@@ -409,6 +409,16 @@ async fn an_approved_extension_moves_the_removal_and_bad_ends_are_refused() {
         )
     );
     assert!(!trail.iter().any(|r| r.event.name() == "removal_executed"));
+    // the decided extension is kept with the approvals of the grant it extended
+    let mut conn = stack.queue.connection();
+    let history: Vec<String> = conn
+        .lrange(stack.queue.namespace().key(&grantline_store::lifecycle::extensions_key(&id)), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    let kept: Value = serde_json::from_str(&history[0]).unwrap();
+    assert_eq!(kept["approved"], true);
+    assert_eq!(kept["extension"]["previous_approvals"][0]["approver"], ids::PATTI_UPN, "{kept:#}");
     stack.shutdown().await;
 }
 

@@ -316,6 +316,13 @@ pub fn extension_key(request_id: &str) -> String {
     format!("req:{request_id}:extension")
 }
 
+/// The LIST of a request's decided extensions, oldest first (relative to the namespace): each
+/// as it was asked for, with the approvals and notices of the round before it, so nothing the
+/// record no longer holds is lost.
+pub fn extensions_key(request_id: &str) -> String {
+    format!("req:{request_id}:extensions")
+}
+
 /// The extension a request awaits a decision on, if any: a request awaiting approval that
 /// already holds a grant.
 pub async fn pending_extension(queue: &Queue, rec: &RequestRecord) -> Result<Option<Extension>, StoreError> {
@@ -355,7 +362,9 @@ pub fn settle_extension<'a>(c: Commit<'a>, ext: &Extension, outcome: Outcome, ho
     };
     let approved = matches!(mapped, Outcome::Extended { .. });
     let id = c.request_id().to_owned();
+    let decided = serde_json::json!({ "extension": ext, "approved": approved, "end_ms": end, "how": how });
     c.event(AuditEvent::ExtensionDecided { approved, end_ms: end, how: how.to_owned() })
+        .write(Write::new(WriteCmd::RPush, extensions_key(&id), [decided.to_string()]))
         .set(|u| u.end_ms(&end))
         .write(Write::new(WriteCmd::ZAdd, keys::EXPIRING, [end.to_string(), id.clone()]))
         .write(Write::new(WriteCmd::Del, extension_key(&id), Vec::<String>::new()))
