@@ -34,6 +34,7 @@ pub mod decision;
 pub mod doors;
 pub mod index;
 pub mod lifecycle;
+pub mod person;
 pub mod trail;
 pub mod view;
 
@@ -239,6 +240,7 @@ impl<'a> Commit<'a> {
         let new_state = self.new_state();
         let mut nexts: Vec<Next> = self.outcome.map(|o| flow::next(o).next).unwrap_or_default();
         nexts.extend(self.extra);
+        let person = person::index_writes(rec, new_state, &self.update);
         let mut update = self.update.updated_ms(&self.now_ms);
         if new_state != rec.state {
             update = update.state(&new_state);
@@ -284,7 +286,7 @@ impl<'a> Commit<'a> {
                 .write(Write::new(WriteCmd::ZRem, keys::by_state(rec.state), [id.clone()]))
                 .write(Write::new(WriteCmd::ZAdd, keys::by_state(new_state), [rec.created_ms.to_string(), id.clone()]));
         }
-        for w in self.writes {
+        for w in person.into_iter().chain(self.writes) {
             h = h.write(w);
         }
         for (i, n) in nexts.into_iter().enumerate() {
