@@ -200,6 +200,12 @@ pub enum AuditEvent {
         end_ms: u64,
         how: String,
     },
+    /// The reconciliation sweep found the access gone from the directory though nobody in
+    /// grantline removed it (`access`: the receipt's access key); the request is closed.
+    RemovedOutOfBand {
+        access: String,
+        checked_ms: u64,
+    },
 }
 
 impl AuditEvent {
@@ -234,6 +240,7 @@ impl AuditEvent {
             AuditEvent::RemovalRequested { .. } => "removal_requested",
             AuditEvent::ExtensionRequested { .. } => "extension_requested",
             AuditEvent::ExtensionDecided { .. } => "extension_decided",
+            AuditEvent::RemovedOutOfBand { .. } => "removed_out_of_band",
         }
     }
 }
@@ -441,9 +448,10 @@ mod tests {
             AuditEvent::RemovalRequested { trigger: "revoked".into(), reason: "r".into() },
             AuditEvent::ExtensionRequested { until_ms: 2, previous_end_ms: 1, reason: "r".into() },
             AuditEvent::ExtensionDecided { approved: true, end_ms: 2, how: "approved".into() },
+            AuditEvent::RemovedOutOfBand { access: "group:g:u".into(), checked_ms: 3 },
         ];
         // a new variant must be added above
-        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 28);
+        assert_eq!(events.iter().map(AuditEvent::name).collect::<std::collections::BTreeSet<_>>().len(), 29);
         for event in events {
             let r = AuditRecord { event, ..rec(1) };
             let (fields, _) = entry(GENESIS, &r).unwrap();

@@ -1,4 +1,5 @@
-//! Microsoft Graph v1.0: users, managers, groups and direct group membership.
+//! Microsoft Graph v1.0: users, managers, groups and direct group membership, the users delta
+//! query and group member listings (`delta.rs`).
 //!
 //! Every call sends `Authorization: Bearer <token>` and a fresh `client-request-id`, and runs
 //! in its own span (`graph.get_user`, `graph.add_member`, ...) with the fields `http.method`,
@@ -13,6 +14,7 @@
 
 mod batch;
 mod client;
+mod delta;
 mod error;
 mod identity;
 mod model;
@@ -21,6 +23,7 @@ use serde::Deserialize;
 
 pub use batch::{BatchRequest, BatchResponse, DirectoryFacts, ItemResult, MAX_BATCH};
 pub use client::GraphClient;
+pub use delta::{DELTA_SELECT, DeltaPage, DeltaUser, Member, MemberPage};
 pub use error::{GraphError, GraphErrorBody, InnerError};
 pub use identity::{Claim, plan_groups};
 pub use model::{AddOutcome, Correlated, Correlation, DirectoryObject, Group, RemoveOutcome, User};
