@@ -210,6 +210,8 @@ pub fn entry_states(kind: JobKind) -> &'static [RequestState] {
         JobKind::RollbackGrant => &[S::Compensating],
         JobKind::SyncApprovals | JobKind::ApprovalDeadline => &[S::AwaitingApproval],
         JobKind::UpdateTicket | JobKind::Alert | JobKind::Notify | JobKind::ResolveAlert => &[],
+        // about a person or the whole directory, not one request
+        JobKind::Offboard | JobKind::SweepDirectory | JobKind::Reconcile => &[],
     }
 }
 

@@ -24,10 +24,17 @@ pub enum JobKind {
     ApprovalDeadline,
     /// A dead letter was redriven or discarded: resolve the page its alert raised.
     ResolveAlert,
+    /// A person left (a leaver event, or the directory shows them disabled, deleted or past
+    /// their leave date): remove their grants now, cancel their pending requests.
+    Offboard,
+    /// Read the directory's users delta and offboard those who left.
+    SweepDirectory,
+    /// Compare active grants and governed groups with the directory (drift).
+    Reconcile,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 12] = [
+    pub const ALL: [JobKind; 15] = [
         JobKind::Validate,
         JobKind::RequestApproval,
         JobKind::ExecuteGrant,
@@ -40,6 +47,9 @@ impl JobKind {
         JobKind::SyncApprovals,
         JobKind::ApprovalDeadline,
         JobKind::ResolveAlert,
+        JobKind::Offboard,
+        JobKind::SweepDirectory,
+        JobKind::Reconcile,
     ];
 
     /// The stable wire name, also the queue name.
@@ -57,6 +67,9 @@ impl JobKind {
             JobKind::SyncApprovals => "sync-approvals",
             JobKind::ApprovalDeadline => "approval-deadline",
             JobKind::ResolveAlert => "resolve-alert",
+            JobKind::Offboard => "offboard",
+            JobKind::SweepDirectory => "sweep-directory",
+            JobKind::Reconcile => "reconcile",
         }
     }
 
@@ -92,7 +105,10 @@ mod tests {
                 "notify",
                 "sync-approvals",
                 "approval-deadline",
-                "resolve-alert"
+                "resolve-alert",
+                "offboard",
+                "sweep-directory",
+                "reconcile"
             ]
         );
         for k in JobKind::ALL {

@@ -31,6 +31,7 @@ use redis::AsyncCommands;
 pub use grantline_shared::record;
 
 pub mod decision;
+pub mod directory;
 pub mod doors;
 pub mod index;
 pub mod lifecycle;

@@ -71,6 +71,9 @@ pub async fn run_workers(
     let m = register!(m, svc, opts, SyncApprovals, steps::sync_approvals::run);
     let m = register!(m, svc, opts, ApprovalDeadline, steps::approval_deadline::run);
     let m = register!(m, svc, opts, ResolveAlert, steps::resolve_alert::run);
+    let m = register!(m, svc, opts, Offboard, steps::offboard::run);
+    let m = register!(m, svc, opts, SweepDirectory, steps::sweep_directory::run);
+    let m = register!(m, svc, opts, Reconcile, steps::reconcile::run);
     m.should_restart(|_ctx, _err| true)
         .shutdown_timeout(opts.shutdown_timeout)
         .run_with_signal(async move {

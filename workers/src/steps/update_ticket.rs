@@ -124,9 +124,15 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
         TicketUpdate::Removed => {
             let kept_for = rec.removal.as_ref().map(|r| r.kept_for.clone()).unwrap_or_default();
             let why = match rec.removal.as_ref().map(|r| r.trigger.as_str()) {
-                Some("offboarding") => "Access removed (the person left or was disabled)",
-                Some("revoked") => "Access revoked by an operator",
-                _ => "Access period ended",
+                Some("offboarding") if !reason.is_empty() => {
+                    format!("Access removed (the person left or was disabled; {reason})")
+                }
+                Some("offboarding") => "Access removed (the person left or was disabled)".to_owned(),
+                Some("revoked") => "Access revoked by an operator".to_owned(),
+                Some("drift") => {
+                    "Access found removed outside grantline (removed out of band); request closed".to_owned()
+                }
+                _ => "Access period ended".to_owned(),
             };
             match grant {
                 Some(g) if !kept_for.is_empty() => format!(
@@ -134,6 +140,9 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
                     g.describe(),
                     kept_for.join(", ")
                 ),
+                Some(g) if rec.removal.as_ref().is_some_and(|r| r.trigger == "drift") => {
+                    format!("{why}: {} was no longer there when checked.", g.describe())
+                }
                 Some(g) if g.pre_existing() => {
                     format!("{why}: {} kept (it existed before this request).", g.describe())
                 }
