@@ -25,6 +25,8 @@
 //!   approval card clicks answered with the replaced card). 404 unless `ingest.teams` is set.
 //! - `POST /v1/slack/interactions`: the Slack app's Request URL (signature, 5-minute window and
 //!   replay verified; acknowledged at once, the message replaced after). 404 unless `ingest.slack` is set.
+//! - `POST /v1/events/leaver`: a person left ([`leavers`]); authenticated like the webhook.
+//!   Resolves the person in the directory and enqueues one `offboard` job (idempotent).
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! Request ids are UUID v7 in simple form: 32 lowercase hex characters, time-ordered.
@@ -33,6 +35,7 @@ pub mod approvals;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod leavers;
 pub mod ops;
 pub mod operator;
 pub mod requests;
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route(WEBHOOK_ROUTE, post(webhook::servicenow))
         .route("/v1/requests/{id}", get(requests::get_request))
         .route("/v1/requests/{id}/decision", post(requests::decide))
+        .route(leavers::ROUTE, post(leavers::leaver))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
