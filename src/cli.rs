@@ -274,7 +274,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let ingest_rx = rx.clone();
             let ingest =
                 tokio::spawn(async move { grantline_ingest::serve(&ingest_cfg, state, wait(ingest_rx)).await });
-            let scheduler = tokio::spawn(grantline_scheduler::run(q, Default::default(), wait(rx.clone())));
+            let scheduler = tokio::spawn(grantline_scheduler::run(q, cfg.scheduler_options(), wait(rx.clone())));
             let workers = tokio::spawn(grantline_workers::run_workers(svc, opts, wait(rx.clone())));
             shutdown_signal().await;
             let _ = tx.send(true);
@@ -296,7 +296,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Scheduler => {
             let q = queue(&cfg).await?;
-            grantline_scheduler::run(q, Default::default(), shutdown_signal()).await?;
+            grantline_scheduler::run(q, cfg.scheduler_options(), shutdown_signal()).await?;
         }
         Command::Requests { cmd } => {
             let q = queue(&cfg).await?;

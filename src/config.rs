@@ -31,6 +31,26 @@ pub struct Config {
     pub paging: grantline_workers::paging::PagingSettings,
     /// The operator the `requests` commands act as (audited as `operator:<identity>`).
     pub operator: OperatorSettings,
+    /// The scheduler's directory sweeps: leavers (users delta) and drift.
+    pub offboarding: OffboardingSettings,
+}
+
+/// `[offboarding]`: how often the scheduler asks for the directory sweeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffboardingSettings {
+    /// `offboarding.directory_sweep_secs`: the users delta is read this often for people
+    /// disabled, deleted or past their leave date (0: off). Default 900.
+    pub directory_sweep_secs: u64,
+    /// `offboarding.reconcile_secs`: active grants and governed groups are compared with the
+    /// directory this often (0: off). Default 3600.
+    pub reconcile_secs: u64,
+}
+
+impl Default for OffboardingSettings {
+    fn default() -> Self {
+        Self { directory_sweep_secs: 900, reconcile_secs: 3600 }
+    }
 }
 
 /// `[operator]`: the identity of whoever runs the operator commands of this configuration.
@@ -57,6 +77,7 @@ impl Default for Config {
             notify: grantline_workers::channels::NotifySettings::default(),
             paging: grantline_workers::paging::PagingSettings::default(),
             operator: OperatorSettings::default(),
+            offboarding: OffboardingSettings::default(),
         }
     }
 }
@@ -151,6 +172,16 @@ impl Config {
             bail!("paging.destinations: a slack_channel destination needs the Slack app (ingest.slack)");
         }
         Ok(())
+    }
+
+    /// The scheduler's options: its sweeps as configured, on the system clock.
+    pub fn scheduler_options(&self) -> grantline_scheduler::SchedulerOptions {
+        let every = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        grantline_scheduler::SchedulerOptions {
+            directory_sweep_every: every(self.offboarding.directory_sweep_secs),
+            reconcile_every: every(self.offboarding.reconcile_secs),
+            ..Default::default()
+        }
     }
 
     pub fn queue_config(&self) -> QueueConfig {

@@ -3,7 +3,9 @@
 //! time-bound grants (any grant past its end without a removal gets one), rings the approval
 //! clocks (`approval-deadline` for every request whose reminder or deadline came, from the
 //! `approvals:due` index) and polls ServiceNow's approval records of waiting requests now and
-//! then (`sync-approvals`, in case a doorbell was lost). Several schedulers may run at once:
+//! then (`sync-approvals`, in case a doorbell was lost), and rings the directory's periodic
+//! jobs: the users delta sweep for leavers (`sweep-directory`) and the drift reconciliation
+//! (`reconcile`), one job per period each. Several schedulers may run at once:
 //! every job it enqueues carries an idempotency key. Its clock is a [`Clock`], so tests and
 //! the demo can move time.
 
@@ -27,6 +29,12 @@ pub struct SchedulerOptions {
     pub approval_poll_every: Duration,
     /// At most this many waiting requests per poll (those due soonest first).
     pub approval_poll_batch: usize,
+    /// How often the directory's users delta is read for leavers (`sweep-directory`); `None`
+    /// turns the sweep off.
+    pub directory_sweep_every: Option<Duration>,
+    /// How often active grants and governed groups are compared with the directory
+    /// (`reconcile`); `None` turns it off.
+    pub reconcile_every: Option<Duration>,
     pub clock: Clock,
 }
 
@@ -37,6 +45,8 @@ impl Default for SchedulerOptions {
             grace: Duration::from_secs(60),
             approval_poll_every: Duration::from_secs(300),
             approval_poll_batch: 200,
+            directory_sweep_every: Some(Duration::from_secs(15 * 60)),
+            reconcile_every: Some(Duration::from_secs(60 * 60)),
             clock: Clock::system(),
         }
     }
@@ -111,6 +121,21 @@ pub async fn sweep_expired(queue: &Queue, now_ms: u64, grace: Duration) -> Resul
     Ok(enqueued)
 }
 
+/// Enqueues the periodic job of `kind` for the period `now_ms` falls in: one job per period
+/// however many schedulers run (its idempotency key names the period). Returns whether it
+/// enqueued one.
+pub async fn periodic(queue: &Queue, kind: JobKind, now_ms: u64, every: Duration) -> Result<bool, QueueError> {
+    use grantline_shared::jobs::{Reconcile, SweepDirectory};
+    let period = now_ms / u64::try_from(every.as_millis()).unwrap_or(1).max(1);
+    let job = match kind {
+        JobKind::SweepDirectory => grantline_queue::NewJob::new(kind.as_str(), &SweepDirectory { period })?,
+        JobKind::Reconcile => grantline_queue::NewJob::new(kind.as_str(), &Reconcile { period })?,
+        other => return Err(QueueError::InvalidJob(format!("{other} is not a periodic job"))),
+    }
+    .idempotency_key(format!("{kind}:{period}"));
+    Ok(matches!(queue.push(job).await?, PushOutcome::Enqueued { .. }))
+}
+
 /// Runs until `shutdown` resolves.
 pub async fn run(queue: Queue, opts: SchedulerOptions, shutdown: impl Future<Output = ()>) -> Result<(), QueueError> {
     for kind in JobKind::ALL {
@@ -125,6 +150,15 @@ pub async fn run(queue: Queue, opts: SchedulerOptions, shutdown: impl Future<Out
         }
         if let Err(e) = sweep_approvals(&queue, now).await {
             tracing::warn!(error = %e, "approval sweep failed; will retry");
+        }
+        for (kind, every) in
+            [(JobKind::SweepDirectory, opts.directory_sweep_every), (JobKind::Reconcile, opts.reconcile_every)]
+        {
+            if let Some(every) = every
+                && let Err(e) = periodic(&queue, kind, now, every).await
+            {
+                tracing::warn!(error = %e, kind = %kind, "periodic job not enqueued; will retry");
+            }
         }
         let poll_ms = u64::try_from(opts.approval_poll_every.as_millis()).unwrap_or(u64::MAX);
         if last_poll.is_none_or(|at| now.saturating_sub(at) >= poll_ms) {

@@ -267,6 +267,9 @@ impl Stack {
         let opts = grantline_scheduler::SchedulerOptions {
             sweep_every: every,
             approval_poll_every: every * 10,
+            // the directory's sweeps run when a test asks (`grantline_scheduler::periodic`)
+            directory_sweep_every: None,
+            reconcile_every: None,
             clock,
             ..Default::default()
         };
