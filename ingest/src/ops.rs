@@ -170,6 +170,22 @@ pub fn render(queues: &[QueueMetrics], state: &AppState, queue_scrape_ok: bool) 
 
 /// `GET /metrics`: Prometheus text. Queue figures are read from Redis; when it is
 /// unreachable they are left out and `grantline_queue_scrape_ok` is 0.
+/// What offboarding and drift found (`store::directory::STATS`): people offboarded, grants
+/// removed out of band, unexplained members of governed groups, delta pages and resyncs.
+async fn directory_events(state: &AppState) -> String {
+    let stats = grantline_store::directory::stats(&state.queue).await.unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP grantline_directory_events_total Offboarding and drift, by what was found or done.");
+    let _ = writeln!(out, "# TYPE grantline_directory_events_total counter");
+    for event in
+        ["offboarded", "offboard_removals", "offboard_cancels", "out_of_band", "unexplained", "delta_pages", "delta_resyncs"]
+    {
+        let n = stats.get(event).copied().unwrap_or(0);
+        let _ = writeln!(out, "grantline_directory_events_total{{event=\"{event}\"}} {n}");
+    }
+    out
+}
+
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut figures = Vec::new();
     let mut ok = true;
@@ -192,6 +208,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     let mut text = render(&figures, &state, ok);
     text.push_str(&policy_status(&state).await);
+    text.push_str(&directory_events(&state).await);
     let mut resp = text.into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
