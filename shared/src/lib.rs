@@ -9,6 +9,7 @@ pub mod flow;
 pub mod jobs;
 pub mod kinds;
 pub mod link;
+pub mod metrics;
 pub mod policy;
 pub mod receipt;
 pub mod record;
