@@ -62,11 +62,28 @@ pub struct IngestConfig {
     pub web: Option<crate::web::WebConfig>,
     /// The read-only status page for operators (`ingest.status`).
     pub status: crate::status::StatusConfig,
+    /// Time a client has to send a request's headers, from the connection's start or the end
+    /// of the previous response (so an idle keep-alive connection is closed after it too).
+    pub header_timeout_ms: u64,
+    /// Time a client has to send the whole body once its headers are in; later: 408.
+    pub body_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections held at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// With it, the webhook listener also serves `/metrics` to `Authorization: Bearer <token>`
+    /// (and the metrics listener asks for it too); without it `/metrics` is only on
+    /// `metrics.bind`.
+    pub metrics_token: Option<Secret>,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Shortest secret or token accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -83,6 +100,11 @@ impl Default for IngestConfig {
             slack: None,
             web: None,
             status: crate::status::StatusConfig::default(),
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            metrics_token: None,
         }
     }
 }
@@ -123,6 +145,21 @@ impl IngestConfig {
         if !(256..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             problems
                 .push(format!("ingest.max_body_bytes must be between 256 and 16777216 (got {})", self.max_body_bytes));
+        }
+        for (key, v, range) in [
+            ("ingest.header_timeout_ms", self.header_timeout_ms, 100..=600_000),
+            ("ingest.body_timeout_ms", self.body_timeout_ms, 100..=600_000),
+            ("ingest.idle_timeout_secs", self.idle_timeout_secs, 1..=3_600),
+            ("ingest.max_connections", self.max_connections as u64, 1..=1_000_000),
+        ] {
+            if !range.contains(&v) {
+                problems.push(format!("{key} must be between {} and {} (got {v})", range.start(), range.end()));
+            }
+        }
+        if let Some(t) = &self.metrics_token
+            && t.expose().trim().chars().count() < MIN_SECRET_LEN
+        {
+            problems.push(format!("ingest.metrics_token must be at least {MIN_SECRET_LEN} characters"));
         }
         let mut ids = HashSet::new();
         let mut tokens = HashSet::new();

@@ -49,6 +49,10 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "request.method_not_allowed";
     /// The edge has no policy file to check an extension against (or it cannot be loaded).
     pub const POLICY_UNAVAILABLE: &str = "policy.unavailable";
+    /// The body did not arrive within `ingest.body_timeout_ms`: nothing was accepted.
+    pub const REQUEST_TIMEOUT: &str = "request.timeout";
+    /// The edge holds `ingest.max_connections` connections: retry later.
+    pub const SERVICE_OVERLOADED: &str = "service.overloaded";
     /// Redis (the request store) is unreachable: nothing was accepted; retry later.
     pub const SERVICE_UNAVAILABLE: &str = "service.unavailable";
     pub const INTERNAL: &str = "internal.error";

@@ -39,8 +39,16 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, codes::REQUEST_BODY_UNREADABLE, "the body could not be read")
+        let chunk = chunk.map_err(|e| {
+            if crate::server::is_body_timeout(&e) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    codes::REQUEST_TIMEOUT,
+                    "the body did not arrive in time (ingest.body_timeout_ms)",
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::REQUEST_BODY_UNREADABLE, "the body could not be read")
+            }
         })?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::too_large(limit));
@@ -159,8 +167,20 @@ impl FromRequest<AppState> for ServiceNowWebhook {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
         let cfg = &state.cfg;
+        // A shared secret is in the headers: it is checked before a byte of the body is read,
+        // so a caller without it cannot make the edge buffer bodies. A signature covers the
+        // body, which is then read first (within the size limit and the body timeout).
+        let signed = cfg.servicenow.hmac_secret.is_some() && parts.headers.contains_key(SIGNATURE_HEADER);
+        let early = if signed {
+            None
+        } else {
+            Some(authenticate(&cfg.servicenow, &parts.headers, &[], state.now_ms(), cfg.replay_window_secs)?)
+        };
         let body = read_body(&parts.headers, body, cfg.max_body_bytes).await?;
-        let auth = authenticate(&cfg.servicenow, &parts.headers, &body, state.now_ms(), cfg.replay_window_secs)?;
+        let auth = match early {
+            Some(auth) => auth,
+            None => authenticate(&cfg.servicenow, &parts.headers, &body, state.now_ms(), cfg.replay_window_secs)?,
+        };
         require_json(&parts.headers)?;
         let traceparent =
             parts.headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);

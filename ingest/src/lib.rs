@@ -27,7 +27,10 @@
 //!   replay verified; acknowledged at once, the message replaced after). 404 unless `ingest.slack` is set.
 //! - `POST /v1/events/leaver`: a person left ([`leavers`]); authenticated like the webhook.
 //!   Resolves the person in the directory and enqueues one `offboard` job (idempotent).
-//! - `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! - `GET /healthz`, `GET /readyz`. `GET /metrics` is on its own listener ([`ops`]); here it is
+//!   404 unless `ingest.metrics_token` is set, then only for that bearer token.
+//!
+//! Connections are served by [`server`]: header, body and idle timeouts and a connection cap.
 //!
 //! Request ids are UUID v7 in simple form: 32 lowercase hex characters, time-ordered.
 
@@ -39,6 +42,7 @@ pub mod leavers;
 pub mod ops;
 pub mod operator;
 pub mod requests;
+pub mod server;
 pub mod slack;
 pub mod state;
 pub mod status;
@@ -83,7 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route(leavers::ROUTE, post(leavers::leaver))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(ops::edge_metrics))
         .merge(teams::routes())
         .merge(slack::routes())
         .merge(web::routes())
@@ -116,7 +120,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         request_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
+    let started = std::time::Instant::now();
     let resp = next.run(req).instrument(span.clone()).await;
+    grantline_shared::metrics::http_request(&route, started.elapsed());
     let status = resp.status();
     span.record("status", status.as_u16());
     let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
@@ -145,8 +151,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
-/// Serves on an already bound listener until `shutdown` completes, then finishes the
-/// requests in progress.
+/// Serves on an already bound listener, under the connection limits of the state's
+/// configuration, until `shutdown` completes, then finishes the requests in progress.
 pub async fn serve_listener(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -155,7 +161,8 @@ pub async fn serve_listener(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "ingest listening");
     }
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    let limits = server::Limits::from_config(&state.cfg);
+    server::serve(listener, router(state), limits, shutdown).await?;
     tracing::info!("ingest stopped");
     Ok(())
 }

@@ -7,6 +7,11 @@ use axum::http::StatusCode;
 
 use common::*;
 
+/// The metrics listener's routes over the same state (the webhook listener has no /metrics).
+fn metrics_app(h: &Harness) -> axum::Router {
+    grantline_ingest::ops::metrics_router(grantline_ingest::ops::MetricsState::of_edge(&h.state))
+}
+
 #[tokio::test]
 async fn health_and_readiness() {
     let mut h = harness().await;
@@ -26,7 +31,7 @@ async fn health_and_readiness() {
     let a = call(&h.app, webhook(&ritm_body(NUMBER, SYS_ID))).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
     assert_eq!(a.json["code"], "service.unavailable");
-    let a = call(&h.app, get("/metrics", &[])).await;
+    let a = call(&metrics_app(&h), get("/metrics", &[])).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.text.contains("grantline_queue_scrape_ok 0"), "{}", a.text);
     assert!(a.text.contains("grantline_ingest_requests_total{outcome=\"error\"} 1"), "{}", a.text);
@@ -39,7 +44,7 @@ async fn metrics_in_prometheus_text() {
     accept(&h, NUMBER).await; // duplicate
     let a = call(&h.app, webhook("{")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let a = call(&h.app, get("/metrics", &[])).await;
+    let a = call(&metrics_app(&h), get("/metrics", &[])).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = &a.text;
