@@ -415,6 +415,18 @@ pub async fn run(policy_path: &str) -> Result<()> {
             || (s == RequestState::Active && end.is_some_and(|e| e > soon))
     })
     .await?;
+    offboard_early(&http, &ingest_url, &queue, &sims, &requests[2]).await?;
+    follow(&queue, &requests, &mut seen, &|s, end| {
+        s.is_terminal()
+            || matches!(s, RequestState::AwaitingApproval | RequestState::Completed | RequestState::Deferred)
+            || (s == RequestState::Active && end.is_some_and(|e| e > soon))
+    })
+    .await?;
+    if let Some(note) =
+        sims.servicenow.state().work_notes(&requests[2].1).into_iter().find(|n| n.contains("person left"))
+    {
+        println!("\n{} work note: {note}", requests[2].1);
+    }
     print_table(&queue, &sims, &requests).await?;
     print_pages(&queue, &sims).await?;
     where_next(&ingest_url, &queue.config().namespace, redis_kept, &requests);
@@ -423,6 +435,41 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), scheduler).await;
     sims.shutdown().await;
     Ok(())
+}
+
+/// One early offboarding: the contractor's contract ends early, HR sends a leaver event, and
+/// the active grant is removed now, long before its end, the ticket noted with the reason.
+async fn offboard_early(
+    http: &reqwest::Client,
+    ingest_url: &str,
+    queue: &Queue,
+    sims: &Sims,
+    (_, number, id): &(&str, String, String),
+) -> Result<()> {
+    let rec = grantline_store::load(queue, id).await?;
+    let end = rec.end_ms.and_then(|e| jiff::Timestamp::from_millisecond(e as i64).ok());
+    println!(
+        "\n{number}: the contractor's contract ends early; a leaver event removes the grant now ({}, ends {})\n",
+        rec.state,
+        end.map(|e| e.to_string()).unwrap_or_else(|| "never".into())
+    );
+    let resp = http
+        .post(format!("{ingest_url}/v1/events/leaver"))
+        .header("X-Grantline-Secret", SECRET)
+        .json(&serde_json::json!({"user": ids::CONTRACTOR_UPN, "reason": "contract ended early"}))
+        .send()
+        .await?;
+    println!("leaver event: {}", resp.status());
+    // the removal and its ticket note follow through the queue
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let removed = grantline_store::load(queue, id).await?.state == RequestState::Removed;
+        if removed && sims.servicenow.state().work_notes(number).iter().any(|n| n.contains("person left")) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(anyhow!("the contractor's grant was not removed within 30 s of the leaver event"))
 }
 
 /// Prints new audit records of every request until each rests in a state `rests` accepts

@@ -38,6 +38,9 @@ fn the_demo_tells_a_readable_story_and_exits_zero() {
     assert!(stdout.contains("APPROVED by PattiF@contoso.com"), "{stdout}");
     assert!(stdout.contains("GRANTED: member of Finance BI Readers"), "{stdout}");
     assert!(stdout.contains("REMOVED from Team Alpha (expiry)"), "{stdout}");
+    // one early offboarding: the contractor's grant goes long before its end, the ticket says why
+    assert!(stdout.contains("REMOVED from Team Alpha (offboarding)"), "{stdout}");
+    assert!(stdout.contains("work note: [grantline") && stdout.contains("leaver: contract ended early"), "{stdout}");
     assert!(stdout.contains("... waiting:"), "a progress line while it waits: {stdout}");
 
     // the table, then where to look next
