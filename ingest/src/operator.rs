@@ -20,7 +20,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use grantline_queue::validate_id;
 use grantline_shared::jobs::RemovalTrigger;
 use grantline_shared::request::RequestState;
 use grantline_store::index::{self, Filter, MAX_PAGE};
@@ -187,7 +186,14 @@ fn changed(action: &str, c: Changed) -> Response {
 }
 
 fn prepare(id: &str) -> Result<(), ApiError> {
-    validate_id(id).map_err(|_| ApiError::not_found())?;
+    if !grantline_shared::request::is_request_id(id) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            crate::codes::REQUEST_INVALID_FIELD,
+            "id must be a request id: 32 lowercase hexadecimal characters",
+        )
+        .with_field("id"));
+    }
     tracing::Span::current().record("request_id", id);
     Ok(())
 }

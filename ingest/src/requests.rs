@@ -15,10 +15,9 @@ use redis::streams::StreamRangeReply;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use grantline_queue::validate_id;
+use grantline_connectors::graph::Claim;
 use grantline_shared::audit::{self, GENESIS};
 use grantline_shared::record::RecordError;
-use grantline_connectors::graph::Claim;
 use grantline_shared::request::keys;
 
 use crate::approvals::{self, Answer, Answered, outcome_name, refusal_error};
@@ -31,7 +30,16 @@ const MAX_APPROVER_LEN: usize = 256;
 const MAX_COMMENT_LEN: usize = 4000;
 
 fn check_id(id: &str) -> Result<(), ApiError> {
-    validate_id(id).map_err(|_| ApiError::not_found())
+    if grantline_shared::request::is_request_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            crate::codes::REQUEST_INVALID_FIELD,
+            "id must be a request id: 32 lowercase hexadecimal characters",
+        )
+        .with_field("id"))
+    }
 }
 
 fn stream_field(map: &HashMap<String, redis::Value>, name: &str) -> String {

@@ -226,7 +226,7 @@ async fn follow_up(
     target: Option<(String, usize)>,
     approve: bool,
 ) {
-    let Some((request_id, stage)) = target.filter(|(id, _)| grantline_queue::validate_id(id).is_ok()) else {
+    let Some((request_id, stage)) = target.filter(|(id, _)| grantline_shared::request::is_request_id(id)) else {
         ephemeral(client, p, "This button does not name an approval request; nothing was recorded.").await;
         return;
     };

@@ -257,7 +257,7 @@ impl Click {
             _ => return Err(ApiError::invalid_field("verb", "must be approve or reject")),
         };
         let request_id = request_id.ok_or_else(|| ApiError::invalid_field("requestId", "is required"))?;
-        if grantline_queue::validate_id(&request_id).is_err() {
+        if !grantline_shared::request::is_request_id(&request_id) {
             return Err(ApiError::not_found());
         }
         let stage = data

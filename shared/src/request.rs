@@ -118,6 +118,13 @@ impl TicketRef {
     }
 }
 
+/// Whether `s` has the exact form of a request id: 32 lowercase hexadecimal characters (a
+/// version-7 UUID without hyphens, as ingest creates them). Anything else (`..`, a `:` that
+/// would reach another key) is refused before it is used in a key or a path.
+pub fn is_request_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Relative key names (the queue's namespace prefixes them with its hash tag).
 pub mod keys {
     pub fn request(id: &str) -> String {
@@ -155,3 +162,15 @@ pub mod keys {
 
 /// Field names of the request hash (declared with the typed record).
 pub use crate::record::fields;
+
+#[cfg(test)]
+mod request_id_tests {
+    #[test]
+    fn request_ids_have_one_exact_form() {
+        assert!(super::is_request_id("01a23c12d86173c9a9021038b5c83fcd"));
+        for bad in ["", ".", "..", "01a23c12d86173c9a9021038b5c83fcd:audit", "01A23C12D86173C9A9021038B5C83FCD", "x|y"]
+        {
+            assert!(!super::is_request_id(bad), "{bad:?}");
+        }
+    }
+}

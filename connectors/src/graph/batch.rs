@@ -260,8 +260,12 @@ impl GraphClient {
         target_group: Option<&str>,
         other_upn: Option<&str>,
     ) -> Result<Correlated<DirectoryFacts>, GraphError> {
-        if upn.trim().is_empty() {
-            return Err(GraphError::InvalidInput { message: "user is empty".into() });
+        super::client::non_empty("user", upn)?;
+        if let Some(g) = target_group {
+            super::client::non_empty("group id", g)?;
+        }
+        if let Some(o) = other_upn {
+            super::client::non_empty("user", o)?;
         }
         let u = seg(upn);
         let mut requests = vec![

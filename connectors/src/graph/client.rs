@@ -307,9 +307,14 @@ impl GraphClient {
     }
 }
 
-fn non_empty(what: &str, value: &str) -> Result<(), GraphError> {
+/// An id or name that goes into a URL path as one segment: not empty, and not `.` or `..`,
+/// which would collapse out of the path (`/users/..` would read the whole user collection).
+pub(crate) fn non_empty(what: &str, value: &str) -> Result<(), GraphError> {
     if value.trim().is_empty() {
         return Err(GraphError::InvalidInput { message: format!("{what} is empty") });
+    }
+    if value.chars().all(|c| c == '.') {
+        return Err(GraphError::InvalidInput { message: format!("{what} {value:?} is not an id") });
     }
     Ok(())
 }
@@ -346,4 +351,17 @@ pub(super) async fn traced<T>(span: Span, call: impl Future<Output = Result<T, G
         span.in_scope(|| tracing::debug!(error = %err, "graph call failed"));
     }
     result
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn dot_segments_are_not_ids() {
+        for bad in ["", "  ", ".", "..", "..."] {
+            assert!(super::non_empty("user id", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["10000000-0000-4000-8000-000000000001", "AlexW@contoso.com", "a.b"] {
+            assert!(super::non_empty("user id", ok).is_ok(), "{ok:?}");
+        }
+    }
 }

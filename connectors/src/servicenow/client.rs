@@ -359,6 +359,10 @@ fn check_id(what: &str, value: &str) -> Result<(), ServiceNowError> {
     if !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         return Err(ServiceNowError::InvalidInput { message: format!("{what} has characters outside [A-Za-z0-9._-]") });
     }
+    // `.` and `..` would collapse out of the URL path: `/sys_user/..` reads the whole table
+    if value.chars().all(|c| c == '.') {
+        return Err(ServiceNowError::InvalidInput { message: format!("{what} {value:?} is not an id") });
+    }
     Ok(())
 }
 
@@ -383,4 +387,17 @@ async fn traced<T>(span: Span, call: impl Future<Output = Result<T, ServiceNowEr
         span.in_scope(|| tracing::debug!(error = %err, "servicenow call failed"));
     }
     result
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn dot_segments_are_not_ids() {
+        for bad in ["", ".", "..", "a/b", "a^b", "x=y"] {
+            assert!(super::check_id("sys_id", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["0b36816197113110a24734000153af01", "RITM0010001", "a.b"] {
+            assert!(super::check_id("sys_id", ok).is_ok(), "{ok:?}");
+        }
+    }
 }
