@@ -352,3 +352,27 @@ fn release_ticket_key(rec: &grantline_shared::record::RequestRecord) -> Write {
 fn parse_date(s: &str, policy: &Policy) -> Option<jiff::Timestamp> {
     s.parse::<jiff::Timestamp>().ok().or_else(|| s.parse::<jiff::civil::Date>().ok().and_then(|d| policy.end_of_day(d)))
 }
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy.toml");
+        grantline_shared::policy::load_file(path).unwrap()
+    }
+
+    #[test]
+    fn a_plain_end_date_lasts_through_that_day_in_the_policy_time_zone() {
+        let p = policy();
+        // deploy/policy.toml reads plain dates in Europe/Amsterdam (CET in March, CEST in July)
+        assert_eq!(parse_date("2027-03-02", &p), Some("2027-03-02T23:00:00Z".parse().unwrap()));
+        assert_eq!(parse_date("2027-07-01", &p), Some("2027-07-01T22:00:00Z".parse().unwrap()));
+        assert_eq!(
+            parse_date("2027-03-02T12:00:00Z", &p),
+            Some("2027-03-02T12:00:00Z".parse().unwrap()),
+            "an instant is taken as is"
+        );
+        assert_eq!(parse_date("next tuesday", &p), None);
+    }
+}
