@@ -283,9 +283,11 @@ impl<'a> Commit<'a> {
             h = h.write(Write::new(WriteCmd::HDel, keys::request(&id), update.clears().iter().copied()));
         }
         if moved {
-            h = h
-                .write(Write::new(WriteCmd::ZRem, keys::by_state(rec.state), [id.clone()]))
-                .write(Write::new(WriteCmd::ZAdd, keys::by_state(new_state), [rec.created_ms.to_string(), id.clone()]));
+            h = h.write(Write::new(WriteCmd::ZRem, keys::by_state(rec.state), [id.clone()])).write(Write::new(
+                WriteCmd::ZAdd,
+                keys::by_state(new_state),
+                [rec.created_ms.to_string(), id.clone()],
+            ));
         }
         for w in person.into_iter().chain(self.writes) {
             h = h.write(w);
@@ -358,7 +360,9 @@ pub fn create(
         .write(Write::new(WriteCmd::Set, keys::ticket(&ticket.system, &ticket.number), [id.to_owned()]))
         .write(Write::xadd(keys::audit(id), entry));
     for n in transition.next {
-        h = h.then(job(id, traceparent, n, now_ms)?.idempotency_key(ticket.idempotency_key()));
+        // keyed by the request, not the ticket: the guard above already makes one request per
+        // ticket, and a ticket whose key a refused delivery released must be able to start again
+        h = h.then(job(id, traceparent, n, now_ms)?.idempotency_key(format!("create:{id}")));
     }
     Ok(h)
 }
