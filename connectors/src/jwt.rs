@@ -626,6 +626,7 @@ impl JwksCache {
                 JwtError::unavailable(format!("fetching the {what}: {}", http::describe_transport(e).1))
             })?;
         let status = response.status();
+        grantline_shared::metrics::upstream_response("jwks", status.as_u16());
         tracing::Span::current().record("http.status_code", status.as_u16());
         if !status.is_success() {
             return Err(JwtError::unavailable(format!("the {what} answered HTTP {}", status.as_u16())));

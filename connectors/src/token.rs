@@ -314,6 +314,7 @@ pub(crate) struct Fetched {
 pub(crate) async fn request_token(request: reqwest::RequestBuilder) -> Result<Fetched, TokenError> {
     let response = request.send().await.map_err(TokenError::transport)?;
     let status = response.status();
+    grantline_shared::metrics::upstream_response("entra_token", status.as_u16());
     tracing::Span::current().record("http.status_code", status.as_u16());
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(TokenError::transport)?;

@@ -85,6 +85,8 @@ impl Default for BudgetConfig {
 #[derive(Clone)]
 pub struct Budget {
     queue: Queue,
+    /// The upstream's name in metrics (`graph`, `exchange`).
+    upstream: String,
     app_writes: Limit,
     tenant_writes: Option<Limit>,
     reads: Limit,
@@ -98,6 +100,7 @@ impl Budget {
         let (tenant, app) = (tenant.to_ascii_lowercase(), app.to_ascii_lowercase());
         Self {
             queue,
+            upstream: upstream.to_owned(),
             app_writes: Limit::new(
                 format!("budget:{upstream}:{tenant}:{app}:writes"),
                 cfg.writes_per_second,
@@ -117,8 +120,12 @@ impl Budget {
     }
 
     async fn admit(&self, holder: &str, cost: u32, limits: &[Limit], what: &str) -> Result<(), JobError> {
+        let label = if what == "write" { "writes" } else { "reads" };
         match self.queue.admit(holder, cost, limits).await {
-            Ok(Admission::Granted { .. }) => Ok(()),
+            Ok(Admission::Granted { rate }) => {
+                grantline_shared::metrics::budget_rate(&self.upstream, label, rate);
+                Ok(())
+            }
             Ok(Admission::Wait { after, rate }) => Err(JobError::wait(
                 "budget.wait",
                 format!("the tenant's {what} budget ({rate:.1}/s) has a slot in {} ms", after.as_millis()),
@@ -158,8 +165,21 @@ impl Budget {
                 _ => &self.app_writes,
             }
         };
-        if let Err(e) = self.queue.throttled(limit, after).await {
-            tracing::warn!(error = %e, budget = %limit.key, "could not record the pause; this job waits alone");
+        let label = if !write {
+            "reads"
+        } else if self.tenant_writes.as_ref() == Some(limit) {
+            "tenant_writes"
+        } else {
+            "writes"
+        };
+        match self.queue.throttled(limit, after).await {
+            Ok((until_ms, rate)) => {
+                grantline_shared::metrics::budget_paused(&self.upstream, label, until_ms);
+                grantline_shared::metrics::budget_rate(&self.upstream, label, rate);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, budget = %limit.key, "could not record the pause; this job waits alone")
+            }
         }
         tracing::info!(budget = %limit.key, retry_after_ms = after.as_millis() as u64, scope, "upstream refused a call; every caller pauses");
         // a little jitter, so the callers of one pause do not all return in the same millisecond

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod budget;
 pub mod channels;
 pub mod executor;
+pub mod job_metrics;
 pub mod membership;
 pub mod paging;
 pub mod policy_reload;

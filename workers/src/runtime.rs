@@ -45,6 +45,8 @@ macro_rules! register {
                 .data(svc.clone())
                 // outside catch_panic, so a panic is recorded as the attempt span's error
                 .layer(JobSpanLayer)
+                // also outside catch_panic: a panic counts as the attempt's outcome
+                .layer(crate::job_metrics::JobMetricsLayer::new(kind))
                 .catch_panic()
                 .concurrency(n)
                 .build($handler)

@@ -534,6 +534,7 @@ impl ExchangeClient {
             let sent = Correlation { request_id: None, client_request_id };
             let response = request.send().await.map_err(|e| transport(e, cmdlet, sent.clone()))?;
             let status = response.status();
+            grantline_shared::metrics::upstream_response("exchange", status.as_u16());
             let headers = response.headers().clone();
             let request_id = http::header_str(&headers, "request-id").map(str::to_owned);
             span.record("http.status_code", status.as_u16());

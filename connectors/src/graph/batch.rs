@@ -121,6 +121,10 @@ impl GraphClient {
             let correlation = reply.correlation.clone();
             let env: BatchEnvelope = serde_json::from_slice(&reply.body)
                 .map_err(|e| GraphError::Decode { message: e.to_string(), correlation: correlation.clone() })?;
+            // each answer inside the envelope is an upstream answer of its own
+            for r in &env.responses {
+                grantline_shared::metrics::upstream_response("graph_batch_item", r.status);
+            }
             // answers may come in any order: match them on id
             let mut by_id: BTreeMap<String, BatchResponse> =
                 env.responses.into_iter().map(|r| (r.id.to_ascii_lowercase(), r)).collect();

@@ -288,6 +288,7 @@ impl GraphClient {
             let sent = Correlation { request_id: None, client_request_id };
             let response = request.send().await.map_err(|e| transport(e, sent.clone()))?;
             let status = response.status();
+            grantline_shared::metrics::upstream_response("graph", status.as_u16());
             let headers = response.headers().clone();
             let request_id = http::header_str(&headers, "request-id").map(str::to_owned);
             span.record("http.status_code", status.as_u16());

@@ -142,9 +142,11 @@ impl GraphClient {
                     .map_err(|e| GraphError::Decode { message: e.to_string(), correlation: reply.correlation })
             })
             .await?;
-            out.extend(page.value.into_iter().filter(|o| {
-                o.odata_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("#microsoft.graph.user"))
-            }));
+            out.extend(
+                page.value.into_iter().filter(|o| {
+                    o.odata_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("#microsoft.graph.user"))
+                }),
+            );
             match page.next.and_then(|n| url::Url::parse(&n).ok()) {
                 // the next page must be on the same service
                 Some(next) if next.origin() == self.base().origin() && out.len() < MAX_GROUP_APPROVERS => url = next,

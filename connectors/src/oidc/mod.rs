@@ -373,6 +373,7 @@ impl OidcClient {
             .await
             .map_err(OidcError::transport)?;
         let status = response.status();
+        grantline_shared::metrics::upstream_response("entra_signin", status.as_u16());
         tracing::Span::current().record("http.status_code", status.as_u16());
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(OidcError::transport)?;

@@ -181,6 +181,7 @@ impl PagerDutyClient {
         };
         let response = request.send().await.map_err(|e| transport(e, sent.clone()))?;
         let status = response.status();
+        grantline_shared::metrics::upstream_response("pagerduty", status.as_u16());
         span.record("http.status_code", status.as_u16());
         let headers = response.headers().clone();
         let request_id = http::header_str(&headers, "x-request-id").map(str::to_owned);

@@ -333,6 +333,7 @@ impl ServiceNowClient {
             }
             let response = request.send().await.map_err(transport)?;
             let status = response.status();
+            grantline_shared::metrics::upstream_response("servicenow", status.as_u16());
             span.record("http.status_code", status.as_u16());
             let headers = response.headers().clone();
             let bytes = response.bytes().await.map_err(transport)?;

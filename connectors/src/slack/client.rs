@@ -329,6 +329,7 @@ async fn send(method: &'static str, request: reqwest::RequestBuilder) -> Result<
     };
     let response = request.send().await.map_err(transport)?;
     let status = response.status();
+    grantline_shared::metrics::upstream_response("slack", status.as_u16());
     span.record("http.status_code", status.as_u16());
     let headers = response.headers().clone();
     let request_id = http::header_str(&headers, "x-slack-req-id").map(str::to_owned);

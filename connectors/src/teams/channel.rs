@@ -75,6 +75,7 @@ impl TeamsChannelClient {
                 .await
                 .map_err(|e| transport(e, sent.clone()))?;
             let status = response.status();
+            grantline_shared::metrics::upstream_response("teams_channel", status.as_u16());
             span.record("http.status_code", status.as_u16());
             let headers = response.headers().clone();
             let request_id = http::header_str(&headers, "x-ms-workflow-run-id")

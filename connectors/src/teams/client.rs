@@ -215,6 +215,7 @@ impl BotConnectorClient {
             let sent = Correlation { request_id: None, client_request_id };
             let response = request.send().await.map_err(|e| transport(e, sent.clone()))?;
             let status = response.status();
+            grantline_shared::metrics::upstream_response("teams", status.as_u16());
             let headers = response.headers().clone();
             span.record("http.status_code", status.as_u16());
             let request_id = http::header_str(&headers, "ms-cv")

@@ -181,6 +181,7 @@ impl AlertWebhookClient {
             };
             let response = request.send().await.map_err(transport)?;
             let status = response.status();
+            grantline_shared::metrics::upstream_response("alert_webhook", status.as_u16());
             tracing::Span::current().record("http.status_code", status.as_u16());
             if status.is_success() {
                 return Ok(());

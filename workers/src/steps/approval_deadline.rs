@@ -74,9 +74,8 @@ pub async fn run(job: ApprovalDeadline, svc: Data<Arc<Services>>) -> Result<Hand
             );
         }
         // an extension not decided in time: the original end stands
-        if let Some(ext) = grantline_store::lifecycle::pending_extension(&svc.queue, &rec)
-            .await
-            .map_err(crate::record::store_error)?
+        if let Some(ext) =
+            grantline_store::lifecycle::pending_extension(&svc.queue, &rec).await.map_err(crate::record::store_error)?
         {
             tracing::info!(request_id = %rec.id, stage = pending, "extension not decided in time");
             let reason = format!("{within}; the extension expired");

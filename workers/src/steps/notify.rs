@@ -136,7 +136,12 @@ fn excluded(plan: &ApprovalPlan, rec: &RequestRecord, p: &Person) -> bool {
 }
 
 /// The people of a stage, each once.
-async fn stage_people(svc: &Services, rec: &RequestRecord, plan: &ApprovalPlan, stage: usize) -> Result<Vec<Person>, JobError> {
+async fn stage_people(
+    svc: &Services,
+    rec: &RequestRecord,
+    plan: &ApprovalPlan,
+    stage: usize,
+) -> Result<Vec<Person>, JobError> {
     let mut out: Vec<Person> = Vec::new();
     for entry in asked_entries(plan, stage) {
         for p in people_of(svc, &entry).await? {
@@ -245,8 +250,8 @@ async fn ask(svc: &Services, rec: &RequestRecord, stage: usize) -> Result<Handof
         None => return Ok(Handoff::done()),
     };
     let Some(ApprovalRequirement::Plan(plan)) = decision.approval.as_mut() else { return Ok(Handoff::done()) };
-    let pending = rec.state == RequestState::AwaitingApproval
-        && rec.approval_clock.as_ref().is_none_or(|c| c.stage == stage);
+    let pending =
+        rec.state == RequestState::AwaitingApproval && rec.approval_clock.as_ref().is_none_or(|c| c.stage == stage);
     let skipped = if pending { skip_out_of_office(svc, plan, stage).await? } else { Vec::new() };
     let plan_changed = !skipped.is_empty();
     let people = stage_people(svc, rec, plan, stage).await?;
@@ -270,7 +275,13 @@ async fn ask(svc: &Services, rec: &RequestRecord, stage: usize) -> Result<Handof
             continue;
         }
         let mut found = |channel: &str, reference: String| {
-            notices.push(Notice { channel: channel.into(), to: p.id.clone(), reference, stage: Some(stage), at_ms: now });
+            notices.push(Notice {
+                channel: channel.into(),
+                to: p.id.clone(),
+                reference,
+                stage: Some(stage),
+                at_ms: now,
+            });
             sent.push(format!("{channel}:{}", p.upn));
         };
         // once the stage is no longer pending nothing new is sent, but what was sent before
@@ -379,7 +390,8 @@ async fn remind(svc: &Services, rec: &RequestRecord, stage: usize) -> Result<Han
     }
     let percent = rec.approval_clock.as_ref().and_then(|c| c.reminded.iter().max().copied()).unwrap_or(0);
     let view = ApprovalView::of(rec, stage);
-    let answered = |to: &str| rec.approvals.iter().any(|a| a.stage == Some(stage) && a.approver_id.as_deref() == Some(to));
+    let answered =
+        |to: &str| rec.approvals.iter().any(|a| a.stage == Some(stage) && a.approver_id.as_deref() == Some(to));
     let now = svc.now_ms();
     let mut added: Vec<Notice> = Vec::new();
     let reminder = format!("Reminder: {}", view.text());
@@ -401,7 +413,9 @@ async fn remind(svc: &Services, rec: &RequestRecord, stage: usize) -> Result<Han
                 let Some((channel, _)) = n.reference.split_once('|') else { continue };
                 let Some(slack) = &svc.channels.slack else { continue };
                 through_ledger(svc, &key, || async {
-                    let p = slack.post_message(channel, &format!("Reminder: {}", view.slack_text()), &view.slack_blocks()).await?;
+                    let p = slack
+                        .post_message(channel, &format!("Reminder: {}", view.slack_text()), &view.slack_blocks())
+                        .await?;
                     Ok(Some(format!("{}|{}", p.channel, p.ts)))
                 })
                 .await?
@@ -419,7 +433,13 @@ async fn remind(svc: &Services, rec: &RequestRecord, stage: usize) -> Result<Han
         if let Some(r) = reference
             && !rec.notices.iter().chain(added.iter()).any(|x| x.reference == r)
         {
-            added.push(Notice { channel: n.channel.clone(), to: n.to.clone(), reference: r, stage: Some(stage), at_ms: now });
+            added.push(Notice {
+                channel: n.channel.clone(),
+                to: n.to.clone(),
+                reference: r,
+                stage: Some(stage),
+                at_ms: now,
+            });
         }
     }
     if added.is_empty() {
@@ -433,7 +453,9 @@ async fn remind(svc: &Services, rec: &RequestRecord, stage: usize) -> Result<Han
 /// The approval record state a notice's person should show now, if it should change.
 fn wanted_state(rec: &RequestRecord, n: &Notice) -> Option<(ApprovalState, String)> {
     let stage = n.stage.unwrap_or(0);
-    if let Some(a) = rec.approvals.iter().rev().find(|a| a.stage == Some(stage) && a.approver_id.as_deref() == Some(&n.to)) {
+    if let Some(a) =
+        rec.approvals.iter().rev().find(|a| a.stage == Some(stage) && a.approver_id.as_deref() == Some(&n.to))
+    {
         if a.via.as_deref() == Some("servicenow") {
             return None;
         }
@@ -455,15 +477,20 @@ async fn update(svc: &Services, rec: &RequestRecord) -> Result<Handoff, JobError
         let view = ApprovalView::of(rec, n.stage.unwrap_or(0));
         let result: Result<(), StepError> = match n.channel.as_str() {
             "teams" => match (&svc.channels.teams, &n.reference.splitn(3, '|').collect::<Vec<_>>()[..]) {
-                (Some(t), [service_url, conv, activity]) => {
-                    t.client.update_card(service_url, conv, activity, &view.teams_card()).await.map(|_| ()).map_err(Into::into)
-                }
+                (Some(t), [service_url, conv, activity]) => t
+                    .client
+                    .update_card(service_url, conv, activity, &view.teams_card())
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
                 _ => Ok(()),
             },
             "slack" => match (&svc.channels.slack, n.reference.split_once('|')) {
-                (Some(s), Some((channel, ts))) => {
-                    s.update_message(channel, ts, &view.slack_text(), &view.slack_blocks()).await.map(|_| ()).map_err(Into::into)
-                }
+                (Some(s), Some((channel, ts))) => s
+                    .update_message(channel, ts, &view.slack_text(), &view.slack_blocks())
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
                 _ => Ok(()),
             },
             "servicenow" => match wanted_state(rec, n) {
@@ -471,7 +498,10 @@ async fn update(svc: &Services, rec: &RequestRecord) -> Result<Handoff, JobError
                     if records.is_none() {
                         records = Some(svc.servicenow.list_approvals(&rec.ticket.sys_id).await.map_err(job_error)?);
                     }
-                    let current = records.as_ref().and_then(|r| r.iter().find(|a| a.sys_id == n.reference)).map(|a| a.state.clone());
+                    let current = records
+                        .as_ref()
+                        .and_then(|r| r.iter().find(|a| a.sys_id == n.reference))
+                        .map(|a| a.state.clone());
                     // a record already decided or closed (by its approver, or by us before) stays as it is
                     if current.as_ref().is_some_and(|s| *s != ApprovalState::Requested) {
                         Ok(())
@@ -516,7 +546,9 @@ async fn tell_requester(svc: &Services, rec: &RequestRecord) -> Result<(), JobEr
             "body": [{"type": "TextBlock", "text": text, "wrap": true}],
         });
         through_ledger(svc, &key, || ask_teams(svc, &person, &card)).await?;
-    } else if used("slack") && let Some(slack) = &svc.channels.slack {
+    } else if used("slack")
+        && let Some(slack) = &svc.channels.slack
+    {
         through_ledger(svc, &key, || async {
             let Some(user) = slack.lookup_by_email(person.address()).await? else { return Ok(None) };
             let p = slack.post_message(&user.id, &text, &serde_json::Value::Null).await?;

@@ -37,7 +37,8 @@ pub async fn run(job: SyncApprovals, svc: Data<Arc<Services>>) -> Result<Handoff
             continue;
         }
         // grantline wrote this answer back from another door
-        if rec.approvals.iter().any(|a| a.stage == notice.stage && a.approver_id.as_deref() == Some(notice.to.as_str())) {
+        if rec.approvals.iter().any(|a| a.stage == notice.stage && a.approver_id.as_deref() == Some(notice.to.as_str()))
+        {
             continue;
         }
         // each answer on a record (its state, by whom, when) is judged once

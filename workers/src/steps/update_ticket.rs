@@ -51,9 +51,8 @@ fn note(rec: &RequestRecord, update: TicketUpdate) -> (String, RitmPatch) {
             patch.approval = Some("requested".into());
             patch.stage = Some("waiting_for_approval".into());
             let plan = decision.and_then(|d| d.plan().cloned());
-            let who = plan
-                .map(|p| p.stages.iter().map(stage_summary).collect::<Vec<_>>().join(" then "))
-                .unwrap_or_default();
+            let who =
+                plan.map(|p| p.stages.iter().map(stage_summary).collect::<Vec<_>>().join(" then ")).unwrap_or_default();
             format!("Waiting for approval: {who}")
         }
         TicketUpdate::Escalated => {
