@@ -223,7 +223,9 @@ pub async fn shutdown_signal() {
 }
 
 async fn queue(cfg: &Config) -> Result<Queue> {
-    Queue::connect(&cfg.redis_url, cfg.queue_config()).await.with_context(|| format!("connecting to {}", crate::config::redacted_url(&cfg.redis_url)))
+    Queue::connect(&cfg.redis_url, cfg.queue_config())
+        .await
+        .with_context(|| format!("connecting to {}", crate::config::redacted_url(&cfg.redis_url)))
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {

@@ -166,7 +166,11 @@ impl Config {
         self.executors.validate().map_err(anyhow::Error::msg)?;
         self.notify.validate().map_err(anyhow::Error::msg)?;
         self.paging.validate().map_err(anyhow::Error::msg)?;
-        if self.paging.destinations.values().any(|d| matches!(d, grantline_workers::paging::Destination::SlackChannel { .. }))
+        if self
+            .paging
+            .destinations
+            .values()
+            .any(|d| matches!(d, grantline_workers::paging::Destination::SlackChannel { .. }))
             && self.ingest.slack.is_none()
         {
             bail!("paging.destinations: a slack_channel destination needs the Slack app (ingest.slack)");
@@ -306,7 +310,8 @@ mod tests {
         assert!(err.contains("paging.destinations.oncall.routing_key") && !err.contains("too-short"), "{err}");
         let ok = load(&format!("{pd}routing_key = \"{}\"\n", "k".repeat(32))).unwrap();
         assert_eq!(ok.paging.route("execute-grant", grantline_connectors::pagerduty::Severity::Error), ["oncall"]);
-        let slack = "[paging]\ndefault = [\"desk\"]\n[paging.destinations.desk]\ntype = \"slack_channel\"\nchannel = \"#sd\"\n";
+        let slack =
+            "[paging]\ndefault = [\"desk\"]\n[paging.destinations.desk]\ntype = \"slack_channel\"\nchannel = \"#sd\"\n";
         let err = load(slack).unwrap_err().to_string();
         assert!(err.contains("ingest.slack"), "{err}");
     }

@@ -98,7 +98,11 @@ async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_appr
     let r = stack
         .sims
         .botframework
-        .click(Click::new(ids::PATTI_UPN, &activity, "approve").in_conversation(&conversation).input("comment", "for the quarter close"))
+        .click(
+            Click::new(ids::PATTI_UPN, &activity, "approve")
+                .in_conversation(&conversation)
+                .input("comment", "for the quarter close"),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{:#}", r.body);
@@ -136,7 +140,8 @@ async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_appr
 async fn an_answer_on_the_servicenow_approval_record_counts_and_updates_the_teams_card() {
     let stack = Stack::start_opts(opts()).await;
     // the contractor's manager (Patti) approves Team Alpha
-    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    let (number, id) =
+        stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
     stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
     let teams = stack.notice(&id, "teams", ids::PATTI_ID, 0).await;
     let record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
@@ -152,7 +157,8 @@ async fn an_answer_on_the_servicenow_approval_record_counts_and_updates_the_team
 
     // set back to requested and answered by Patti herself
     stack.sims.servicenow.state().set_field("sysapproval_approver", &record.reference, "state", "requested").unwrap();
-    let delivery = stack.sims.servicenow.approve_in_ui(&record.reference, &patti, true, "she starts Monday").await.unwrap();
+    let delivery =
+        stack.sims.servicenow.approve_in_ui(&record.reference, &patti, true, "she starts Monday").await.unwrap();
     assert_eq!(delivery.expect("the doorbell rang").status, 202);
     stack.wait_state(&id, RequestState::Active, WAIT).await;
     let approvals = stack.json_field(&id, grantline_shared::request::fields::APPROVALS).await;
@@ -242,10 +248,8 @@ async fn reminders_then_escalation_then_expiry_follow_the_clock() {
     stack
         .wait_for("cards and records closed", WAIT, || async {
             let notices = stack.notices(&id).await;
-            let cards_closed = notices
-                .iter()
-                .filter(|n| n.channel == "teams")
-                .all(|n| !has_buttons(&card(&stack, &teams_ref(n).2)));
+            let cards_closed =
+                notices.iter().filter(|n| n.channel == "teams").all(|n| !has_buttons(&card(&stack, &teams_ref(n).2)));
             let records_closed = notices.iter().filter(|n| n.channel == "servicenow").all(|n| {
                 let s = approval_state(&stack, &number, &n.reference);
                 s == "no_longer_required" || s == "approved"

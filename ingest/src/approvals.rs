@@ -35,7 +35,13 @@ pub struct Answer<'a> {
 /// What came of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answered {
-    Counted { outcome: Outcome, stage: usize, state: RequestState, jobs: Vec<String>, approver: Approver },
+    Counted {
+        outcome: Outcome,
+        stage: usize,
+        state: RequestState,
+        jobs: Vec<String>,
+        approver: Approver,
+    },
     Refused(Refusal),
     /// There is no such request.
     NotFound,

@@ -202,12 +202,12 @@ impl IngestConfig {
                 problems.push(format!("ingest.slack.signing_secret must be at least {MIN_SECRET_LEN} characters"));
             }
         }
-                if let Some(web) = &self.web
+        if let Some(web) = &self.web
             && let Err(e) = web.validate()
         {
             problems.extend(e.0);
         }
-                if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
     }
 }
 
@@ -241,8 +241,18 @@ mod tests {
         c.max_body_bytes = 10;
         c.allowed_tables = vec!["Bad Table".into()];
         c.operator_tokens = vec![
-            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001"), directory_id: None, upn: None },
-            OperatorToken { id: "ops".into(), token: Secret::new("operator-token-0001"), directory_id: None, upn: None },
+            OperatorToken {
+                id: "ops".into(),
+                token: Secret::new("operator-token-0001"),
+                directory_id: None,
+                upn: None,
+            },
+            OperatorToken {
+                id: "ops".into(),
+                token: Secret::new("operator-token-0001"),
+                directory_id: None,
+                upn: None,
+            },
             OperatorToken { id: "bad id".into(), token: Secret::new("x"), directory_id: None, upn: None },
         ];
         let msg = c.validate().unwrap_err().to_string();

@@ -127,7 +127,8 @@ async fn ring_approvals(state: &AppState, request_id: &str) -> Result<(), ApiErr
     if rec.state != grantline_shared::request::RequestState::AwaitingApproval {
         return Ok(());
     }
-    let commit = grantline_store::Commit::new(&rec, ACTOR, state.now_ms()).then(grantline_shared::flow::Next::SyncApprovals);
+    let commit =
+        grantline_store::Commit::new(&rec, ACTOR, state.now_ms()).then(grantline_shared::flow::Next::SyncApprovals);
     match commit.apply(&state.queue).await? {
         grantline_store::Applied::Done { jobs, .. } => {
             tracing::info!(request_id, ?jobs, "approval records to read back");

@@ -523,8 +523,14 @@ impl Queue {
     pub async fn newest_dead_letters(&self, queue: &str, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let k = self.inner.ns.queue(queue);
         let mut conn = self.inner.conn.clone();
-        let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XREVRANGE").arg(&k.dead).arg("+").arg("-").arg("COUNT").arg(count).query_async(&mut conn).await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&k.dead)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
         Ok(reply.ids.into_iter().map(|e| dead_letter(queue, e)).collect())
     }
 

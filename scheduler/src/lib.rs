@@ -13,10 +13,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use grantline_queue::{PushOutcome, Queue, QueueError};
-use grantline_shared::{Clock, JobKind};
 use grantline_shared::flow::Next;
 use grantline_shared::jobs::RemovalTrigger;
 use grantline_shared::request::{fields, keys};
+use grantline_shared::{Clock, JobKind};
 use redis::AsyncCommands;
 
 #[derive(Clone, Debug)]
@@ -62,8 +62,9 @@ async fn traceparent(queue: &Queue, request_id: &str) -> Result<String, QueueErr
 /// time). Returns how many it enqueued.
 pub async fn sweep_approvals(queue: &Queue, now_ms: u64) -> Result<usize, QueueError> {
     let mut conn = queue.connection();
-    let due: Vec<(String, f64)> =
-        conn.zrangebyscore_limit_withscores(queue.namespace().key(keys::APPROVALS_DUE), "-inf", now_ms, 0, 1000).await?;
+    let due: Vec<(String, f64)> = conn
+        .zrangebyscore_limit_withscores(queue.namespace().key(keys::APPROVALS_DUE), "-inf", now_ms, 0, 1000)
+        .await?;
     let mut enqueued = 0;
     for (request_id, score) in due {
         let due_ms = score as u64;
@@ -90,9 +91,10 @@ pub async fn poll_approvals(queue: &Queue, now_ms: u64, every: Duration, limit: 
     let period = now_ms / u64::try_from(every.as_millis()).unwrap_or(1).max(1);
     let mut enqueued = 0;
     for request_id in waiting {
-        let job = grantline_store::job(&request_id, &traceparent(queue, &request_id).await?, Next::SyncApprovals, now_ms)
-            .map_err(|e| QueueError::InvalidJob(e.to_string()))?
-            .idempotency_key(format!("sync:{request_id}:{period}"));
+        let job =
+            grantline_store::job(&request_id, &traceparent(queue, &request_id).await?, Next::SyncApprovals, now_ms)
+                .map_err(|e| QueueError::InvalidJob(e.to_string()))?
+                .idempotency_key(format!("sync:{request_id}:{period}"));
         if let PushOutcome::Enqueued { .. } = queue.push(job).await? {
             enqueued += 1;
         }

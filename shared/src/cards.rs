@@ -241,7 +241,8 @@ impl ApprovalView {
     /// Block Kit blocks. While pending: Approve and Reject buttons whose value is
     /// `<request id>:<stage>`.
     pub fn slack_blocks(&self) -> Value {
-        let facts: Vec<String> = self.facts().into_iter().map(|(k, v)| format!("*{k}:* {}", escape_mrkdwn(&v))).collect();
+        let facts: Vec<String> =
+            self.facts().into_iter().map(|(k, v)| format!("*{k}:* {}", escape_mrkdwn(&v))).collect();
         let mut blocks = vec![
             json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", escape_mrkdwn(&self.title()))}}),
             json!({"type": "section", "text": {"type": "mrkdwn", "text": facts.join("\n")}}),
@@ -306,8 +307,10 @@ mod tests {
         });
         rec.decision = Some(serde_json::from_value(decision).unwrap());
         rec.requester = Some(
-            serde_json::from_value(serde_json::json!({"id": "u1", "upn": "alex@contoso.com", "display_name": "Alex Wilber",
-                "user_type": "Member", "account_enabled": true}))
+            serde_json::from_value(
+                serde_json::json!({"id": "u1", "upn": "alex@contoso.com", "display_name": "Alex Wilber",
+                "user_type": "Member", "account_enabled": true}),
+            )
             .unwrap(),
         );
         rec.target = Some("Finance BI".into());

@@ -59,8 +59,7 @@ pub async fn refused(queue: &Queue, r: &DoorRefusal) -> Result<(), StoreError> {
         .arg("refusal")
         .arg(json)
         .query_async(&mut conn)
-        .await
-        ?;
+        .await?;
     Ok(())
 }
 
@@ -74,8 +73,7 @@ pub async fn recent(queue: &Queue, count: usize) -> Result<Vec<DoorRefusal>, Sto
         .arg("COUNT")
         .arg(count)
         .query_async(&mut conn)
-        .await
-        ?;
+        .await?;
     Ok(reply
         .ids
         .iter()

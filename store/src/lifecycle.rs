@@ -497,9 +497,9 @@ pub async fn extend(
                 c.set(|u| {
                     u.reason(&why).approvals(&Vec::new()).notices(&Vec::new()).approval_clock(&clock).asked_ms(&now_ms)
                 })
-                    .write(Write::new(WriteCmd::Set, extension_key(&rec.id), [body]))
-                    .write(due_write(&rec.id, due))
-                    .outcome(Outcome::ExtensionRequested)
+                .write(Write::new(WriteCmd::Set, extension_key(&rec.id), [body]))
+                .write(due_write(&rec.id, due))
+                .outcome(Outcome::ExtensionRequested)
             }
             // approved by a rule: the rule approves the extension too
             None => settle_extension(

@@ -909,7 +909,9 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                 Err(_) => {
                     cx.at(
                         Some(z.span()),
-                        format!("unknown time zone \"{zone}\", expected an IANA time zone name such as \"Europe/Amsterdam\""),
+                        format!(
+                            "unknown time zone \"{zone}\", expected an IANA time zone name such as \"Europe/Amsterdam\""
+                        ),
                     );
                     None
                 }
@@ -955,7 +957,9 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                     employee_leave_date_time: u.employee_leave_date_time.map(|t| t.0),
                     manager_id: u.manager_id,
                     manager_upn: u.manager_upn,
-                    managers_manager: u.managers_manager_id.map(|id| Principal::new(id, u.managers_manager_upn.as_deref())),
+                    managers_manager: u
+                        .managers_manager_id
+                        .map(|id| Principal::new(id, u.managers_manager_upn.as_deref())),
                     member_of: u.member_of,
                 },
             )
