@@ -107,6 +107,8 @@ pub fn worker_env(
         ("GRANTLINE__QUEUE__BACKOFF_BASE_MS", retry.base.as_millis().to_string()),
         ("GRANTLINE__QUEUE__BACKOFF_CAP_MS", retry.cap.as_millis().to_string()),
         ("GRANTLINE__WORKERS__SHUTDOWN_TIMEOUT_SECS", "10".to_owned()),
+        // any free port: several processes run side by side
+        ("GRANTLINE__METRICS__BIND", "127.0.0.1:0".to_owned()),
         ("GRANTLINE__POLICY__PATH", policy.to_owned()),
         ("GRANTLINE__GRAPH__BASE_URL", sims.graph.v1_url()),
         ("GRANTLINE__GRAPH__TOKEN__AUTHORITY", sims.login.base_url()),

@@ -15,6 +15,7 @@ use grantline_shared::request::{fields, keys};
 use redis::AsyncCommands;
 
 use crate::config::Config;
+use crate::roles::Roles;
 
 #[derive(Parser, Debug)]
 #[command(name = "grantline", version, about = "Governed execution of IT access requests")]
@@ -222,7 +223,7 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn queue(cfg: &Config) -> Result<Queue> {
+pub(crate) async fn queue(cfg: &Config) -> Result<Queue> {
     Queue::connect(&cfg.redis_url, cfg.queue_config())
         .await
         .with_context(|| format!("connecting to {}", crate::config::redacted_url(&cfg.redis_url)))
@@ -261,45 +262,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run => {
-            // one shutdown signal fans out to the three roles
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = rx.wait_for(|v| *v).await;
-            };
-            let svc = services(&cfg).await?;
-            let opts = worker_options(&cfg);
-            spawn_policy_watch(&cfg, &svc);
-            let q = svc.queue.clone();
-            let state = ingest_state(&cfg, q.clone())?;
-            let ingest_cfg = cfg.ingest.clone();
-            let ingest_rx = rx.clone();
-            let ingest =
-                tokio::spawn(async move { grantline_ingest::serve(&ingest_cfg, state, wait(ingest_rx)).await });
-            let scheduler = tokio::spawn(grantline_scheduler::run(q, cfg.scheduler_options(), wait(rx.clone())));
-            let workers = tokio::spawn(grantline_workers::run_workers(svc, opts, wait(rx.clone())));
-            shutdown_signal().await;
-            let _ = tx.send(true);
-            let (i, s, w) = tokio::join!(ingest, scheduler, workers);
-            i?.map_err(|e| anyhow!("ingest: {e}"))?;
-            s?.map_err(|e| anyhow!("scheduler: {e}"))?;
-            w?.map_err(|e| anyhow!("workers: {e}"))?;
-        }
-        Command::Ingest => {
-            let q = queue(&cfg).await?;
-            let state = ingest_state(&cfg, q)?;
-            grantline_ingest::serve(&cfg.ingest, state, shutdown_signal()).await.map_err(|e| anyhow!("ingest: {e}"))?;
-        }
-        Command::Worker => {
-            let svc = services(&cfg).await?;
-            let opts = worker_options(&cfg);
-            spawn_policy_watch(&cfg, &svc);
-            grantline_workers::run_workers(svc, opts, shutdown_signal()).await.map_err(|e| anyhow!("workers: {e}"))?;
-        }
-        Command::Scheduler => {
-            let q = queue(&cfg).await?;
-            grantline_scheduler::run(q, cfg.scheduler_options(), shutdown_signal()).await?;
-        }
+        Command::Run => crate::roles::run(&cfg, Roles::ALL, shutdown_signal()).await?,
+        Command::Ingest => crate::roles::run(&cfg, Roles::INGEST, shutdown_signal()).await?,
+        Command::Worker => crate::roles::run(&cfg, Roles::WORKERS, shutdown_signal()).await?,
+        Command::Scheduler => crate::roles::run(&cfg, Roles::SCHEDULER, shutdown_signal()).await?,
         Command::Requests { cmd } => {
             let q = queue(&cfg).await?;
             return crate::requests_cmd::run(&cfg, &q, cmd).await;
@@ -371,7 +337,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Reloads the policy on SIGHUP or when its file changes, for the life of the process.
-fn spawn_policy_watch(cfg: &Config, svc: &grantline_workers::Services) {
+pub(crate) fn spawn_policy_watch(cfg: &Config, svc: &grantline_workers::Services) {
     let (handle, queue) = (svc.policy.clone(), svc.queue.clone());
     let path = PathBuf::from(&cfg.policy.path);
     tokio::spawn(grantline_workers::policy_reload::watch(
@@ -383,7 +349,7 @@ fn spawn_policy_watch(cfg: &Config, svc: &grantline_workers::Services) {
     ));
 }
 
-fn worker_options(cfg: &Config) -> grantline_workers::WorkerOptions {
+pub(crate) fn worker_options(cfg: &Config) -> grantline_workers::WorkerOptions {
     grantline_workers::WorkerOptions {
         concurrency: cfg.workers.concurrency,
         shutdown_timeout: std::time::Duration::from_secs(cfg.workers.shutdown_timeout_secs),
@@ -574,7 +540,7 @@ fn policy_cmd(cmd: &PolicyCmd) -> Result<ExitCode> {
 }
 
 /// The HTTP edge's state: the queue, and the directory that proves approvers' identities.
-fn ingest_state(cfg: &Config, q: grantline_queue::Queue) -> Result<grantline_ingest::AppState> {
+pub(crate) fn ingest_state(cfg: &Config, q: grantline_queue::Queue) -> Result<grantline_ingest::AppState> {
     let mut state = grantline_ingest::AppState::new(q, cfg.ingest.clone()).with_policy_file(&cfg.policy.path);
     if let Some(graph) = &cfg.graph {
         state = state.with_directory(grantline_connectors::GraphClient::new(graph)?);

@@ -33,6 +33,30 @@ pub struct Config {
     pub operator: OperatorSettings,
     /// The scheduler's directory sweeps: leavers (users delta) and drift.
     pub offboarding: OffboardingSettings,
+    /// Every role's own `/metrics` listener.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: the listener on which each process (the edge, every worker, the scheduler, or
+/// `grantline run` for all three) serves `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// `metrics.enabled`: serve the listener (default true).
+    pub enabled: bool,
+    /// `metrics.bind`: its address, loopback by default so that nothing is exposed unless asked
+    /// (`0.0.0.0:9464` in a pod; port 0 takes any free port). A scrape needs
+    /// `ingest.metrics_token` as a bearer token when that is set.
+    pub bind: std::net::SocketAddr,
+}
+
+pub const DEFAULT_METRICS_BIND: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9464));
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true, bind: DEFAULT_METRICS_BIND }
+    }
 }
 
 /// `[offboarding]`: how often the scheduler asks for the directory sweeps.
@@ -78,6 +102,7 @@ impl Default for Config {
             paging: grantline_workers::paging::PagingSettings::default(),
             operator: OperatorSettings::default(),
             offboarding: OffboardingSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }

@@ -9,4 +9,5 @@ pub mod dlq;
 pub mod evidence;
 pub mod narrative;
 pub mod requests_cmd;
+pub mod roles;
 pub mod telemetry;
