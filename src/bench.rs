@@ -407,6 +407,13 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
         dead += queue.metrics(&q).await?.dead_total;
     }
     let (bytes_total, bytes_audit) = memory_per_request(&queue, &ids, baseline).await?;
+    // the same once the queue has forgotten the completed jobs (queue.completed_retention_secs
+    // after they ran): what a request costs for as long as it is kept
+    // (this process's handle keeps no completed job: its retention is zero)
+    for q in queue.queues().await? {
+        queue.apply_retention(&q).await?;
+    }
+    let (settled_total, _) = memory_per_request(&queue, &ids, baseline).await?;
     let grant_span_s = (last_grant.saturating_sub(first_grant) as f64 / 1000.0).max(0.001);
     let goodput = args.n as f64 / grant_span_s;
     let bound = f64::from(args.writes_per_second) * if args.batch { 20.0 } else { 1.0 };
@@ -449,6 +456,7 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
         "redis_bytes_per_request": bytes_total,
         "redis_bytes_per_request_audit": bytes_audit,
         "redis_bytes_per_request_before_audit": bytes_total.saturating_sub(bytes_audit),
+        "redis_bytes_per_request_before_audit_settled": settled_total.saturating_sub(bytes_audit),
     });
     println!("{out}");
     sims.shutdown().await;

@@ -143,6 +143,9 @@ pub enum AuditCmd {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// Verify an audit archive written by retention (retention.archive_dir) offline: every
+    /// trail chains intact to its recorded head; exit 1 naming the line of any problem.
+    VerifyArchive { file: PathBuf },
     /// Create an Ed25519 signing key for evidence packs (FILE, and its public key FILE.pub).
     Keygen {
         #[arg(long)]
@@ -415,6 +418,20 @@ async fn audit_cmd(cfg: &Config, cmd: AuditCmd) -> Result<ExitCode> {
             return crate::evidence::verify_cmd(file, public_key.as_deref());
         }
         AuditCmd::Keygen { out } => return crate::evidence::keygen_cmd(out),
+        AuditCmd::VerifyArchive { file } => {
+            let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            let check = grantline_store::retention::verify_archive(std::io::BufReader::new(f))
+                .with_context(|| format!("reading {}", file.display()))?;
+            if check.problems.is_empty() {
+                println!("ok: {} trails, {} records, every chain intact", check.trails, check.records);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for (line, problem) in &check.problems {
+                println!("line {line}: {problem}");
+            }
+            println!("BROKEN: {} problems ({} trails intact)", check.problems.len(), check.trails);
+            return Ok(ExitCode::from(1));
+        }
         _ => {}
     }
     let q = queue(cfg).await?;
@@ -445,7 +462,10 @@ async fn audit_cmd(cfg: &Config, cmd: AuditCmd) -> Result<ExitCode> {
                 println!("{v}");
             }
         }
-        AuditCmd::Evidence { .. } | AuditCmd::VerifyEvidence { .. } | AuditCmd::Keygen { .. } => {}
+        AuditCmd::Evidence { .. }
+        | AuditCmd::VerifyEvidence { .. }
+        | AuditCmd::VerifyArchive { .. }
+        | AuditCmd::Keygen { .. } => {}
         AuditCmd::Verify { .. } => {
             let mut conn = q.connection();
             let head: Option<String> = conn.hget(q.namespace().key(&keys::request(&id)), fields::AUDIT_HEAD).await?;

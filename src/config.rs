@@ -35,6 +35,8 @@ pub struct Config {
     pub offboarding: OffboardingSettings,
     /// Every role's own `/metrics` listener.
     pub metrics: MetricsSettings,
+    /// What Redis keeps of finished requests, and the archive of their audit trails.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// `[metrics]`: the listener on which each process (the edge, every worker, the scheduler, or
@@ -103,6 +105,7 @@ impl Default for Config {
             operator: OperatorSettings::default(),
             offboarding: OffboardingSettings::default(),
             metrics: MetricsSettings::default(),
+            retention: crate::retention::RetentionSettings::default(),
         }
     }
 }
@@ -191,6 +194,7 @@ impl Config {
         self.executors.validate().map_err(anyhow::Error::msg)?;
         self.notify.validate().map_err(anyhow::Error::msg)?;
         self.paging.validate().map_err(anyhow::Error::msg)?;
+        self.retention.validate()?;
         if self
             .paging
             .destinations

@@ -9,5 +9,6 @@ pub mod dlq;
 pub mod evidence;
 pub mod narrative;
 pub mod requests_cmd;
+pub mod retention;
 pub mod roles;
 pub mod telemetry;

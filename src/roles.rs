@@ -49,6 +49,9 @@ pub async fn run(cfg: &Config, roles: Roles, shutdown: impl Future<Output = ()>)
     if roles.ingest {
         cfg.ingest.validate().map_err(|e| anyhow!("{e}"))?;
     }
+    if roles.scheduler {
+        cfg.retention.prepare()?;
+    }
     let services = if roles.workers { Some(crate::cli::services(cfg).await?) } else { None };
     let queue = match &services {
         Some(s) => s.queue.clone(),
@@ -109,6 +112,14 @@ pub async fn run(cfg: &Config, roles: Roles, shutdown: impl Future<Output = ()>)
     if roles.scheduler {
         let (q, opts, stop) = (queue.clone(), cfg.scheduler_options(), stopped(stop_rx.clone()));
         spawn("scheduler", Box::pin(async move { grantline_scheduler::run(q, opts, stop).await.map_err(Into::into) }));
+        let (q, retention, stop) = (queue.clone(), cfg.retention.clone(), stopped(stop_rx.clone()));
+        spawn(
+            "retention",
+            Box::pin(async move {
+                crate::retention::run(q, retention, grantline_shared::Clock::system(), stop).await;
+                Ok(())
+            }),
+        );
     }
     if let Some(svc) = services {
         crate::cli::spawn_policy_watch(cfg, &svc);

@@ -227,6 +227,9 @@ record! {
         asked_ms: u64 = ASKED_MS "asked_ms",
         /// Where the pending approval stage stands in time: since when, reminders sent.
         approval_clock: ApprovalClock = APPROVAL_CLOCK "approval_clock",
+        /// When retention compacted this finished record to its summary (ms): what it dropped is
+        /// in the audit trail.
+        compacted_ms: u64 = COMPACTED_MS "compacted_ms",
     }
     listed {
         /// The approvers' answers, in order.
@@ -409,6 +412,7 @@ impl RequestRecord {
             justification: None,
             asked_ms: None,
             approval_clock: None,
+            compacted_ms: None,
             approvals: Vec::new(),
             notices: Vec::new(),
             noted: Vec::new(),

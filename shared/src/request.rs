@@ -148,11 +148,24 @@ pub mod keys {
     pub fn by_state(state: super::RequestState) -> String {
         format!("requests:state:{}", state.as_str())
     }
+    /// ZSET of finished requests (a state that holds nothing and will grant nothing: denied,
+    /// rejected, expired, removed, rolled back, cancelled), scored by when they got there (ms):
+    /// kept by the same commit that moves them, read by retention.
+    pub const FINISHED: &str = "requests:finished";
+    /// ZSET of finished requests whose record retention already compacted, scored as in
+    /// [`FINISHED`]: their audit trail waits for its own retention.
+    pub const COMPACTED: &str = "requests:compacted";
     /// HASH of the policy in force in the workers: version, loaded_ms, reload_failures,
     /// last_error (written by the workers' reload, read by the edge's /metrics).
     pub const POLICY_STATUS: &str = "policy:status";
     /// ZSET of active time-bound grants (request ids) scored by expiry (ms): the safety net.
     pub const EXPIRING: &str = "grants:expiring";
+    /// HASH of requests whose removal failed for good: request id -> a
+    /// [`FailedRemoval`](crate::jobs::FailedRemoval) (the trigger and the dead letters paged
+    /// about). Written by the alert of a `remove-access` dead letter, read by the scheduler's
+    /// sweep (which tries the removal again once per period), cleared by the removal that
+    /// finally succeeds.
+    pub const FAILED_REMOVALS: &str = "removals:failed";
     /// ZSET of requests awaiting approval, scored by the next reminder or deadline (ms).
     pub const APPROVALS_DUE: &str = "approvals:due";
     /// STREAM of answers refused at a door before anyone was identified (a forged Teams token,

@@ -36,6 +36,7 @@ pub mod doors;
 pub mod index;
 pub mod lifecycle;
 pub mod person;
+pub mod retention;
 pub mod trail;
 pub mod view;
 
@@ -288,6 +289,12 @@ impl<'a> Commit<'a> {
                 keys::by_state(new_state),
                 [rec.created_ms.to_string(), id.clone()],
             ));
+            // retention counts a request's age from when it finished
+            if !person::indexed(new_state) {
+                h = h.write(Write::new(WriteCmd::ZAdd, keys::FINISHED, [self.now_ms.to_string(), id.clone()]));
+            } else if !person::indexed(rec.state) {
+                h = h.write(Write::new(WriteCmd::ZRem, keys::FINISHED, [id.clone()]));
+            }
         }
         for w in person.into_iter().chain(self.writes) {
             h = h.write(w);

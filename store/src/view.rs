@@ -51,6 +51,9 @@ pub struct RequestView {
     pub reason: Option<String>,
     /// When the access ends (ms), when time-bound.
     pub end_ms: Option<u64>,
+    /// When retention compacted the finished record (ms): the facts it dropped are in the
+    /// timeline.
+    pub compacted_ms: Option<u64>,
     pub approvals: Vec<ApprovalEntry>,
     pub grant: Option<Receipt>,
     pub removal: Option<RemovalReceipt>,
@@ -111,6 +114,7 @@ async fn of(queue: &Queue, rec: RequestRecord) -> Result<RequestView, StoreError
         target: rec.target,
         reason: rec.reason,
         end_ms: rec.end_ms,
+        compacted_ms: rec.compacted_ms,
         approvals: rec.approvals,
         grant: rec.grant,
         removal: rec.removal,

@@ -332,6 +332,9 @@ pub fn request(p: &RequestPage<'_>) -> Response {
     if let Some(e) = r.end_ms {
         facts.push(("Ends", time(e)));
     }
+    if let Some(c) = r.compacted_ms {
+        facts.push(("Compacted", format!("{} (retention; the timeline holds every fact)", time(c))));
+    }
     facts.push(("Trace", trace));
     facts.push((
         "Audit chain",
