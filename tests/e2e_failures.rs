@@ -1,6 +1,7 @@
 //! End to end, the refusals and failures: policy denials (each with its reason on the ticket
 //! and nothing granted), bad input at the edge (nothing written), Graph throttling (retried
-//! without spending attempts) and a Graph outage (dead letter, failed, manual intervention).
+//! without spending attempts), a Graph outage (dead letter, failed, manual intervention) and a
+//! ticket closed before its grant (cancelled, nothing granted, its state left alone).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod support;
 
@@ -284,5 +285,76 @@ async fn a_graph_outage_dead_letters_the_grant_and_asks_for_manual_intervention(
     let settled = stack.wait_queue_idle("update-ticket", true).await;
     assert_eq!(settled.completed_total, 1);
     assert_eq!(stack.state(&id).await, Some(RequestState::Failed));
+    stack.shutdown().await;
+}
+
+/// The requester withdraws the ticket in ServiceNow while it waits for approval; the approver
+/// approves anyway. execute-grant reads the ticket before it changes anything: the request
+/// ends cancelled with the reason, nothing reaches Graph, and the ticket stays as its owner
+/// left it (a work note says why nothing was done; no state is written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_closed_before_the_grant_is_cancelled_and_never_executed() {
+    let stack = Stack::start().await;
+    let (number, id) =
+        stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    stack.wait_note(&number, "Waiting for approval").await;
+
+    let who = stack.snow_user_name(&snow_sys_id(ids::CONTRACTOR_ID));
+    stack.sims.servicenow.state().close_ritm(&number, "4", &who).unwrap();
+    let closed = stack.sims.servicenow.state().ritm(&number).unwrap();
+    assert_eq!((closed.state.as_str(), closed.active.as_str()), ("4", "false"));
+    let closed_at = stack.sims.servicenow.requests().last().map(|r| r.seq).unwrap_or(0);
+
+    // Patti is the contractor's manager and approves: the decision is recorded, execute-grant runs
+    let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
+    assert_eq!(status, 200, "{body}");
+    let rec = stack.wait_state(&id, RequestState::Cancelled, WAIT).await;
+    let reason = &rec[fields::REASON];
+    assert!(
+        reason.contains(&number) && reason.contains("closed") && reason.contains("nothing was granted"),
+        "{reason}"
+    );
+
+    let trail = stack.audit(&id).await;
+    let check = trail
+        .iter()
+        .find(|r| matches!(&r.event, AuditEvent::CheckEvaluated { code, passed: false, .. } if code == "ticket.open"))
+        .unwrap_or_else(|| panic!("no failed ticket.open check: {trail:#?}"));
+    assert_eq!(check.actor, "grantline:execute-grant", "execute-grant found the ticket closed");
+    let approved_at = trail.iter().position(|r| r.event.name() == "approval_recorded").expect("the approval");
+    assert!(trail.iter().position(|r| std::ptr::eq(r, check)).unwrap() > approved_at);
+    assert!(!trail.iter().any(|r| r.event.name() == "grant_executed"), "{trail:#?}");
+
+    // nothing granted, nothing even sent to Graph
+    assert!(member_adds(&stack).is_empty(), "no membership write reached Graph");
+    assert!(!stack.sims.graph.state().is_member(ids::GROUP_TEAM_ALPHA, ids::CONTRACTOR_ID));
+    let m = stack.metrics("execute-grant").await;
+    assert_eq!((m.enqueued_total, m.completed_total, m.dead_total), (1, 1, 0), "{m:?}");
+
+    // the ticket is told why, and keeps the state its owner gave it
+    let note = stack.wait_note(&number, "Not executed").await;
+    assert!(note.contains("closed"), "{note}");
+    stack.wait_queue_idle("update-ticket", true).await;
+    let after = stack.sims.servicenow.state().ritm(&number).unwrap();
+    assert_eq!(
+        (after.state.as_str(), after.active.as_str(), after.approval.as_str(), after.stage.as_str()),
+        (closed.state.as_str(), closed.active.as_str(), closed.approval.as_str(), closed.stage.as_str()),
+        "the ticket's state was not overwritten"
+    );
+    let patches: Vec<serde_json::Value> = stack
+        .sims
+        .servicenow
+        .requests()
+        .into_iter()
+        .filter(|r| r.seq > closed_at && r.method == "PATCH" && r.path.ends_with(&closed.sys_id))
+        .filter_map(|r| serde_json::from_str(&r.body).ok())
+        .collect();
+    assert!(!patches.is_empty(), "the note was written with a PATCH");
+    for p in &patches {
+        for field in ["state", "approval", "stage", "active"] {
+            assert!(p.get(field).is_none(), "a write-back after the close set {field}: {p}");
+        }
+    }
     stack.shutdown().await;
 }

@@ -810,6 +810,21 @@ impl ServiceNowState {
         if ok { Ok(()) } else { Err(SimError::NotFound(format!("{table} {sys_id}"))) }
     }
 
+    /// What a fulfiller or the requester does in the ServiceNow form when they close a
+    /// requested item: its `state` becomes `state` (`3` closed complete, `4` closed incomplete,
+    /// `7` closed skipped) and it is no longer `active`, as the platform's business rule sets
+    /// for a closed task, recorded as `by` (a `sys_user` user_name). Nothing is journalled.
+    pub fn close_ritm(&self, sys_id_or_number: &str, state: &str, by: &str) -> Result<(), SimError> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let id = self
+            .ritm_id(&s, sys_id_or_number)
+            .ok_or_else(|| SimError::NotFound(format!("sc_req_item {sys_id_or_number}")))?;
+        let changes = [("state".to_owned(), state.to_owned()), ("active".to_owned(), "false".to_owned())];
+        s.update("sc_req_item", &id, &changes, by, now);
+        Ok(())
+    }
+
     /// The `sysapproval_approver` rows of a RITM.
     pub fn approvals(&self, ritm: &str) -> Vec<Record> {
         let s = self.lock();

@@ -1,6 +1,7 @@
 //! execute-grant: give the access the request was approved for, through the executor of its
 //! target kind, and verify it by reading it back. Outside the change window it defers itself
-//! to the window's opening.
+//! to the window's opening. A ticket closed, cancelled or no longer active by then is never
+//! executed: the request ends cancelled, and nothing upstream is changed.
 //!
 //! The algorithm is the same for every kind: under the access's lock, write an effect-ledger
 //! marker, find out whether the access is there (the validate step's read, when fresh and this
@@ -14,14 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis_core::task::data::Data;
-use grantline_queue::{Handoff, JobError, Write, WriteCmd};
+use grantline_queue::{Guard, Handoff, JobError, Write, WriteCmd};
 use grantline_shared::JobKind;
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::ExecuteGrant;
 use grantline_shared::request::RequestState;
 
-use super::redis_unavailable;
+use super::{job_error, redis_unavailable};
 use crate::executor::Access;
 use crate::membership::{MembershipLock, hold_write, locked, other_holders};
 use crate::record::{commit, handoff, load, store_error};
@@ -37,6 +38,28 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
     };
     let decision = rec.decision().map_err(|e| store_error(e.into()))?;
     let now_ms = svc.now_ms();
+    let access = Access::of(&rec)?;
+    let key = access.key();
+    let ledger = ledger_key(&rec.id, &key);
+    // the ticket is the authority: one closed, cancelled or no longer active since validate
+    // read it is never executed. Asked only before execution started (no ledger marker): a
+    // retry after the write finishes what it began.
+    if !ledger_exists(&svc, &ledger).await? {
+        let ritm = svc.servicenow.get_ritm(&rec.ticket.sys_id).await.map_err(job_error)?;
+        if let Some(reason) = ritm.closed_reason() {
+            return handoff(
+                commit(&svc, &rec, JobKind::ExecuteGrant)
+                    .event(AuditEvent::CheckEvaluated {
+                        code: "ticket.open".into(),
+                        passed: false,
+                        reason: reason.clone(),
+                    })
+                    .set(|u| u.reason(&format!("{reason} when the grant was due; nothing was granted")))
+                    .guard(Guard::KeyAbsent { key: ledger })
+                    .outcome(Outcome::Cancelled),
+            );
+        }
+    }
     let window_ms = grantline_shared::clock::ms(decision.execute_at);
     if window_ms > now_ms && rec.state == RequestState::Approved {
         let reason = decision.deferral().unwrap_or("outside the change window").to_owned();
@@ -46,14 +69,11 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
                 .outcome(Outcome::Deferred { until_ms: window_ms }),
         );
     }
-    let access = Access::of(&rec)?;
-    let key = access.key();
     // one access, many requests: grant and removal of it are serialised
     let lock = MembershipLock::acquire(&svc.queue, &key, &rec.id, JobKind::ExecuteGrant.as_str()).await?;
     locked(lock, &svc.queue, async {
         // effect ledger: a marker written before the change, so a retry after a crash between
         // the change and its acknowledgement knows the access it finds may be its own
-        let ledger = ledger_key(&rec.id, &key);
         let mut conn = svc.queue.connection();
         let first_attempt: bool = redis::cmd("SET")
             .arg(svc.queue.namespace().key(&ledger))
@@ -174,6 +194,16 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         handoff(c.outcome(Outcome::Granted))
     })
     .await
+}
+
+/// Whether this step's effect-ledger marker is there: execution started and may have written.
+async fn ledger_exists(svc: &Services, ledger: &str) -> Result<bool, JobError> {
+    let mut conn = svc.queue.connection();
+    redis::cmd("EXISTS")
+        .arg(svc.queue.namespace().key(ledger))
+        .query_async::<bool>(&mut conn)
+        .await
+        .map_err(redis_unavailable)
 }
 
 /// The effect-ledger key of this step's change to one access (relative to the namespace).
