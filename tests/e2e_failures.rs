@@ -358,3 +358,75 @@ async fn a_ticket_closed_before_the_grant_is_cancelled_and_never_executed() {
     }
     stack.shutdown().await;
 }
+
+/// Graph answers a membership add with 404 for a user it has not replicated yet (apis.md 2.9).
+/// Within `executors.not_found_grace_secs` of the request that is waited out, spending no
+/// attempt, and the grant goes through once the user is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_graph_has_not_replicated_yet_is_granted_within_the_grace() {
+    let stack = Stack::start().await;
+    stack.sims.graph.faults().push(grantline_sims::GraphSim::member_not_replicated(ids::MEGAN_ID).times(2));
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+
+    let adds = member_adds(&stack);
+    assert_eq!(adds.iter().map(|r| r.status).collect::<Vec<_>>(), [404, 404, 204], "{adds:#?}");
+    assert!(adds[0].body.contains(ids::MEGAN_ID), "the add named the user: {}", adds[0].body);
+    let m = stack.metrics("execute-grant").await;
+    assert_eq!((m.waited_total, m.retried_total, m.dead_total), (2, 0, 0), "no attempt was spent: {m:?}");
+    assert_eq!((m.enqueued_total, m.completed_total), (1, 1), "{m:?}");
+    assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID), 1);
+    let grant = stack.json_field(&id, fields::GRANT).await;
+    assert_eq!(grant["pre_existing"], false, "{grant:#}");
+    let trail = stack.audit(&id).await;
+    assert_eq!(trail.iter().filter(|r| r.event.name() == "grant_executed").count(), 1);
+    stack.wait_note(&number, "Granted and verified").await;
+    assert_eq!(stack.ritm_state(&number), "3");
+    stack.shutdown().await;
+}
+
+/// The same 404 past the grace (the clock moved on while Graph kept answering it) is a user
+/// that is not there: the grant is dead-lettered as not found with the reason, nothing is
+/// granted, on-call is paged and the ticket asks for manual intervention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_still_not_found_past_the_grace_fails_as_not_found() {
+    let stack = Stack::start().await;
+    stack.sims.graph.faults().push(grantline_sims::GraphSim::member_not_replicated(ids::MEGAN_ID).forever());
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack
+        .wait_for("the first 404 to a membership add", WAIT, || async {
+            member_adds(&stack).iter().any(|r| r.status == 404).then_some(())
+        })
+        .await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::Approved), "still within the grace");
+    let grace = grantline_workers::ExecutorSettings::default().not_found_grace_secs;
+    stack.sims.clock().advance(std::time::Duration::from_secs(grace + 1));
+
+    let rec = stack.wait_state(&id, RequestState::Failed, WAIT).await;
+    let reason = &rec[fields::REASON];
+    assert!(
+        reason.contains("graph.not_found") && reason.contains(ids::MEGAN_ID) && reason.contains("still not found"),
+        "{reason}"
+    );
+    assert!(reason.contains("not_found_grace_secs"), "{reason}");
+    let letters = stack.queue.dead_letters("execute-grant", None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    // the waits spent nothing: one attempt, failed for good
+    assert_eq!(letters[0].attempts, 1, "{:#?}", letters[0]);
+    assert_eq!(letters[0].errors.len(), 1);
+    assert_eq!(
+        (letters[0].errors[0].class.as_str(), letters[0].errors[0].code.as_str()),
+        ("permanent", "graph.not_found")
+    );
+    assert!(member_adds(&stack).len() >= 2, "retried within the grace");
+    assert!(member_adds(&stack).iter().all(|r| r.status == 404));
+    assert!(!stack.sims.graph.state().is_member(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID));
+    assert!(!rec.contains_key(fields::GRANT));
+
+    let incident = stack.wait_incident("execute-grant", Some(&id)).await;
+    assert_eq!(incident.custom_details["ticket"], number.as_str(), "{incident:#?}");
+    let note = stack.wait_note(&number, "Manual intervention").await;
+    assert!(note.contains("still not found"), "{note}");
+    assert_eq!(stack.ritm_state(&number), "2", "the ticket stays open for a person to look");
+    stack.shutdown().await;
+}

@@ -53,6 +53,10 @@ pub struct ExecutorSettings {
     /// How long a request may wait for its tenant's budget before it goes to manual
     /// intervention (seconds).
     pub max_wait_secs: u64,
+    /// How long after a request was made a user, group or mailbox the grant's write is told
+    /// does not exist is retried as not yet replicated before it counts as not found (seconds;
+    /// 0: at once).
+    pub not_found_grace_secs: u64,
 }
 
 impl Default for ExecutorSettings {
@@ -63,6 +67,7 @@ impl Default for ExecutorSettings {
             batch: true,
             batch_linger_ms: 20,
             max_wait_secs: 24 * 3600,
+            not_found_grace_secs: 300,
         }
     }
 }
@@ -76,6 +81,10 @@ impl ExecutorSettings {
         }
         if self.max_wait_secs == 0 {
             return Err("executors.max_wait_secs must be at least 1".into());
+        }
+        // the grace is waited out, and a wait longer than max_wait_secs is buried first
+        if self.not_found_grace_secs > self.max_wait_secs {
+            return Err("executors.not_found_grace_secs must be at most executors.max_wait_secs".into());
         }
         Ok(())
     }
@@ -111,7 +120,11 @@ impl Services {
         let opts =
             GroupOptions { batch: settings.batch, linger: std::time::Duration::from_millis(settings.batch_linger_ms) };
         let group = GroupExecutor::new(graph.clone(), clock.clone(), budget.clone(), &opts);
-        let executors = Executors { group, mailbox: None };
+        let executors = Executors {
+            group,
+            mailbox: None,
+            not_found_grace: std::time::Duration::from_secs(settings.not_found_grace_secs),
+        };
         Self {
             queue,
             graph,
@@ -155,5 +168,21 @@ impl Services {
     }
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecutorSettings;
+
+    #[test]
+    fn the_not_found_grace_is_bounded_by_the_longest_wait() {
+        assert_eq!(ExecutorSettings::default().not_found_grace_secs, 300);
+        ExecutorSettings::default().validate().unwrap();
+        let s = ExecutorSettings { not_found_grace_secs: 0, ..ExecutorSettings::default() };
+        s.validate().unwrap();
+        let s = ExecutorSettings { not_found_grace_secs: 601, max_wait_secs: 600, ..ExecutorSettings::default() };
+        let e = s.validate().unwrap_err();
+        assert!(e.contains("executors.not_found_grace_secs"), "{e}");
     }
 }

@@ -498,6 +498,19 @@ impl GraphSim {
         self.svc.throttle().cfg.clone()
     }
 
+    /// A scripted answer for membership adds (`POST /v1.0/groups/{id}/members/$ref`) as Graph
+    /// gives it when the replica a write reaches does not have the user yet (apis.md 2.9): 404
+    /// `Request_ResourceNotFound` naming `member_id`, whatever the body names. It fires once;
+    /// chain `.times(n)` or `.forever()` before pushing it onto [`GraphSim::faults`].
+    pub fn member_not_replicated(member_id: &str) -> crate::faults::FaultRule {
+        let e = GraphError::not_found(member_id);
+        let body = serde_json::json!({ "error": { "code": e.code, "message": e.message } });
+        crate::faults::FaultRule::respond(404)
+            .on(http::Method::POST, "/v1.0/groups/*/members/$ref")
+            .header("Content-Type", CONTENT_TYPE)
+            .body(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
     /// Sets the delay between membership writes and their visibility to reads.
     pub fn set_replication_delay(&self, delay: Duration) {
         self.svc.state.set_replication_delay(delay);

@@ -180,6 +180,9 @@ pub struct Change {
 pub struct Executors {
     pub group: GroupExecutor,
     pub mailbox: Option<MailboxExecutor>,
+    /// How long after a request was made a "not found" answer to its grant is taken for
+    /// replication and retried (`executors.not_found_grace_secs`).
+    pub not_found_grace: std::time::Duration,
 }
 
 impl Executors {

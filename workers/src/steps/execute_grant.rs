@@ -121,7 +121,21 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         let (evidence, applied, change) = if let Some(b) = before.as_ref().filter(|b| b.present) {
             (b.evidence.clone(), false, None)
         } else {
-            let change = svc.executors.grant(&access, &rec.id).await?;
+            let change = match svc.executors.grant(&access, &rec.id).await {
+                Ok(change) => change,
+                Err(e) if is_not_found(&e) => {
+                    // nothing was written: the retry starts afresh (and reads the ticket again)
+                    if first_attempt {
+                        let _: () = redis::cmd("DEL")
+                            .arg(svc.queue.namespace().key(&ledger))
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(redis_unavailable)?;
+                    }
+                    return Err(not_found(svc.executors.not_found_grace, rec.created_ms, now_ms, e));
+                }
+                Err(e) => return Err(e),
+            };
             // read back: the write's success is the source of truth, but a grant is recorded
             // only once it is visible
             if !svc.executors.read_back(&access).await?.present {
@@ -196,6 +210,44 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
     .await
 }
 
+/// The upstream did not find the person, the group or the mailbox. Validate read them moments
+/// before, so this may be replication (apis.md 2.9: a new object can briefly answer 404 to
+/// writes).
+fn is_not_found(e: &JobError) -> bool {
+    matches!(e, JobError::Permanent { code, .. } if code == "graph.not_found" || code == "exchange.not_found")
+}
+
+/// A not-found answer `elapsed` after the request was made (on the clock): within the grace it
+/// is waited out (no attempt spent; a quarter of the time so far, between 1 and 30 seconds);
+/// past it, the object is taken as gone for good. The request is newer than every object
+/// validate found, so measuring from it never gives an old object the grace of a new one.
+fn not_found(grace: Duration, created_ms: u64, now_ms: u64, e: JobError) -> JobError {
+    let elapsed = Duration::from_millis(now_ms.saturating_sub(created_ms));
+    if elapsed < grace {
+        let after = (elapsed / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        tracing::info!(error = %e, elapsed_secs = elapsed.as_secs(), "not found yet; it may not have replicated");
+        return JobError::wait(
+            e.code(),
+            format!(
+                "{} (not found {} s after the request was made; retried as replication for up to {} s)",
+                e.message(),
+                elapsed.as_secs(),
+                grace.as_secs()
+            ),
+            after,
+        );
+    }
+    JobError::permanent(
+        e.code(),
+        format!(
+            "{}; still not found {} s after the request was made (executors.not_found_grace_secs is {})",
+            e.message(),
+            elapsed.as_secs(),
+            grace.as_secs()
+        ),
+    )
+}
+
 /// Whether this step's effect-ledger marker is there: execution started and may have written.
 async fn ledger_exists(svc: &Services, ledger: &str) -> Result<bool, JobError> {
     let mut conn = svc.queue.connection();
@@ -209,4 +261,39 @@ async fn ledger_exists(svc: &Services, ledger: &str) -> Result<bool, JobError> {
 /// The effect-ledger key of this step's change to one access (relative to the namespace).
 fn ledger_key(request_id: &str, access: &str) -> String {
     grantline_store::lifecycle::grant_ledger_key(request_id, access)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_is_waited_out_for_the_grace_then_permanent() {
+        let grace = Duration::from_secs(300);
+        let e = || JobError::permanent("graph.not_found", "Resource 'u' does not exist");
+        let at = |secs: u64| not_found(grace, 1_000_000, 1_000_000 + secs * 1000, e());
+        match at(0) {
+            JobError::Wait { code, after, message } => {
+                assert_eq!((code.as_str(), after), ("graph.not_found", Duration::from_secs(1)));
+                assert!(message.contains("Resource 'u' does not exist") && message.contains("300 s"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(at(40), JobError::Wait { after, .. } if after == Duration::from_secs(10)));
+        assert!(matches!(at(299), JobError::Wait { after, .. } if after == Duration::from_secs(30)));
+        match at(300) {
+            JobError::Permanent { code, message } => {
+                assert_eq!(code, "graph.not_found");
+                assert!(message.contains("still not found 300 s") && message.contains("not_found_grace_secs"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // no grace: at once
+        assert!(matches!(not_found(Duration::ZERO, 5, 5, e()), JobError::Permanent { .. }));
+        // only the not-found answers of the directory and of Exchange
+        assert!(is_not_found(&e()));
+        assert!(is_not_found(&JobError::permanent("exchange.not_found", "x")));
+        assert!(!is_not_found(&JobError::permanent("graph.forbidden", "x")));
+        assert!(!is_not_found(&JobError::transient("graph.not_found", "x")));
+    }
 }
