@@ -1,9 +1,13 @@
 //! update-ticket: write the outcome back to the ticket. Each note carries a marker
 //! `[grantline <request> <update>]`; a note already there is not written again, so the
-//! step is idempotent. A ticket is closed complete only after the grant was verified.
+//! step is idempotent. A ticket is closed complete only after the grant was verified, and a
+//! "granted" note is written only while the request is still granted. A ticket that refuses
+//! the manual-intervention note for good gets the reason on the request's trail (`step_failed`)
+//! instead of a second dead letter: that note follows one, about which on-call was paged.
 
 use std::sync::Arc;
 
+use apalis_core::task::attempt::Attempt;
 use apalis_core::task::data::Data;
 use grantline_connectors::servicenow::{RitmPatch, UpdateOptions, ritm_state};
 use grantline_queue::{Handoff, JobError};
@@ -14,6 +18,7 @@ use grantline_shared::flow::Outcome;
 use grantline_shared::jobs::{TicketUpdate, UpdateTicket};
 use grantline_shared::receipt::Receipt;
 use grantline_shared::record::RequestRecord;
+use grantline_shared::request::RequestState;
 
 use super::job_error;
 use crate::record::{commit, handoff, load};
@@ -212,11 +217,17 @@ fn duration_note(decision: Option<&grantline_shared::policy::Decision>) -> &'sta
     }
 }
 
-pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
+pub async fn run(job: UpdateTicket, attempt: Attempt, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
     let Some(rec) = load(&svc, JobKind::UpdateTicket, &job.request_id).await? else { return Ok(Handoff::done()) };
     let update = job.update.as_str();
     if rec.noted.iter().any(|n| n == update) {
         // written and committed before: this is a repeated job
+        return Ok(Handoff::done());
+    }
+    if job.update == TicketUpdate::Granted && rec.state != RequestState::Granted {
+        // a "granted" note that did not get through before the request moved on (a redriven
+        // dead letter after compensation removed the access) would tell the ticket a lie
+        tracing::info!(request_id = %rec.id, state = %rec.state, "the grant's note is out of date; not written");
         return Ok(Handoff::done());
     }
     let (marker, patch) = note(&rec, job.update);
@@ -244,10 +255,35 @@ pub async fn run(job: UpdateTicket, svc: Data<Arc<Services>>) -> Result<Handoff,
             .iter()
             .any(|n| n.value.contains(&marker));
     if !written {
-        svc.servicenow
-            .update_ritm(&rec.ticket.sys_id, &patch, UpdateOptions { no_response_body: true })
-            .await
-            .map_err(job_error)?;
+        let sent =
+            svc.servicenow.update_ritm(&rec.ticket.sys_id, &patch, UpdateOptions { no_response_body: true }).await;
+        match sent.map_err(job_error) {
+            Ok(_) => {}
+            // the note that asks a person to step in comes after a dead letter, and on-call was
+            // paged about it; a ticket that refuses this note too (an ACL) gets the reason on
+            // the trail instead of a second dead letter and page
+            Err(JobError::Permanent { code, message }) if job.update == TicketUpdate::ManualIntervention => {
+                let reason = rec.reason.clone().unwrap_or_default();
+                return handoff(
+                    commit(&svc, &rec, JobKind::UpdateTicket)
+                        .event(AuditEvent::StepFailed {
+                            kind: JobKind::UpdateTicket.as_str().to_owned(),
+                            attempt: u32::try_from(attempt.current()).unwrap_or(u32::MAX).saturating_add(1),
+                            code,
+                            message: format!(
+                                "the ticket refused the manual-intervention note ({message}); manual intervention needed: {reason}"
+                            ),
+                        })
+                        .write(grantline_queue::Write::new(
+                            grantline_queue::WriteCmd::Del,
+                            ledger,
+                            Vec::<String>::new(),
+                        ))
+                        .outcome(Outcome::TicketUpdated { update: job.update, time_bound: false }),
+                );
+            }
+            Err(e) => return Err(e),
+        }
     }
     let time_bound = rec.end_ms.is_some()
         || rec.decision.as_ref().and_then(|d| d.duration.as_ref()).is_some_and(|d| !d.is_permanent());
