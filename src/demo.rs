@@ -268,6 +268,15 @@ pub async fn run(policy_path: &str) -> Result<()> {
     let queue = Queue::connect(&url, cfg).await.with_context(|| format!("redis at {url}"))?;
     let policy = grantline_shared::policy::load_file(policy_path).map_err(|e| anyhow!("{e}"))?;
     println!("policy: {policy_path} ({})", policy.version());
+    // the simulated tenant lives in the Finance change window's hours, whenever the demo runs
+    let offset = finance_business_hours_offset(jiff::Timestamp::now())?;
+    if !offset.is_zero() {
+        sims.clock().set_offset(offset);
+        println!(
+            "clock: the simulated tenant's clock is set to {} (a weekday in Finance's change window)",
+            sims.clock().now()
+        );
+    }
     let clock = sims.clock().clone();
     // approvers are asked in Teams, then Slack, with a ServiceNow approval record each
     let svc = Arc::new(
@@ -361,7 +370,7 @@ pub async fn run(policy_path: &str) -> Result<()> {
     // live timeline until every request rests; then the data owner approves Alex's request
     // through the decision API, and the timeline runs until the short grant has expired
     let mut seen: HashMap<String, (usize, Narrator)> = HashMap::new();
-    follow(&queue, &requests, &mut seen, &|s, _| {
+    follow(&svc.clock, &queue, &requests, &mut seen, &|s, _| {
         s.is_terminal() || matches!(s, RequestState::AwaitingApproval | RequestState::Active)
     })
     .await?;
@@ -408,15 +417,15 @@ pub async fn run(policy_path: &str) -> Result<()> {
         .await?;
     println!("operator on behalf of Patti: {}", resp.status());
     // now a short grant rests only once removed; a long one once active
-    let soon = now_ms() + 60_000;
-    follow(&queue, &requests, &mut seen, &|s, end| {
+    let soon = svc.clock.now_ms() + 60_000;
+    follow(&svc.clock, &queue, &requests, &mut seen, &|s, end| {
         s.is_terminal()
             || matches!(s, RequestState::AwaitingApproval | RequestState::Completed | RequestState::Deferred)
             || (s == RequestState::Active && end.is_some_and(|e| e > soon))
     })
     .await?;
     offboard_early(&http, &ingest_url, &queue, &sims, &requests[2]).await?;
-    follow(&queue, &requests, &mut seen, &|s, end| {
+    follow(&svc.clock, &queue, &requests, &mut seen, &|s, end| {
         s.is_terminal()
             || matches!(s, RequestState::AwaitingApproval | RequestState::Completed | RequestState::Deferred)
             || (s == RequestState::Active && end.is_some_and(|e| e > soon))
@@ -491,6 +500,7 @@ async fn notice(queue: &Queue, id: &str, channel: &str, to: &str) -> Result<gran
 }
 
 async fn follow(
+    clock: &grantline_shared::Clock,
     queue: &Queue,
     requests: &[(&str, String, String)],
     seen: &mut HashMap<String, (usize, Narrator)>,
@@ -542,7 +552,7 @@ async fn follow(
         if printed {
             last_progress = Instant::now();
         } else if last_progress.elapsed() >= Duration::from_secs(if tty { 1 } else { 5 }) {
-            let now = now_ms();
+            let now = clock.now_ms();
             let soonest = expiring.iter().copied().filter(|e| *e > now).min();
             let mut what = vec![format!("{} of {} requests settled", resting, requests.len())];
             if awaiting > 0 {
@@ -655,6 +665,19 @@ fn where_next(ingest_url: &str, namespace: &str, redis_kept: bool, requests: &[(
     }
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
+
+/// How far from `now` the next weekday between 09:00 and 16:00 in Amsterdam is (the example
+/// policy's Finance change window), zero when `now` is in it: the demo and the tests move the
+/// simulated clock there, so a Finance grant runs at once whatever day they run.
+pub fn finance_business_hours_offset(now: jiff::Timestamp) -> Result<jiff::SignedDuration> {
+    let tz = jiff::tz::TimeZone::get("Europe/Amsterdam").context("time zone Europe/Amsterdam")?;
+    let mut t = now;
+    for _ in 0..(8 * 24 * 4) {
+        let local = t.to_zoned(tz.clone());
+        if local.weekday().to_monday_one_offset() <= 5 && (9..16).contains(&local.hour()) {
+            return Ok(t.duration_since(now));
+        }
+        t = t.checked_add(jiff::SignedDuration::from_mins(15)).context("time out of range")?;
+    }
+    Err(anyhow!("no weekday business hour within eight days of {now}"))
 }

@@ -40,6 +40,7 @@ fn writes(stack: &Stack) -> Vec<(String, u16)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_as_on_finance_needs_the_manager_and_the_owner_and_is_removed_at_expiry() {
     let stack = Stack::start().await;
+    stack.set_clock_to_finance_business_hours();
     let ritm = mailbox_ticket(ids::ALEX_ID, ids::MAILBOX_FINANCE, "Send As").variable("duration", "4s");
     let (number, id) = stack.submit(ritm).await;
     stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;

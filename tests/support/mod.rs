@@ -302,20 +302,10 @@ impl Stack {
     /// window, so that a Finance BI grant runs at once whatever day the suite runs. Leaves
     /// the clock alone when it is already there.
     pub fn set_clock_to_finance_business_hours(&self) {
-        let clock = self.sims.clock();
-        let tz = jiff::tz::TimeZone::get("Europe/Amsterdam").expect("time zone Europe/Amsterdam");
-        let now = jiff::Timestamp::now();
-        let mut t = now;
-        for _ in 0..(8 * 24 * 4) {
-            let local = t.to_zoned(tz.clone());
-            let weekday = local.weekday().to_monday_one_offset();
-            if weekday <= 5 && (9..16).contains(&local.hour()) {
-                clock.set_offset(t.duration_since(now));
-                return;
-            }
-            t = t.checked_add(jiff::SignedDuration::from_mins(15)).unwrap();
+        let offset = grantline::demo::finance_business_hours_offset(jiff::Timestamp::now()).unwrap();
+        if !offset.is_zero() {
+            self.sims.clock().set_offset(offset);
         }
-        panic!("no weekday business hour within eight days of {now}");
     }
 
     /// Creates a requested item in the ServiceNow simulator and rings the webhook, as a
