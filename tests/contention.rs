@@ -1,13 +1,15 @@
-//! End to end, many requests on one membership: thirty
+//! End to end, many requests on one membership and removals that must not be forgotten: thirty
 //! tickets for the same person and group wait for the membership's lock instead of failing,
-//! share the one membership while any of them holds it, and the last to end removes it.
+//! share the one membership while any of them holds it, and the last to end removes it; a
+//! removal that fails for good is paged at critical severity, stays due, and the expiry sweep
+//! tries it again once per period until it is done.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod support;
 
 use std::time::Duration;
 
 use grantline_shared::audit::AuditEvent;
-use grantline_shared::request::{RequestState, fields};
+use grantline_shared::request::{RequestState, fields, keys};
 use grantline_sims::{FaultRule, Method, NewRitm, ids, snow_sys_id};
 use redis::AsyncCommands;
 use support::{Stack, StackOptions, WAIT};
@@ -203,5 +205,104 @@ async fn grants_arriving_while_the_last_holders_let_go_keep_the_membership() {
         let m = stack.metrics(q).await;
         assert_eq!((m.retried_total, m.dead_total), (0, 0), "{q}: {m:?}");
     }
+    stack.shutdown().await;
+}
+
+/// One pass of the scheduler's removal sweep at the stack's clock (the test is the scheduler,
+/// so nothing runs between the passes it asks for).
+async fn sweep(stack: &Stack) -> usize {
+    let now = stack.svc.clock.now_ms();
+    grantline_scheduler::sweep_expired(&stack.queue, now, Duration::from_secs(60), Duration::from_secs(3600))
+        .await
+        .unwrap()
+}
+
+async fn failed_removals(stack: &Stack) -> std::collections::HashMap<String, String> {
+    let mut conn = stack.queue.connection();
+    conn.hgetall(stack.queue.namespace().key(keys::FAILED_REMOVALS)).await.unwrap()
+}
+
+/// Graph refuses to remove the membership for longer than the queue retries: the removal is
+/// dead-lettered and paged at critical severity, yet the request stays active and on file; the
+/// sweep does not try again within the period; once Graph recovers, the next period's sweep
+/// removes the membership, the request ends removed, and the incident is resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_that_fails_for_good_is_paged_and_the_sweep_removes_it_later() {
+    let stack = Stack::start().await;
+    let ritm = NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME).variable("duration", "1h");
+    let (number, id) = stack.submit(ritm).await;
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    let outage = stack.sims.graph.faults().push(FaultRule::respond(503).on(Method::DELETE, MEMBER_DELETE).forever());
+
+    // the grant ends; the sweep asks for its removal, which fails on every attempt
+    stack.svc.clock.advance(Duration::from_secs(3600 + 120));
+    assert_eq!(sweep(&stack).await, 1);
+    let letter = stack
+        .wait_for("the removal's dead letter", WAIT, || async {
+            stack.queue.dead_letters("remove-access", None, 10).await.unwrap().into_iter().next()
+        })
+        .await;
+    assert_eq!(letter.payload["request_id"], id.as_str());
+    assert_eq!(letter.attempts, 4);
+    let incident = stack.wait_incident("remove-access", Some(&id)).await;
+    assert_eq!(incident.severity, "critical");
+    assert_eq!(incident.routing_key, grantline::demo::CRITICAL_ROUTING_KEY, "the critical route");
+    assert!(incident.summary.contains(&number), "{}", incident.summary);
+    stack.wait_queue_idle("alert", false).await;
+
+    // not failed, not compensated: still active, the membership still there, on file
+    let rec = stack.record(&id).await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::Active), "{rec:#?}");
+    assert!(rec[fields::REASON].contains("remove-access failed for good"), "{rec:#?}");
+    assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID), 1);
+    assert_eq!(stack.metrics("rollback-grant").await.enqueued_total, 0, "a removal is not compensated");
+    let trail = stack.audit(&id).await;
+    assert!(trail.iter().any(|r| matches!(
+        &r.event,
+        AuditEvent::DeadLettered { queue, dead_letter_id, .. } if queue == "remove-access" && *dead_letter_id == letter.id
+    )));
+    let on_file = failed_removals(&stack).await;
+    let failed: grantline_shared::jobs::FailedRemoval = serde_json::from_str(&on_file[&id]).unwrap();
+    assert_eq!(failed.trigger, grantline_shared::jobs::RemovalTrigger::Expiry);
+    assert_eq!(failed.letters, [letter.id.clone()]);
+
+    // not hammered: within the period the sweep leaves it, even with Graph back
+    assert!(stack.sims.graph.faults().remove(outage));
+    assert_eq!(sweep(&stack).await, 0);
+    assert_eq!(member_removals(&stack).len(), 4, "one DELETE per attempt, none since");
+
+    // the next period: tried again, and done
+    stack.svc.clock.advance(Duration::from_secs(3600));
+    assert_eq!(sweep(&stack).await, 1);
+    stack.wait_state(&id, RequestState::Removed, WAIT).await;
+    assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID), 0, "the membership is gone");
+    let removals = member_removals(&stack);
+    assert_eq!(removals.iter().map(|r| r.status).collect::<Vec<_>>(), [503, 503, 503, 503, 204]);
+    assert_eq!(removal(&stack, &id).await["removed"], true);
+    stack.wait_note(&number, "Access period ended").await;
+    assert!(failed_removals(&stack).await.is_empty(), "off file");
+
+    // the incident is resolved and the letter dropped: a later job did its work
+    let resolved = stack
+        .wait_for("the incident to be resolved", WAIT, || async {
+            stack.incidents().into_iter().find(|a| {
+                a.dedup_key == incident.dedup_key && a.status == grantline_sims::paging::AlertStatus::Resolved
+            })
+        })
+        .await;
+    assert_eq!(resolved.events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["trigger", "resolve"]);
+    let trail = stack
+        .wait_for("page_resolved on the trail", WAIT, || async {
+            let trail = stack.audit(&id).await;
+            trail.iter().any(|r| r.event.name() == "page_resolved").then_some(trail)
+        })
+        .await;
+    let names: Vec<&str> = trail.iter().map(|r| r.event.name()).collect();
+    let dead = names.iter().position(|n| *n == "dead_lettered").unwrap();
+    let removed = names.iter().position(|n| *n == "removal_executed").unwrap();
+    assert!(dead < removed, "{names:?}");
+    assert!(trail.iter().any(|r| matches!(&r.event, AuditEvent::PageResolved { how, .. } if how == "superseded")));
+    assert!(stack.queue.dead_letters("remove-access", None, 10).await.unwrap().is_empty(), "the letter is dropped");
+    assert_eq!(stack.metrics("remove-access").await.dead_total, 1);
     stack.shutdown().await;
 }

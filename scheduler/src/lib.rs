@@ -1,6 +1,7 @@
 //! The scheduler: time. Its output is always jobs. It watches every queue (reaping expired
 //! leases and applying retention even when no worker of a kind runs), runs the safety net for
-//! time-bound grants (any grant past its end without a removal gets one), rings the approval
+//! removals (any grant past its end without a removal gets one, and a removal that failed for
+//! good is tried again, once per period each), rings the approval
 //! clocks (`approval-deadline` for every request whose reminder or deadline came, from the
 //! `approvals:due` index) and polls ServiceNow's approval records of waiting requests now and
 //! then (`sync-approvals`, in case a doorbell was lost), and rings the directory's periodic
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use grantline_queue::{PushOutcome, Queue, QueueError};
 use grantline_shared::flow::Next;
-use grantline_shared::jobs::RemovalTrigger;
+use grantline_shared::jobs::{FailedRemoval, RemovalTrigger};
 use grantline_shared::request::{fields, keys};
 use grantline_shared::{Clock, JobKind};
 use redis::AsyncCommands;
@@ -25,6 +26,9 @@ pub struct SchedulerOptions {
     /// A grant this long past its end without a removal is swept (the delayed removal job
     /// normally fires first; the grace keeps the sweep from racing it).
     pub grace: Duration,
+    /// A removal still due (one that failed for good, or whose job was lost) is enqueued again
+    /// at most once per this period.
+    pub removal_retry_every: Duration,
     /// How often the approval records of waiting requests are read back from ServiceNow.
     pub approval_poll_every: Duration,
     /// At most this many waiting requests per poll (those due soonest first).
@@ -43,6 +47,7 @@ impl Default for SchedulerOptions {
         Self {
             sweep_every: Duration::from_secs(30),
             grace: Duration::from_secs(60),
+            removal_retry_every: Duration::from_secs(3600),
             approval_poll_every: Duration::from_secs(300),
             approval_poll_batch: 200,
             directory_sweep_every: Some(Duration::from_secs(15 * 60)),
@@ -102,21 +107,59 @@ pub async fn poll_approvals(queue: &Queue, now_ms: u64, every: Duration, limit: 
     Ok(enqueued)
 }
 
-/// One pass of the expired-grant safety net. Returns how many removals it enqueued.
-pub async fn sweep_expired(queue: &Queue, now_ms: u64, grace: Duration) -> Result<usize, QueueError> {
+/// How many entries of an index one pass reads per call.
+const PAGE: isize = 1000;
+
+/// One pass of the removal safety net. Every grant past its end (plus `grace`) that is still
+/// on the expiring index, and every removal on file as failed for good
+/// (`keys::FAILED_REMOVALS`, with its own trigger), gets a `remove-access` job, at most one
+/// per request and `retry_every` period (the idempotency key names the period): a removal
+/// that keeps failing is tried again once per period, never forgotten and never hammered.
+/// Returns how many removals it enqueued.
+pub async fn sweep_expired(
+    queue: &Queue,
+    now_ms: u64,
+    grace: Duration,
+    retry_every: Duration,
+) -> Result<usize, QueueError> {
     let cutoff = now_ms.saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(0));
+    let period = now_ms / u64::try_from(retry_every.as_millis()).unwrap_or(1).max(1);
     let mut conn = queue.connection();
-    let due: Vec<String> =
-        conn.zrangebyscore_limit(queue.namespace().key(keys::EXPIRING), "-inf", cutoff, 0, 1000).await?;
+    let mut due: Vec<(String, RemovalTrigger, bool)> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page: Vec<String> =
+            conn.zrangebyscore_limit(queue.namespace().key(keys::EXPIRING), "-inf", cutoff, offset, PAGE).await?;
+        let n = page.len();
+        due.extend(page.into_iter().map(|id| (id, RemovalTrigger::Expiry, false)));
+        if n < PAGE as usize {
+            break;
+        }
+        offset += PAGE;
+    }
+    let failed: std::collections::HashMap<String, String> =
+        conn.hgetall(queue.namespace().key(keys::FAILED_REMOVALS)).await?;
+    for (id, raw) in failed {
+        let trigger = serde_json::from_str::<FailedRemoval>(&raw).map(|f| f.trigger).unwrap_or(RemovalTrigger::Expiry);
+        match due.iter_mut().find(|(d, _, _)| *d == id) {
+            // the failed removal's own trigger (an operator's revoke is not an expiry)
+            Some(d) => *d = (id, trigger, true),
+            None => due.push((id, trigger, true)),
+        }
+    }
     let mut enqueued = 0;
-    for request_id in due {
+    for (request_id, trigger, retry) in due {
         // the removal joins the request's trace
-        let next = Next::RemoveAccess { trigger: RemovalTrigger::Expiry, at_ms: None };
+        let next = Next::RemoveAccess { trigger, at_ms: None };
         let job = grantline_store::job(&request_id, &traceparent(queue, &request_id).await?, next, now_ms)
             .map_err(|e| QueueError::InvalidJob(e.to_string()))?
-            .idempotency_key(format!("sweep:{request_id}"));
+            .idempotency_key(format!("sweep:{request_id}:{period}"));
         if let PushOutcome::Enqueued { .. } = queue.push(job).await? {
-            tracing::warn!(request_id, "expired grant had no removal; enqueued one");
+            if retry {
+                tracing::warn!(request_id, trigger = trigger.as_str(), "a removal that failed for good is tried again");
+            } else {
+                tracing::warn!(request_id, "expired grant had no removal; enqueued one");
+            }
             enqueued += 1;
         }
     }
@@ -147,7 +190,7 @@ pub async fn run(queue: Queue, opts: SchedulerOptions, shutdown: impl Future<Out
     let mut last_poll: Option<u64> = None;
     loop {
         let now = opts.clock.now_ms();
-        if let Err(e) = sweep_expired(&queue, now, opts.grace).await {
+        if let Err(e) = sweep_expired(&queue, now, opts.grace, opts.removal_retry_every).await {
             tracing::warn!(error = %e, "expired-grant sweep failed; will retry");
         }
         if let Err(e) = sweep_approvals(&queue, now).await {

@@ -613,7 +613,11 @@ impl Pager {
         // a resolve that came while we were sending found nothing to resolve: do it now
         let closed: Option<String> = conn.hget(key, "closed").await.map_err(redis_unavailable)?;
         if let Some(how) = closed {
-            let how = if how == "discarded" { LetterClosed::Discarded } else { LetterClosed::Redriven };
+            let how = match how.as_str() {
+                "discarded" => LetterClosed::Discarded,
+                "superseded" => LetterClosed::Superseded,
+                _ => LetterClosed::Redriven,
+            };
             self.resolve_locked(queue, key, now, &page.queue, &page.dead_letter_id, how).await?;
         }
         match transient {
@@ -826,7 +830,7 @@ pub async fn close_letter(
 ) -> Result<Option<String>, grantline_queue::QueueError> {
     let done = match how {
         LetterClosed::Redriven => queue.redrive(letter_queue, dead_letter_id).await?,
-        LetterClosed::Discarded => {
+        LetterClosed::Discarded | LetterClosed::Superseded => {
             queue.discard(letter_queue, dead_letter_id).await?.then(|| dead_letter_id.to_owned())
         }
     };
@@ -834,23 +838,34 @@ pub async fn close_letter(
     let mut conn = queue.connection();
     let paged: bool = conn.exists(&record).await?;
     if done.is_some() || paged {
-        let job = grantline_queue::NewJob::new(
-            JobKind::ResolveAlert.as_str(),
-            &grantline_shared::jobs::ResolveAlert {
-                queue: letter_queue.to_owned(),
-                dead_letter_id: dead_letter_id.to_owned(),
-                how,
-                by: by.to_owned(),
-            },
-        )?
-        .with_id(grantline_queue::successor_id(
-            &format!("{}/{letter_queue}/{dead_letter_id}", queue.config().namespace),
-            JobKind::ResolveAlert.as_str(),
-            0,
-        ));
-        queue.push(job).await?;
+        queue.push(resolve_job(&queue.config().namespace, letter_queue, dead_letter_id, how, by)?).await?;
     }
     Ok(done)
+}
+
+/// The one `resolve-alert` job of a dead letter: its id derives from the letter, so whoever
+/// closes the letter (an operator, a removal that finally succeeded) queues it only once.
+pub fn resolve_job(
+    namespace: &str,
+    letter_queue: &str,
+    dead_letter_id: &str,
+    how: LetterClosed,
+    by: &str,
+) -> Result<grantline_queue::NewJob, grantline_queue::QueueError> {
+    Ok(grantline_queue::NewJob::new(
+        JobKind::ResolveAlert.as_str(),
+        &grantline_shared::jobs::ResolveAlert {
+            queue: letter_queue.to_owned(),
+            dead_letter_id: dead_letter_id.to_owned(),
+            how,
+            by: by.to_owned(),
+        },
+    )?
+    .with_id(grantline_queue::successor_id(
+        &format!("{namespace}/{letter_queue}/{dead_letter_id}"),
+        JobKind::ResolveAlert.as_str(),
+        0,
+    )))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub use execute_grant::ExecuteGrant;
 pub use notify::{Notify, NotifyWhat};
 pub use offboard::{Offboard, OffboardSource};
 pub use reconcile::Reconcile;
-pub use remove_access::{RemovalTrigger, RemoveAccess};
+pub use remove_access::{FailedRemoval, RemovalTrigger, RemoveAccess};
 pub use request_approval::RequestApproval;
 pub use resolve_alert::{LetterClosed, ResolveAlert};
 pub use rollback_grant::RollbackGrant;

@@ -32,6 +32,20 @@ impl RemovalTrigger {
     }
 }
 
+/// A removal that failed for good and is not forgotten (`keys::FAILED_REMOVALS`): the
+/// scheduler's sweep enqueues it again, with its trigger, once per period until it succeeds;
+/// the removal that succeeds resolves the pages of these dead letters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedRemoval {
+    pub trigger: RemovalTrigger,
+    /// The `remove-access` dead letters (stream ids) of this request that were paged about.
+    #[serde(default)]
+    pub letters: Vec<String>,
+    /// When the first of them was buried (ms).
+    #[serde(default)]
+    pub since_ms: u64,
+}
+
 impl JobPayload for RemoveAccess {
     const KIND: JobKind = JobKind::RemoveAccess;
 }

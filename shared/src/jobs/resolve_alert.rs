@@ -3,8 +3,9 @@ use serde::{Deserialize, Serialize};
 use super::JobPayload;
 use crate::JobKind;
 
-/// Resolve the page raised for a dead letter: an operator redrove or discarded it. Enqueued by
-/// whoever closed the letter (`grantline dlq retry|discard`), once per letter.
+/// Resolve the page raised for a dead letter: an operator redrove or discarded it, or a later
+/// job did its work. Enqueued by whoever closed the letter (`grantline dlq retry|discard`, a
+/// removal that finally succeeded), once per letter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveAlert {
     /// The queue (job kind) of the dead job.
@@ -17,7 +18,8 @@ pub struct ResolveAlert {
     pub by: String,
 }
 
-/// What an operator did with a dead letter.
+/// What became of a dead letter: an operator redrove or discarded it, or a later job did its
+/// work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LetterClosed {
@@ -25,6 +27,9 @@ pub enum LetterClosed {
     Redriven,
     /// Deleted for good.
     Discarded,
+    /// A later job did the dead job's work (the expiry sweep tried a failed removal again and
+    /// it succeeded), so the letter is dropped.
+    Superseded,
 }
 
 impl LetterClosed {
@@ -32,6 +37,7 @@ impl LetterClosed {
         match self {
             LetterClosed::Redriven => "redriven",
             LetterClosed::Discarded => "discarded",
+            LetterClosed::Superseded => "superseded",
         }
     }
 }

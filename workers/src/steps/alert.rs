@@ -1,7 +1,9 @@
 //! alert: the queue enqueues one per dead letter. It looks the letter up by id, marks the
 //! request failed and sends the ticket to manual intervention (or compensates first when
 //! something was changed), then pages on-call through the configured routes
-//! (`crate::paging`), and records the page on the request's audit trail.
+//! (`crate::paging`), and records the page on the request's audit trail. A removal's letter
+//! does not fail the request: the access is still there, so the request keeps its state and
+//! is filed under the failed removals, which the scheduler's sweep tries again.
 //!
 //! The request's transition is committed on its own before paging, so compensation never
 //! waits for an on-call tool. Paging that fails transiently fails the job, and the queue
@@ -41,7 +43,11 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
         None => None,
     };
     if let Some(r) = &rec {
-        rec = Some(fail_request(&svc, &job, &letter, r.clone()).await?);
+        rec = Some(if job.queue == JobKind::RemoveAccess.as_str() {
+            hold_failed_removal(&svc, &job, &letter, r.clone()).await?
+        } else {
+            fail_request(&svc, &job, &letter, r.clone()).await?
+        });
     }
     let page = DeadLetterPage {
         queue: job.queue.clone(),
@@ -126,6 +132,70 @@ async fn fail_request(
         }
     }
     Err(JobError::transient("request.busy", format!("request {} kept changing while it was failed", rec.id)))
+}
+
+/// A removal that failed for good is not a failed request: the access is still there and
+/// must still go. The request keeps its state (active, or completed for a permanent grant),
+/// the dead letter goes on its trail with the reason, and it is filed under
+/// `keys::FAILED_REMOVALS` with the removal's trigger, where the scheduler's sweep finds it and
+/// tries the removal again once per period. Returns the record as it is afterwards.
+async fn hold_failed_removal(
+    svc: &Services,
+    job: &Alert,
+    letter: &grantline_queue::DeadLetter,
+    mut rec: RequestRecord,
+) -> Result<RequestRecord, JobError> {
+    use grantline_shared::jobs::{FailedRemoval, RemovalTrigger};
+    use grantline_shared::request::keys;
+    let trigger = letter
+        .payload
+        .get("trigger")
+        .and_then(|t| serde_json::from_value::<RemovalTrigger>(t.clone()).ok())
+        .unwrap_or(RemovalTrigger::Expiry);
+    for _ in 0..COMMIT_TRIES {
+        if !grantline_shared::flow::may_run(JobKind::RemoveAccess, rec.state) {
+            // removed (or moved on) meanwhile: nothing is left to remove
+            return Ok(rec);
+        }
+        let mut conn = svc.queue.connection();
+        let held: Option<String> =
+            redis::AsyncCommands::hget(&mut conn, svc.queue.namespace().key(keys::FAILED_REMOVALS), &rec.id)
+                .await
+                .map_err(super::redis_unavailable)?;
+        let mut failed = held.and_then(|h| serde_json::from_str::<FailedRemoval>(&h).ok()).unwrap_or(FailedRemoval {
+            trigger,
+            letters: Vec::new(),
+            since_ms: letter.at,
+        });
+        if failed.letters.contains(&job.dead_letter_id) {
+            return Ok(rec);
+        }
+        failed.letters.push(job.dead_letter_id.clone());
+        let reason = match letter.errors.last() {
+            Some(e) => format!(
+                "{} failed for good after {} attempt(s): {} ({}); the access is still there and the removal is tried again",
+                job.queue, letter.attempts, e.message, e.code
+            ),
+            None => format!("{} failed for good; the removal is tried again", job.queue),
+        };
+        let value = serde_json::to_string(&failed).map_err(|e| JobError::permanent("alert.encode", e.to_string()))?;
+        let applied = Commit::step(&rec, JobKind::Alert, svc.now_ms())
+            .event(AuditEvent::DeadLettered {
+                queue: job.queue.clone(),
+                job_id: job.job_id.clone(),
+                dead_letter_id: job.dead_letter_id.clone(),
+            })
+            .set(|u| u.reason(&reason))
+            .write(Write::hset(keys::FAILED_REMOVALS, [(rec.id.as_str(), value)]))
+            .apply(&svc.queue)
+            .await
+            .map_err(store_error)?;
+        rec = grantline_store::load(&svc.queue, &rec.id).await.map_err(store_error)?;
+        if let Applied::Done { .. } = applied {
+            return Ok(rec);
+        }
+    }
+    Err(JobError::transient("request.busy", format!("request {} kept changing while its removal was held", rec.id)))
 }
 
 /// Appends `event` to the request's trail once per letter: the commit is guarded by the
