@@ -2,7 +2,8 @@
 //! simulators over HTTP. An approver answers on a Teams card or on their ServiceNow approval
 //! record; every card, message and record is brought up to date after a decision; reminders,
 //! escalation and expiry follow the clock; an approver out of office is passed over; a manager
-//! who files for their contractor is routed to the fallback.
+//! who files for their contractor is routed to the fallback; a decision (in Teams, on the
+//! approval record) on a ticket closed meanwhile ends the request cancelled and grants nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -370,5 +371,71 @@ async fn an_approver_no_chat_reaches_gets_a_signed_link_in_their_approval_record
     // it expires with the stage's time to decide (5 days for financial data)
     let asked: u64 = stack.record(&id).await[grantline_shared::request::fields::ASKED_MS].parse().unwrap();
     assert_eq!(claims.exp_ms, asked + 5 * 86_400_000);
+    stack.shutdown().await;
+}
+
+/// A decision that arrives, by any door, after the ticket was closed in ServiceNow: the
+/// approval is recorded, but the request ends cancelled with the reason, nothing reaches Graph
+/// and the ticket keeps the state its owner gave it.
+async fn assert_cancelled_untouched(stack: &Stack, number: &str, id: &str, closed: &grantline_sims::RitmView) {
+    let rec = stack.wait_state(id, RequestState::Cancelled, WAIT).await;
+    let reason = &rec[grantline_shared::request::fields::REASON];
+    assert!(reason.contains(number) && reason.contains("nothing was granted"), "{reason}");
+    let trail = stack.audit(id).await;
+    let names: Vec<&str> = trail.iter().map(|r| r.event.name()).collect();
+    assert!(names.contains(&"approval_recorded"), "the decision counted: {names:?}");
+    assert!(!names.contains(&"grant_executed"), "{names:?}");
+    let adds = stack.sims.graph.requests().into_iter().filter(|r| r.method == "POST" && r.path.contains("/members"));
+    assert_eq!(adds.count(), 0, "no membership write reached Graph");
+    assert!(!stack.sims.graph.state().is_member(ids::GROUP_TEAM_ALPHA, ids::CONTRACTOR_ID));
+    stack.wait_queue_idle("update-ticket", true).await;
+    let after = stack.sims.servicenow.state().ritm(number).unwrap();
+    assert_eq!(
+        (after.state.as_str(), after.active.as_str()),
+        (closed.state.as_str(), closed.active.as_str()),
+        "the ticket's state was not overwritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_approval_of_a_withdrawn_ticket_ends_cancelled_and_grants_nothing() {
+    let stack = Stack::start_opts(opts()).await;
+    let (number, id) =
+        stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let teams = stack.notice(&id, "teams", ids::PATTI_ID, 0).await;
+    // the contractor withdraws the ticket (closed skipped) while the card waits
+    let who = stack.snow_user_name(&snow_sys_id(ids::CONTRACTOR_ID));
+    stack.sims.servicenow.state().close_ritm(&number, "7", &who).unwrap();
+    let closed = stack.sims.servicenow.state().ritm(&number).unwrap();
+
+    let (_, conversation, activity) = teams_ref(&teams);
+    let r = stack
+        .sims
+        .botframework
+        .click(Click::new(ids::PATTI_UPN, &activity, "approve").in_conversation(&conversation))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    assert_cancelled_untouched(&stack, &number, &id, &closed).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_record_answered_after_the_item_was_closed_ends_cancelled_and_grants_nothing() {
+    let stack = Stack::start_opts(opts()).await;
+    let (number, id) =
+        stack.submit(NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
+    // a fulfiller closes the item incomplete; Patti then approves her approval record
+    stack.sims.servicenow.state().close_ritm(&number, "4", "admin").unwrap();
+    let closed = stack.sims.servicenow.state().ritm(&number).unwrap();
+    let patti = stack.snow_user_name(ids::PATTI_SNOW_SYS_ID);
+    let delivery = stack.sims.servicenow.approve_in_ui(&record.reference, &patti, true, "ok").await.unwrap();
+    assert_eq!(delivery.expect("the doorbell rang").status, 202);
+    assert_cancelled_untouched(&stack, &number, &id, &closed).await;
+    let approvals = stack.json_field(&id, grantline_shared::request::fields::APPROVALS).await;
+    assert_eq!(approvals[0]["via"], "servicenow");
     stack.shutdown().await;
 }
