@@ -439,3 +439,103 @@ async fn an_approval_record_answered_after_the_item_was_closed_ends_cancelled_an
     assert_eq!(approvals[0]["via"], "servicenow");
     stack.shutdown().await;
 }
+
+/// Send As on finance@ needs the requester's manager (Sara) and the mailbox owner, whom the
+/// policy names by UPN (PattiF@contoso.com). Every answer is resolved through the directory
+/// before it is compared, so the requester answering with the object id Teams gives them is
+/// refused as self, Sara answering once by UPN and once by object id is one approver (the
+/// all-of stage still waits), and Patti answering by object id is the owner the plan names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_is_one_approver_whether_named_by_upn_or_by_object_id() {
+    let stack = Stack::start_opts(opts()).await;
+    stack.set_clock_to_finance_business_hours();
+    let ritm = NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_SHARED_MAILBOX_NAME)
+        .variable("mailbox", ids::MAILBOX_FINANCE)
+        .variable("access", "Send As");
+    let (_, id) = stack.submit(ritm).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let decision = stack.json_field(&id, "decision").await;
+    assert_eq!(decision["rule"], "send-as-needs-manager-and-owner");
+
+    // the requester, whom the ticket names by their ServiceNow user (mapped to a UPN), clicks
+    // a card in Teams: the click carries their object id, and it is self-approval
+    let patti_card = stack.notice(&id, "teams", ids::PATTI_ID, 0).await;
+    let (_, _, activity) = teams_ref(&patti_card);
+    let r = stack.sims.botframework.click(Click::new(ids::ALEX_UPN, &activity, "approve")).await.unwrap();
+    assert_eq!(r.status, 200);
+    let trail = wait_event(&stack, &id, "approval_refused").await;
+    let refused: Vec<(String, Option<String>, String)> = trail
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::ApprovalRefused { approver_id, door, reason, .. } => {
+                Some((door.clone(), approver_id.clone(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [("teams".to_owned(), Some(ids::ALEX_ID.to_owned()), "approval.self_approval".to_owned())],
+        "refused as self, not merely as someone who is not an approver"
+    );
+    // and by object id through the operator API, the same
+    let (status, body) = stack.decide(&id, ids::ALEX_ID, true).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("approval.self_approval")), "{body}");
+
+    // Sara by UPN, then Sara by object id: one person, one approval; the stage still waits
+    let (status, body) = stack.decide(&id, ids::SARA_UPN, true).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("counted")), "{body}");
+    let (status, body) = stack.decide(&id, ids::SARA_ID, true).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("counted")), "{body}");
+    assert_eq!(stack.state(&id).await, Some(RequestState::AwaitingApproval), "Sara twice is not both approvers");
+    let approvals = stack.json_field(&id, grantline_shared::request::fields::APPROVALS).await;
+    let ids_recorded: Vec<&str> =
+        approvals.as_array().unwrap().iter().map(|a| a["approver_id"].as_str().unwrap()).collect();
+    assert_eq!(ids_recorded, [ids::SARA_ID, ids::SARA_ID], "both answers bound to her directory id");
+
+    // Patti by object id is the owner the policy names by UPN
+    let (status, body) = stack.decide(&id, ids::PATTI_ID, true).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("approved")), "{body}");
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    assert!(stack.sims.exchange.state().has_send_as(ids::MAILBOX_FINANCE, ids::ALEX_UPN));
+    stack.shutdown().await;
+}
+
+/// The fallback approvers are the group Access Governance; Isaiah belongs to it only through
+/// a nested group ("Access Governance deputies"). He is asked, and his approval counts: group
+/// approvers are matched by transitive membership (`transitiveMembers` to ask,
+/// `checkMemberGroups` to judge). Someone in neither group is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_a_nested_group_approves_for_a_group_approver() {
+    const DEPUTIES: &str = "20000000-0000-4000-8000-0000000000d1";
+    let mut tenant = grantline_sims::Tenant::demo();
+    tenant.groups.push(grantline_sims::Group::security(DEPUTIES, "Access Governance deputies", "ag-deputies"));
+    tenant.memberships.push((ids::GROUP_ACCESS_GOVERNANCE.to_owned(), DEPUTIES.to_owned()));
+    tenant.memberships.push((DEPUTIES.to_owned(), ids::ISAIAH_ID.to_owned()));
+    let sims = grantline_sims::SimsConfig { tenant, ..grantline_sims::SimsConfig::demo() };
+    let stack = Stack::start_opts(StackOptions { sims, ..opts() }).await;
+    // the manager files for her contractor: the stage goes to the fallback group
+    let (_, id) = stack
+        .submit(
+            NewRitm::new(&snow_sys_id(ids::CONTRACTOR_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)
+                .opened_by(&snow_sys_id(ids::PATTI_ID)),
+        )
+        .await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    stack.notice(&id, "teams", ids::ALLAN_ID, 0).await;
+    stack.notice(&id, "servicenow", ids::ISAIAH_ID, 0).await;
+    assert!(
+        stack.notices(&id).await.iter().all(|n| n.to != DEPUTIES),
+        "the nested group itself is not a person to ask"
+    );
+
+    let (status, body) = stack.decide(&id, ids::SARA_UPN, true).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("approval.not_an_approver")), "{body}");
+    let (status, body) = stack.decide(&id, ids::ISAIAH_UPN, true).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("approved")), "{body}");
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    let approvals = stack.json_field(&id, grantline_shared::request::fields::APPROVALS).await;
+    assert_eq!(approvals[0]["approver_id"], ids::ISAIAH_ID);
+    assert_eq!(approvals[0]["member_of"], serde_json::json!([ids::GROUP_ACCESS_GOVERNANCE]));
+    stack.shutdown().await;
+}

@@ -28,8 +28,8 @@
 //!   synced objects. The 429 body code is `Request_ThrottledTemporarily`. Writes are refused for
 //!   dynamic, mail-enabled, distribution and on-premises-synced groups before the duplicate check.
 //!   `employeeLeaveDateTime` reads as null without `User-LifeCycleInfo.Read.All` (configurable).
-//!   Only direct memberships are stored; `checkMemberGroups`/`checkMemberObjects` walk nested
-//!   groups transitively. Listing `/users` or `/groups`, `$filter`, `$count`, `$expand` (ignored
+//!   Only direct memberships are stored; `checkMemberGroups`/`checkMemberObjects` and
+//!   `/groups/{id}/transitiveMembers` walk nested groups transitively. Listing `/users` or `/groups`, `$filter`, `$count`, `$expand` (ignored
 //!   apart from its cost), delta queries, subscriptions and the tenant-wide and app-wide
 //!   throttling scopes are not modelled. `$batch` items run in order and a `dependsOn` must name
 //!   an earlier item; scripted faults apply to items only as canned responses.

@@ -439,6 +439,75 @@ async fn check_member_groups_is_transitive() {
 }
 
 #[tokio::test]
+async fn transitive_members_lists_the_members_of_nested_groups_once_each_page_by_page() {
+    let (kim, lee, inner, outer) = (
+        "10000000-0000-4000-8000-0000000000a1",
+        "10000000-0000-4000-8000-0000000000a2",
+        "20000000-0000-4000-8000-0000000000b1",
+        "20000000-0000-4000-8000-0000000000b2",
+    );
+    let tenant = Tenant::empty()
+        .user(User::new(kim, "kim@contoso.com", "Kim Akers"))
+        .user(User::new(lee, "lee@contoso.com", "Lee Gu"))
+        .group(Group::security(inner, "Inner", "inner"))
+        .group(Group::security(outer, "Outer", "outer"))
+        .member(inner, kim)
+        .member(outer, lee)
+        .member(outer, inner)
+        // Kim is a member twice over (directly and through Inner): listed once
+        .member(outer, kim)
+        .build();
+    let sims = Sims::start(SimsConfig { tenant, ..SimsConfig::demo() }).await.unwrap();
+    let token = common::grantline_token(&sims).await;
+    let v1 = sims.graph.v1_url();
+    let direct: Value = client()
+        .get(format!("{v1}/groups/{outer}/members?$select=id"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(direct["value"].as_array().unwrap().len(), 3);
+
+    let resp = client()
+        .get(format!("{v1}/groups/{outer}/transitiveMembers?$select=id,displayName&$top=2"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // base cost 5 for transitiveMembers, $select -1, $top below 20 -1
+    assert_eq!(header(&resp, "x-ms-resource-unit"), "3");
+    let first: Value = resp.json().await.unwrap();
+    let next = first["@odata.nextLink"].as_str().expect("a next page").to_owned();
+    assert!(next.contains(&format!("/groups/{outer}/transitiveMembers?")), "{next}");
+    let second: Value = client().get(&next).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert!(second.get("@odata.nextLink").is_none(), "{second:#}");
+    let mut all: Vec<(String, String)> = first["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["value"].as_array().unwrap())
+        .map(|o| (o["@odata.type"].as_str().unwrap().to_owned(), o["id"].as_str().unwrap().to_owned()))
+        .collect();
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            ("#microsoft.graph.group".to_owned(), inner.to_owned()),
+            ("#microsoft.graph.user".to_owned(), kim.to_owned()),
+            ("#microsoft.graph.user".to_owned(), lee.to_owned()),
+        ]
+    );
+    let resp =
+        client().get(format!("{v1}/groups/20000000-0000-4000-8000-0000000000ff/transitiveMembers")).bearer_auth(&token);
+    assert_eq!(resp.send().await.unwrap().status(), 404);
+    sims.shutdown().await;
+}
+
+#[tokio::test]
 async fn bulk_add_fails_whole_when_one_is_already_a_member() {
     let sims = start().await;
     let token = common::grantline_token(&sims).await;

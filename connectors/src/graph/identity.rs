@@ -1,8 +1,10 @@
 //! Who an approver is, as the directory says: a door brings an identifier it verified (a Teams
 //! `aadObjectId`, the email of a Slack user, a ServiceNow user's email, a sign-in's `oid`) and
 //! this turns it into the [`Approver`] the approval plan judges: the directory object id, the
-//! UPN, and which of the plan's approver groups the person is a member of. A disabled account
-//! is no one.
+//! UPN, and which of the plan's approver groups the person is a member of, directly or through
+//! nested groups (`checkMemberGroups`). A disabled account is no one. So one person is one
+//! approver whichever door and whichever of their names (object id, UPN, mail) the answer
+//! came with: the plan compares the directory's id and UPN, never the string the door brought.
 
 use grantline_shared::policy::{ApprovalPlan, Approver};
 use jiff::Timestamp;
@@ -16,6 +18,9 @@ use crate::http;
 
 /// Most members read of one approver group (the people asked to approve).
 pub const MAX_GROUP_APPROVERS: usize = 200;
+
+/// Most group ids `checkMemberGroups` takes in one call (apis.md 2.6).
+const CHECK_MEMBER_GROUPS_MAX: usize = 20;
 
 /// How a door names the person it verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +76,42 @@ impl GraphClient {
         {
             return Ok(None);
         }
-        let mut member_of = Vec::new();
-        for g in groups {
-            if self.is_member(g, &user.id).await?.value {
-                member_of.push(g.clone());
-            }
-        }
+        let member_of = self.member_groups(&user.id, groups).await?;
         let upn = Some(user.user_principal_name.clone()).filter(|u| !u.is_empty());
         Ok(Some(Approver { id: user.id, upn, member_of }))
+    }
+}
+
+#[derive(Deserialize)]
+struct GroupIds {
+    #[serde(default)]
+    value: Vec<String>,
+}
+
+impl GraphClient {
+    /// Of `groups` (object ids), those `user_id` is a member of, directly or through nested
+    /// groups: `POST /users/{id}/checkMemberGroups`, at most 20 ids a call. In the order given.
+    pub async fn member_groups(&self, user_id: &str, groups: &[String]) -> Result<Vec<String>, GraphError> {
+        if user_id.trim().is_empty() {
+            return Err(GraphError::InvalidInput { message: "user id is empty".into() });
+        }
+        let mut found: Vec<String> = Vec::new();
+        for chunk in groups.chunks(CHECK_MEMBER_GROUPS_MAX) {
+            let url = http::join_segments(self.base(), &["users", user_id, "checkMemberGroups"]);
+            let body = serde_json::json!({ "groupIds": chunk });
+            let span = graph_span!("graph.check_member_groups", Method::POST, url);
+            let ids: GroupIds = traced(span, async {
+                let reply = self.execute(Method::POST, url, Some(&body)).await?;
+                if !reply.status.is_success() {
+                    return Err(self.api_error(reply));
+                }
+                serde_json::from_slice(&reply.body)
+                    .map_err(|e| GraphError::Decode { message: e.to_string(), correlation: reply.correlation })
+            })
+            .await?;
+            found.extend(ids.value);
+        }
+        Ok(groups.iter().filter(|g| found.iter().any(|f| f.eq_ignore_ascii_case(g))).cloned().collect())
     }
 }
 
@@ -120,13 +153,14 @@ impl GraphDateTime {
 }
 
 impl GraphClient {
-    /// The users among a group's direct members (`GET /groups/{id}/members`, paged), at most
-    /// [`MAX_GROUP_APPROVERS`]: the people a `group` approver entry asks.
+    /// The users among a group's members, directly or through nested groups (`GET
+    /// /groups/{id}/transitiveMembers`, paged), at most [`MAX_GROUP_APPROVERS`]: the people a
+    /// `group` approver entry asks, the same people its membership check lets answer.
     pub async fn list_members(&self, group_id: &str) -> Result<Vec<DirectoryObject>, GraphError> {
         if group_id.trim().is_empty() {
             return Err(GraphError::InvalidInput { message: "group id is empty".into() });
         }
-        let mut url = http::join_segments(self.base(), &["groups", group_id, "members"]);
+        let mut url = http::join_segments(self.base(), &["groups", group_id, "transitiveMembers"]);
         url.query_pairs_mut()
             .append_pair("$select", "id,displayName,userPrincipalName,mail")
             .append_pair("$top", "100");

@@ -74,6 +74,8 @@ pub(crate) enum Route {
     CheckMemberObjects(String),
     Group(String),
     GroupMembers(String),
+    /// `GET /groups/{id}/transitiveMembers`: members through nested groups too.
+    GroupTransitiveMembers(String),
     GroupMembersRef(String),
     GroupMember(String, String),
     GroupMemberRef(String, String),
@@ -142,6 +144,9 @@ impl Route {
             }
             [g, id] if eq(g, "groups") => Ok(Route::Group((*id).to_owned())),
             [g, id, m] if eq(g, "groups") && eq(m, "members") => Ok(Route::GroupMembers((*id).to_owned())),
+            [g, id, m] if eq(g, "groups") && eq(m, "transitiveMembers") => {
+                Ok(Route::GroupTransitiveMembers((*id).to_owned()))
+            }
             [g, id, m, r] if eq(g, "groups") && eq(m, "members") && eq(r, "$ref") => {
                 Ok(Route::GroupMembersRef((*id).to_owned()))
             }
@@ -175,6 +180,7 @@ impl Route {
         let base: i64 = match (self, method) {
             (Route::User(_), &Method::GET) => 2,
             (Route::GroupMembers(_), &Method::GET) => 3,
+            (Route::GroupTransitiveMembers(_), &Method::GET) => 5,
             (Route::CheckMemberGroups(_) | Route::CheckMemberObjects(_), _) => 4,
             _ => 1,
         };
@@ -273,7 +279,8 @@ pub(crate) fn handle(
         Route::CheckMemberObjects(uid) if m == Method::POST => check_member(uid, req, "ids", ctx, state),
         Route::Group(gid) if m == Method::GET => get_group(gid, sel, ctx, state),
         Route::Group(gid) if m == Method::PATCH => patch_group(gid, req, ctx, state),
-        Route::GroupMembers(gid) if m == Method::GET => list_members(gid, sel, pairs, ctx, state),
+        Route::GroupMembers(gid) if m == Method::GET => list_members(gid, false, sel, pairs, ctx, state),
+        Route::GroupTransitiveMembers(gid) if m == Method::GET => list_members(gid, true, sel, pairs, ctx, state),
         Route::GroupMembersRef(gid) if m == Method::POST => add_member(gid, req, ctx, state),
         Route::GroupMembersRef(_) if m == Method::PATCH || m == Method::PUT => {
             Err(GraphError::new(400, "BadRequest", "The request is currently not supported on the targeted entity set"))
@@ -483,8 +490,11 @@ fn get_group(gid: &str, sel: Option<&[String]>, ctx: &Ctx<'_>, state: &GraphStat
     Ok(ok(200, &odata::group_entity(group, ctx.base, sel)))
 }
 
+/// `GET /groups/{id}/members` (direct) or `/transitiveMembers` (through nested groups), paged
+/// with `$top` and an opaque `$skiptoken` in `@odata.nextLink`.
 fn list_members(
     gid: &str,
+    transitive: bool,
     sel: Option<&[String]>,
     pairs: &[(String, String)],
     ctx: &Ctx<'_>,
@@ -504,7 +514,11 @@ fn list_members(
         .unwrap_or(0);
     let dir = state.lock();
     let group = dir.group(gid).ok_or_else(|| GraphError::not_found(gid))?;
-    let ids = dir.visible_members(&group.id, ctx.now);
+    let ids = if transitive {
+        dir.visible_transitive_members(&group.id, ctx.now)
+    } else {
+        dir.visible_members(&group.id, ctx.now)
+    };
     let page: Vec<Val> = ids
         .iter()
         .skip(skip)
@@ -520,7 +534,8 @@ fn list_members(
         }
         q.append_pair("$top", &top.to_string());
         q.append_pair("$skiptoken", &format!("X'{:x}'", skip + top));
-        body.push("@odata.nextLink", format!("{}/v1.0/groups/{}/members?{}", ctx.base, group.id, q.finish()));
+        let nav = if transitive { "transitiveMembers" } else { "members" };
+        body.push("@odata.nextLink", format!("{}/v1.0/groups/{}/{nav}?{}", ctx.base, group.id, q.finish()));
     }
     body.push("value", Val::List(page));
     Ok(ok(200, &body))
@@ -705,6 +720,7 @@ mod tests {
         assert_eq!(Route::parse("/users/AlexW%40contoso.com").unwrap(), Route::User("AlexW@contoso.com".into()));
         assert_eq!(Route::parse("/users('a%23EXT%23@x.com')").unwrap(), Route::User("a#EXT#@x.com".into()));
         assert_eq!(Route::parse("/groups/g/members/$ref").unwrap(), Route::GroupMembersRef("g".into()));
+        assert_eq!(Route::parse("/groups/g/transitiveMembers").unwrap(), Route::GroupTransitiveMembers("g".into()));
         assert_eq!(Route::parse("/groups/g/members/u/$ref").unwrap(), Route::GroupMemberRef("g".into(), "u".into()));
         assert_eq!(
             Route::parse("/users/u/microsoft.graph.checkMemberGroups").unwrap(),

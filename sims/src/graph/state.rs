@@ -2,7 +2,7 @@
 //!
 //! Memberships carry a visibility time: a write is applied to the primary copy at once (so a
 //! duplicate add is refused at once), but reads that go through replicas (`GET
-//! /groups/{id}/members[/{id}]`, `checkMemberGroups`, `checkMemberObjects`, `memberOf`) see the
+//! /groups/{id}/members[/{id}]`, `transitiveMembers`, `checkMemberGroups`, `checkMemberObjects`, `memberOf`) see the
 //! previous state until the configured replication delay has passed on the simulated clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -184,6 +184,25 @@ impl Directory {
             map.iter().filter(|(_, m)| m.visible(now)).map(|(id, m)| (m.seq, id)).collect();
         v.sort();
         v.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// Members of `group` directly or through nested groups, as replicas see them: each
+    /// direct member in order, a nested group followed by its own members (the nested groups
+    /// are members too, as `transitiveMembers` lists them), every object once.
+    pub(crate) fn visible_transitive_members(&self, group: &str, now: Timestamp) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::from([key(group)]);
+        let mut stack: Vec<String> = self.visible_members(group, now).into_iter().rev().collect();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(key(&id)) {
+                continue;
+            }
+            if self.group(&id).is_some() {
+                stack.extend(self.visible_members(&id, now).into_iter().rev());
+            }
+            out.push(id);
+        }
+        out
     }
 
     fn primary_members(&self, group: &str) -> Vec<String> {
