@@ -222,15 +222,17 @@ async fn a_refused_write_back_keeps_a_membership_that_existed_before() {
     stack.shutdown().await;
 }
 
-/// The write-back is refused, and so is the removal compensation asks for (Graph 403 on the
-/// DELETE): the membership nobody will confirm stays in place, so the rollback is a critical
-/// dead letter, paged on the critical route, and the request stays compensating.
+/// The write-back is refused once, and the removal compensation asks for for good (Graph 403
+/// on the DELETE): the membership nobody will confirm stays in place, so the rollback is a
+/// critical dead letter, paged on the critical route; the request stays compensating (a redrive
+/// of the letter runs the rollback again) and the ticket is asked for manual intervention,
+/// saying that the membership may still be there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_refused_during_compensation_is_a_critical_dead_letter() {
     let stack = Stack::start().await;
     stack.sims.graph.faults().push(FaultRule::respond(403).on(Method::DELETE, MEMBER_DELETE).forever());
     let ritm = NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME);
-    let (number, _, id) = submit_refusing_write_back(&stack, ritm, None).await;
+    let (number, _, id) = submit_refusing_write_back(&stack, ritm, Some(1)).await;
 
     let critical = stack.wait_incident("rollback-grant", Some(&id)).await;
     assert_eq!(critical.routing_key, grantline::demo::CRITICAL_ROUTING_KEY, "the critical route");
@@ -261,7 +263,29 @@ async fn a_removal_refused_during_compensation_is_a_critical_dead_letter() {
     )));
     assert!(trail.iter().any(|r| matches!(&r.event, AuditEvent::Paged { queue, severity, .. } if queue == "update-ticket" && severity == "error")));
     assert_eq!(incidents_of(&stack, &id).len(), 2, "one page per dead letter");
-    assert!(stack.work_notes(&number).is_empty());
+    // the ticket is told what failed and what is left, once
+    let note = stack.wait_note(&number, "Manual intervention needed").await;
+    for needle in [
+        "compensation failed",
+        "rollback-grant failed for good",
+        "graph.forbidden",
+        "may still be in place",
+        &letters[0].id,
+    ] {
+        assert!(note.contains(needle), "the note lacks {needle:?}: {note}");
+    }
+    assert_eq!(stack.work_notes(&number).len(), 1, "{:#?}", stack.work_notes(&number));
+    assert_eq!(stack.ritm_state(&number), "2", "work in progress");
+    let trail = stack.audit(&id).await;
+    let dead: Vec<&str> = trail
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::DeadLettered { queue, .. } => Some(queue.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dead, ["update-ticket", "rollback-grant"], "{trail:#?}");
+    assert_eq!(stack.state(&id).await, Some(RequestState::Compensating), "still compensating after the note");
     stack.shutdown().await;
 }
 

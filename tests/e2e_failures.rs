@@ -430,3 +430,60 @@ async fn a_user_still_not_found_past_the_grace_fails_as_not_found() {
     assert_eq!(stack.ritm_state(&number), "2", "the ticket stays open for a person to look");
     stack.shutdown().await;
 }
+
+/// A ticket for a person the directory does not have yet (a new hire whose account has not
+/// replicated, apis.md 2.9): validate asks again within `executors.not_found_grace_secs`,
+/// spending no attempt, and the request goes on once the person is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_not_in_the_directory_yet_is_asked_for_again_within_the_grace() {
+    let stack = Stack::start().await;
+    let graph = stack.sims.graph.state();
+    assert!(graph.delete_user(ids::MEGAN_ID));
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack
+        .wait_for("validate to wait for the person", WAIT, || async {
+            (stack.metrics("validate").await.waited_total >= 1).then_some(())
+        })
+        .await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::Received), "not denied within the grace");
+    // the account replicates, with its manager and its Helpdesk membership (which the policy
+    // auto-approves on)
+    assert!(graph.restore_user(ids::MEGAN_ID));
+    graph.set_manager(ids::MEGAN_ID, Some(ids::PATTI_ID));
+    graph.add_member(ids::GROUP_HELPDESK, ids::MEGAN_ID).unwrap();
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    let m = stack.metrics("validate").await;
+    assert_eq!((m.retried_total, m.dead_total, m.completed_total), (0, 0, 1), "no attempt was spent: {m:?}");
+    assert!(graph.is_member(ids::GROUP_TEAM_ALPHA, ids::MEGAN_ID));
+    stack.wait_note(&number, "Granted and verified").await;
+    stack.shutdown().await;
+}
+
+/// The same person still not there past the grace (the clock moved on): the request is denied
+/// as not in the directory, saying how long it was waited for, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_still_not_in_the_directory_past_the_grace_is_denied() {
+    let stack = Stack::start().await;
+    assert!(stack.sims.graph.state().delete_user(ids::MEGAN_ID));
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME)).await;
+    stack
+        .wait_for("validate to wait for the person", WAIT, || async {
+            (stack.metrics("validate").await.waited_total >= 1).then_some(())
+        })
+        .await;
+    let grace = grantline_workers::ExecutorSettings::default().not_found_grace_secs;
+    stack.sims.clock().advance(std::time::Duration::from_secs(grace + 1));
+    let rec = stack.wait_state(&id, RequestState::Denied, WAIT).await;
+    let reason = &rec[fields::REASON];
+    assert!(reason.contains("not found in the directory") && reason.contains("still not found"), "{reason}");
+    let m = stack.metrics("validate").await;
+    assert_eq!((m.retried_total, m.dead_total), (0, 0), "{m:?}");
+    assert!(stack.queue.dead_letters("validate", None, 10).await.unwrap().is_empty());
+    assert!(
+        !stack.sims.graph.requests().iter().any(|r| r.method == "POST" && r.path.contains("/members/$ref")),
+        "nothing was written"
+    );
+    let note = stack.wait_note(&number, "still not found").await;
+    assert!(note.contains("not found in the directory"), "{note}");
+    stack.shutdown().await;
+}

@@ -55,6 +55,10 @@ pub enum Outcome {
     Failed { changed_something: bool },
     /// rollback-grant undid what the request changed.
     RolledBack,
+    /// rollback-grant failed for good: what the request changed may still be in place. The
+    /// request stays `compensating` (so the rollback's dead letter can be redriven once the
+    /// cause is fixed) and the ticket is told to intervene by hand.
+    CompensationFailed,
     /// An operator asked for a later end of an active grant: back to approval for it (the
     /// access stays until a decision).
     ExtensionRequested,
@@ -173,6 +177,7 @@ pub fn next(outcome: Outcome) -> Transition {
             t(Some(S::Failed), &[UpdateTicket(TicketUpdate::ManualIntervention)])
         }
         Outcome::RolledBack => t(Some(S::RolledBack), &[UpdateTicket(TicketUpdate::ManualIntervention)]),
+        Outcome::CompensationFailed => t(None, &[UpdateTicket(TicketUpdate::ManualIntervention)]),
         Outcome::ExtensionRequested => t(
             Some(S::AwaitingApproval),
             &[UpdateTicket(TicketUpdate::ExtensionRequested), Notify(NotifyWhat::Ask { stage: 0 })],
@@ -291,6 +296,7 @@ mod tests {
                 vec![UpdateTicket(TicketUpdate::ManualIntervention)],
             ),
             (Outcome::RolledBack, Some(S::RolledBack), vec![UpdateTicket(TicketUpdate::ManualIntervention)]),
+            (Outcome::CompensationFailed, None, vec![UpdateTicket(TicketUpdate::ManualIntervention)]),
             (
                 Outcome::ExtensionRequested,
                 Some(S::AwaitingApproval),

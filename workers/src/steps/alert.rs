@@ -3,7 +3,9 @@
 //! something was changed), then pages on-call through the configured routes
 //! (`crate::paging`), and records the page on the request's audit trail. A removal's letter
 //! does not fail the request: the access is still there, so the request keeps its state and
-//! is filed under the failed removals, which the scheduler's sweep tries again.
+//! is filed under the failed removals, which the scheduler's sweep tries again. A rollback's
+//! letter leaves the request compensating (a redrive runs it again) and asks the ticket for
+//! manual intervention with what may still be in place.
 //!
 //! The request's transition is committed on its own before paging, so compensation never
 //! waits for an on-call tool. Paging that fails transiently fails the job, and the queue
@@ -45,6 +47,8 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
     if let Some(r) = &rec {
         rec = Some(if job.queue == JobKind::RemoveAccess.as_str() {
             hold_failed_removal(&svc, &job, &letter, r.clone()).await?
+        } else if job.queue == JobKind::RollbackGrant.as_str() {
+            hold_failed_rollback(&svc, &job, &letter, r.clone()).await?
         } else {
             fail_request(&svc, &job, &letter, r.clone()).await?
         });
@@ -132,6 +136,73 @@ async fn fail_request(
         }
     }
     Err(JobError::transient("request.busy", format!("request {} kept changing while it was failed", rec.id)))
+}
+
+/// The record field set once a failed rollback's dead letter is on the request's trail and
+/// its manual-intervention note enqueued.
+const COMPENSATION_FAILED: &str = "compensation_failed";
+
+/// A rollback that failed for good leaves what the request changed possibly in place. The
+/// request stays `compensating` (a redrive of the letter runs the rollback again once the
+/// cause is fixed), the dead letter goes on its trail, and the ticket is asked for manual
+/// intervention saying what failed and what may still be there. Once per letter.
+async fn hold_failed_rollback(
+    svc: &Services,
+    job: &Alert,
+    letter: &grantline_queue::DeadLetter,
+    mut rec: RequestRecord,
+) -> Result<RequestRecord, JobError> {
+    let key = paging::record_key(&job.queue, &job.dead_letter_id);
+    for _ in 0..COMMIT_TRIES {
+        if rec.state != RequestState::Compensating {
+            // rolled back (a redrive succeeded) or moved on meanwhile
+            return Ok(rec);
+        }
+        let mut conn = svc.queue.connection();
+        let done: bool = redis::AsyncCommands::hexists(&mut conn, svc.queue.namespace().key(&key), COMPENSATION_FAILED)
+            .await
+            .map_err(super::redis_unavailable)?;
+        if done {
+            return Ok(rec);
+        }
+        let failure = match letter.errors.last() {
+            Some(e) => format!(
+                "compensation failed: {} failed for good after {} attempt(s): {} ({})",
+                job.queue, letter.attempts, e.message, e.code
+            ),
+            None => format!("compensation failed: {} failed for good", job.queue),
+        };
+        let still = match &rec.grant {
+            Some(g) => format!(
+                "{} may still be in place: remove it by hand, or redrive the rollback's dead letter {} once the cause is fixed",
+                g.describe(),
+                job.dead_letter_id
+            ),
+            None => format!("redrive the rollback's dead letter {} once the cause is fixed", job.dead_letter_id),
+        };
+        let reason = match rec.reason.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => format!("{r}; {failure}; {still}"),
+            None => format!("{failure}; {still}"),
+        };
+        let applied = Commit::step(&rec, JobKind::Alert, svc.now_ms())
+            .event(AuditEvent::DeadLettered {
+                queue: job.queue.clone(),
+                job_id: job.job_id.clone(),
+                dead_letter_id: job.dead_letter_id.clone(),
+            })
+            .set(|u| u.reason(&reason))
+            .guard(Guard::FieldAbsent { key: key.clone(), field: COMPENSATION_FAILED.to_owned() })
+            .write(Write::hset(key.clone(), [(COMPENSATION_FAILED, "1".to_owned())]))
+            .outcome(Outcome::CompensationFailed)
+            .apply(&svc.queue)
+            .await
+            .map_err(store_error)?;
+        rec = grantline_store::load(&svc.queue, &rec.id).await.map_err(store_error)?;
+        if let Applied::Done { .. } = applied {
+            return Ok(rec);
+        }
+    }
+    Err(JobError::transient("request.busy", format!("request {} kept changing while its rollback failed", rec.id)))
 }
 
 /// A removal that failed for good is not a failed request: the access is still there and

@@ -218,13 +218,11 @@ fn is_not_found(e: &JobError) -> bool {
 }
 
 /// A not-found answer `elapsed` after the request was made (on the clock): within the grace it
-/// is waited out (no attempt spent; a quarter of the time so far, between 1 and 30 seconds);
-/// past it, the object is taken as gone for good. The request is newer than every object
-/// validate found, so measuring from it never gives an old object the grace of a new one.
+/// is waited out, spending no attempt ([`super::replication_wait`]); past it, the object is
+/// taken as gone for good.
 fn not_found(grace: Duration, created_ms: u64, now_ms: u64, e: JobError) -> JobError {
     let elapsed = Duration::from_millis(now_ms.saturating_sub(created_ms));
-    if elapsed < grace {
-        let after = (elapsed / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    if let Some(after) = super::replication_wait(grace, created_ms, now_ms) {
         tracing::info!(error = %e, elapsed_secs = elapsed.as_secs(), "not found yet; it may not have replicated");
         return JobError::wait(
             e.code(),

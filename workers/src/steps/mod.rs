@@ -34,6 +34,22 @@ pub fn redis_unavailable(e: impl std::fmt::Display) -> JobError {
     JobError::transient("redis.unavailable", e.to_string())
 }
 
+/// How long to wait before asking again about an object the directory (or Exchange) does not
+/// know `now_ms`, for a request made at `created_ms`: within `grace` it may be replication
+/// (apis.md 2.9: a new object can answer 404 for a while), so a quarter of the time so far,
+/// between 1 and 30 seconds; past it, None: the object is taken as not there. The request is
+/// newer than any object it names that exists, so measuring from it never gives an old object
+/// the grace of a new one.
+pub fn replication_wait(
+    grace: std::time::Duration,
+    created_ms: u64,
+    now_ms: u64,
+) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let elapsed = Duration::from_millis(now_ms.saturating_sub(created_ms));
+    (elapsed < grace).then(|| (elapsed / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)))
+}
+
 /// The evidence of one upstream call (its correlation ids and when it was made).
 pub fn evidence(c: &grantline_connectors::graph::Correlation, at_ms: u64) -> grantline_shared::receipt::Evidence {
     grantline_shared::receipt::Evidence {

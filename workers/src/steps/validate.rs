@@ -230,6 +230,23 @@ pub async fn evaluate_ticket(
     Ok(Evaluated { ritm, facts: Some(facts), decision: Some(decision), current, justification })
 }
 
+/// What the evaluation did not find upstream, if anything: the person (no directory user), the
+/// target group (its facts are missing), or the target mailbox (when Exchange is configured).
+fn not_found(ev: &Evaluated, exchange: bool) -> Option<String> {
+    let Some(decision) = &ev.decision else {
+        return Some("the person the access is for".to_owned());
+    };
+    let failed = |code: &str| decision.checks.iter().any(|c| c.code == code && c.status == policy::CheckStatus::Fail);
+    let target = decision.target.as_ref();
+    if failed(policy::codes::GROUP_FACTS) {
+        return Some(format!("group {}", target.and_then(|t| t.group_id.as_deref()).unwrap_or("?")));
+    }
+    if exchange && failed(policy::codes::MAILBOX_FACTS) {
+        return Some(format!("mailbox {}", target.and_then(|t| t.mailbox_address.as_deref()).unwrap_or("?")));
+    }
+    None
+}
+
 /// A failed directory read: a refusal pauses the tenant's readers and waits; anything else is
 /// classified where it was born.
 async fn graph_read_failure(e: grantline_connectors::GraphError, budget: Option<&Budget>) -> JobError {
@@ -290,8 +307,30 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
                 .outcome(Outcome::Cancelled),
         );
     }
+    // a person, group or mailbox not found moments after the request may not have replicated
+    // yet (apis.md 2.9): asked again within executors.not_found_grace_secs, spending no attempt
+    let mut still_missing = String::new();
+    if let Some(missing) = not_found(&ev, svc.executors.mailbox.is_some()) {
+        let grace = svc.executors.not_found_grace;
+        let now_ms = svc.now_ms();
+        let elapsed = now_ms.saturating_sub(rec.created_ms) / 1000;
+        if let Some(after) = super::replication_wait(grace, rec.created_ms, now_ms) {
+            tracing::info!(request_id = %rec.id, elapsed_secs = elapsed, "{missing} not found yet; it may not have replicated");
+            return Err(JobError::wait(
+                "directory.not_found",
+                format!(
+                    "{missing} not found {elapsed} s after the request was made; asked again as replication for up to {} s",
+                    grace.as_secs()
+                ),
+                after,
+            ));
+        }
+        if !grace.is_zero() {
+            still_missing = format!(" (still not found {elapsed} s after the request was made)");
+        }
+    }
     let (Some(facts), Some(decision)) = (ev.facts, ev.decision) else {
-        let reason = "the person the access is for was not found in the directory".to_owned();
+        let reason = format!("the person the access is for was not found in the directory{still_missing}");
         return handoff(
             commit
                 .event(AuditEvent::CheckEvaluated {
@@ -312,7 +351,7 @@ pub async fn run(job: Validate, svc: Data<Arc<Services>>) -> Result<Handoff, Job
     let reason = if allow {
         decision.rule.clone().map(|r| format!("allowed by rule {r}")).unwrap_or_else(|| "allowed".into())
     } else {
-        decision.failing().map(|c| c.reason.clone()).collect::<Vec<_>>().join("; ")
+        decision.failing().map(|c| c.reason.clone()).collect::<Vec<_>>().join("; ") + &still_missing
     };
     let target = decision.target.as_ref().map(|t| t.display_name.clone()).unwrap_or_default();
     let commit = commit
