@@ -140,7 +140,6 @@ async fn thirty_requests_on_one_membership_wait_for_its_lock_and_the_last_to_end
 /// read says "a member", the removal then completes, and the grant must not take the stale
 /// read for a pre-existing membership: it adds the membership again and holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: execute-grant takes validate's fresh 'a member' read for a pre-existing membership although grantline removed it since; it must read again under the lock"]
 async fn a_grant_validated_during_the_last_removal_adds_the_membership_again() {
     let stack =
         Stack::start_opts(StackOptions { scheduler: Some(Duration::from_millis(100)), ..Default::default() }).await;

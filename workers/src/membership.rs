@@ -24,6 +24,23 @@ fn lock_key(access: &str) -> String {
     format!("lock:{access}")
 }
 
+/// Set while grantline removes an access and for [`CHANGED_TTL`] after: a read of the access
+/// made meanwhile (validate's) may predate the removal, or come from a replica that has not
+/// seen it, so it must not stand in for a read at execution.
+fn changed_key(access: &str) -> String {
+    format!("changed:{access}")
+}
+
+/// How long a removal's mark stays: far beyond the freshness a grant gives a read
+/// (`execute_grant::EVIDENCE_MAX_AGE`) and beyond Graph's replication delays.
+const CHANGED_TTL: Duration = Duration::from_secs(3600);
+
+/// Whether grantline removed (or was removing) this access lately: see [`changed_key`].
+pub async fn changed_lately(queue: &Queue, access: &str) -> Result<bool, JobError> {
+    let mut conn = queue.connection();
+    conn.exists(queue.namespace().key(&changed_key(access))).await.map_err(redis_unavailable)
+}
+
 /// A held lock on one membership. Re-entrant for the same request, so a retry of a step
 /// whose earlier attempt died while holding it does not wait for the TTL.
 pub struct MembershipLock {
@@ -146,6 +163,12 @@ pub async fn let_go(
         return Ok(kept(false, others));
     }
     let access = crate::executor::Access::from_receipt(grant);
+    // marked before the removal, so a read of the access overlapping it is never trusted
+    let mut conn = svc.queue.connection();
+    let _: () = conn
+        .pset_ex(svc.queue.namespace().key(&changed_key(&grant.access_key())), at_ms, CHANGED_TTL.as_millis() as u64)
+        .await
+        .map_err(redis_unavailable)?;
     let change = svc.executors.revoke(&access, request_id).await?;
     if svc.executors.read_back(&access).await?.present {
         return Err(JobError::transient(

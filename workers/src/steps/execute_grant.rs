@@ -24,7 +24,7 @@ use grantline_shared::request::RequestState;
 
 use super::{job_error, redis_unavailable};
 use crate::executor::Access;
-use crate::membership::{MembershipLock, hold_write, locked, other_holders};
+use crate::membership::{MembershipLock, changed_lately, hold_write, locked, other_holders};
 use crate::record::{commit, handoff, load, store_error};
 use crate::services::Services;
 
@@ -108,13 +108,16 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
                 .and_then(|v| v.get("before").and_then(serde_json::Value::as_bool))
         };
-        // no write that a read already answered
+        // no write that a read already answered, unless grantline removed the access lately:
+        // then a read (validate's, or one now through a replica) may predate the removal, and
+        // only the write's own answer, from the primary, says what is there
+        let changed = changed_lately(&svc.queue, &key).await?;
         let fresh = rec.current.as_ref().filter(|c| {
-            first_attempt && now_ms.saturating_sub(c.evidence.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64
+            first_attempt && !changed && now_ms.saturating_sub(c.evidence.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64
         });
         let before = match fresh {
             Some(c) => Some(crate::executor::Found { present: c.present, evidence: c.evidence.clone() }),
-            None if svc.executors.checks_before_grant(&access) => Some(svc.executors.check(&access).await?),
+            None if !changed && svc.executors.checks_before_grant(&access) => Some(svc.executors.check(&access).await?),
             // the write's own answer ("already there") says what was there
             None => None,
         };
@@ -150,7 +153,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         // retry, hence the ledger); an access other grantline requests hold is shared, not
         // pre-existing, and this request becomes one more holder
         let others = other_holders(&svc.queue, &key, &rec.id).await?;
-        let validated_pre_existing = rec.current.as_ref().is_some_and(|c| c.present);
+        let validated_pre_existing = !changed && rec.current.as_ref().is_some_and(|c| c.present);
         // on the first attempt nothing of ours can be there yet: the access was there before
         // exactly when nothing had to be written (the read said so, or the write's "already
         // there" did, when the read was older than the write)
