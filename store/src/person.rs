@@ -9,6 +9,12 @@
 //! [`crate::Commit`]'s one atomic script, so the index never disagrees with the records. A
 //! request not yet validated names nobody yet: validate reads the directory itself, and the
 //! policy refuses a disabled account or one past its leave date.
+//!
+//! Requests recorded before the index existed are added by [`ensure_backfilled`], which the
+//! readers of the index (offboarding, the leaver sweep, reconciliation) call first: once per
+//! namespace, it walks the requests of every indexed state and adds each one that names its
+//! requester, in a script that adds it only while the record is still in the state read (a
+//! commit that ended it meanwhile has already taken it out).
 
 use grantline_queue::{Queue, Write, WriteCmd};
 use grantline_shared::policy::UserFacts;
@@ -81,6 +87,79 @@ pub async fn requests(queue: &Queue, user_id: &str, limit: usize) -> Result<Vec<
         }
     }
     Ok(out)
+}
+
+/// Set (relative to the namespace) once every request recorded before the index existed is in
+/// it; its value is when the backfill finished (ms).
+pub const BACKFILLED: &str = "person:backfilled";
+
+/// Adds `id` to its person's index only while its record is in `state`.
+const ADD_IF_STATE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return -1 end
+return redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4])
+";
+
+/// How many request ids one backfill read takes from a state's listing.
+const BACKFILL_PAGE: isize = 500;
+
+/// Adds to the index every request of an indexed state that names its requester and is not in
+/// it yet. Returns how many it added. Idempotent; safe beside running commits.
+pub async fn backfill(queue: &Queue) -> Result<usize, StoreError> {
+    use grantline_shared::request::keys;
+    let ns = queue.namespace();
+    let mut conn = queue.connection();
+    let script = redis::Script::new(ADD_IF_STATE);
+    let mut added = 0;
+    for state in RequestState::ALL.into_iter().filter(|s| indexed(*s)) {
+        let listing = ns.key(&keys::by_state(state));
+        let mut start: isize = 0;
+        loop {
+            let ids: Vec<String> = conn.zrange(&listing, start, start + BACKFILL_PAGE - 1).await?;
+            for id in &ids {
+                let (requester, created): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+                    .arg(ns.key(&keys::request(id)))
+                    .arg(fields::REQUESTER)
+                    .arg(fields::CREATED_MS)
+                    .query_async(&mut conn)
+                    .await?;
+                let Some(user) = requester.and_then(|t| UserFacts::decode(&t).ok()).map(|u| u.id) else { continue };
+                if user.is_empty() {
+                    continue;
+                }
+                let n: i64 = script
+                    .key(ns.key(&keys::request(id)))
+                    .key(ns.key(&key(&user)))
+                    .arg(fields::STATE)
+                    .arg(state.as_str())
+                    .arg(created.unwrap_or(0))
+                    .arg(id)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if n > 0 {
+                    added += 1;
+                }
+            }
+            if ids.len() < BACKFILL_PAGE as usize {
+                break;
+            }
+            start += BACKFILL_PAGE;
+        }
+    }
+    Ok(added)
+}
+
+/// Runs [`backfill`] once per namespace: a no-op (one read) once [`BACKFILLED`] is set.
+pub async fn ensure_backfilled(queue: &Queue, now_ms: u64) -> Result<(), StoreError> {
+    let done_key = queue.namespace().key(BACKFILLED);
+    let mut conn = queue.connection();
+    let done: bool = conn.exists(&done_key).await?;
+    if done {
+        return Ok(());
+    }
+    let added = backfill(queue).await?;
+    let _: () = conn.set(&done_key, now_ms).await?;
+    tracing::info!(added, "the person index holds every request recorded before it existed");
+    Ok(())
 }
 
 /// How many requests the index holds for a person.

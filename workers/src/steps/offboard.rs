@@ -86,6 +86,8 @@ fn action(rec: &RequestRecord) -> Action {
 }
 
 pub async fn run(job: Offboard, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
+    // requests recorded before the person index existed are added to it first (once)
+    grantline_store::person::ensure_backfilled(&svc.queue, svc.now_ms()).await.map_err(store_error)?;
     if job.source.from_directory() && !still_leaving(&svc, &job).await? {
         tracing::info!(user_id = %job.user_id, source = job.source.as_str(), "the directory no longer shows this person leaving; nothing done");
         return Ok(Handoff::done());

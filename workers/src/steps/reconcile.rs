@@ -51,6 +51,8 @@ const MAX_MEMBER_PAGES: usize = 1_000;
 pub const OUT_OF_BAND: &str = "removed out of band";
 
 pub async fn run(job: Reconcile, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
+    // requests recorded before the person index existed are added to it first (once)
+    grantline_store::person::ensure_backfilled(&svc.queue, svc.now_ms()).await.map_err(store_error)?;
     let closed = check_grants(&svc).await?;
     let reported = check_groups(&svc).await?;
     tracing::info!(period = job.period, closed, reported, "reconciled with the directory");

@@ -69,6 +69,8 @@ async fn offboard(svc: &Services, u: &DeltaUser, source: OffboardSource, at: Opt
 }
 
 pub async fn run(job: SweepDirectory, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
+    // requests recorded before the person index existed are added to it first (once)
+    grantline_store::person::ensure_backfilled(&svc.queue, svc.now_ms()).await.map_err(store_error)?;
     let ns = svc.queue.namespace();
     let (next_key, link_key) = (ns.key(directory::DELTA_NEXT), ns.key(directory::DELTA_LINK));
     let mut conn = svc.queue.connection();
