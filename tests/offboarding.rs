@@ -353,3 +353,78 @@ async fn requests_from_before_the_person_index_are_backfilled_and_offboarded() {
     assert_eq!(grantline_store::person::count(&stack.queue, ids::MEGAN_ID).await.unwrap(), 0);
     stack.shutdown().await;
 }
+
+/// The policy decides what happens to a member no request explains: Team Alpha says
+/// `remove`, every other group (here Finance BI, through `[defaults]`) says `page`. Isaiah,
+/// added to Team Alpha in the portal, is removed and verified gone; Alex, added to Finance BI,
+/// stays and on-call gets one warning incident, however many passes see him, resolved once he
+/// is gone. Members from before grantline governed the groups stay, and nobody is paged for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_says_whether_an_unexplained_member_is_paged_about_or_removed() {
+    let dir = support::TempDir::new("unexplained");
+    let text = std::fs::read_to_string(support::POLICY)
+        .unwrap()
+        .replacen("unexplained_members = \"report\"", "unexplained_members = \"page\"", 1)
+        .replacen("[groups.team-alpha]\n", "[groups.team-alpha]\nunexplained_members = \"remove\"\n", 1);
+    let policy = dir.0.join("policy.toml");
+    std::fs::write(&policy, text).unwrap();
+    let stack = Stack::start_with(&policy).await;
+    let graph = stack.sims.graph.state();
+    ring(&stack, JobKind::Reconcile).await;
+    assert!(directory_events(&stack).await.is_empty(), "the first pass records the baseline");
+
+    stack.sims.clock().advance(Duration::from_secs(15 * 60));
+    graph.add_member(ids::GROUP_TEAM_ALPHA, ids::ISAIAH_ID).unwrap();
+    graph.add_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID).unwrap();
+    ring(&stack, JobKind::Reconcile).await;
+
+    // removed, verified, on the directory log with the removal's request id
+    assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, ids::ISAIAH_ID), 0);
+    assert_eq!(stack.memberships(ids::GROUP_TEAM_ALPHA, ids::ADELE_ID), 1, "the baseline stays");
+    let events = directory_events(&stack).await;
+    let removed: Vec<&DirectoryEvent> =
+        events.iter().filter(|e| matches!(e, DirectoryEvent::UnexplainedMemberRemoved { .. })).collect();
+    assert_eq!(removed.len(), 1, "{events:?}");
+    let DirectoryEvent::UnexplainedMemberRemoved { group_id, user_id, graph_request_id, .. } = removed[0] else {
+        unreachable!()
+    };
+    assert_eq!((group_id.as_str(), user_id.as_str()), (ids::GROUP_TEAM_ALPHA, ids::ISAIAH_ID));
+    assert!(graph_request_id.is_some(), "{events:?}");
+    let actions: Vec<(String, Option<String>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            DirectoryEvent::UnexplainedMember { user_id, action, .. } => Some((user_id.clone(), action.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions.len(), 2, "{events:?}");
+    assert!(actions.contains(&(ids::ISAIAH_ID.to_owned(), Some("remove".to_owned()))), "{actions:?}");
+    assert!(actions.contains(&(ids::ALEX_ID.to_owned(), Some("page".to_owned()))), "{actions:?}");
+    assert_eq!(metric(&stack, "unexplained_removed").await, 1);
+
+    // paged, not removed: one warning incident naming the group and the person
+    assert_eq!(stack.memberships(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID), 1);
+    let incidents = stack.incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let incident = &incidents[0];
+    assert_eq!((incident.severity.as_str(), incident.class.as_deref()), ("warning", Some("unexplained_member")));
+    assert!(
+        incident.summary.contains(ids::ALEX_UPN) && incident.summary.contains("Finance BI"),
+        "{}",
+        incident.summary
+    );
+    assert_eq!(incident.custom_details["group_id"], ids::GROUP_FINANCE_BI_READ);
+    assert_eq!(incident.status, grantline_sims::paging::AlertStatus::Triggered);
+
+    // the next pass: nothing new, no second incident
+    ring(&stack, JobKind::Reconcile).await;
+    assert_eq!(stack.incidents().len(), 1);
+    assert_eq!(stack.incidents()[0].merged_triggers(), 0, "{:#?}", stack.incidents());
+    assert_eq!(metric(&stack, "unexplained").await, 2);
+
+    // Alex is taken out in the portal: the incident resolves
+    assert!(graph.remove_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID));
+    ring(&stack, JobKind::Reconcile).await;
+    assert_eq!(stack.incidents()[0].status, grantline_sims::paging::AlertStatus::Resolved);
+    stack.shutdown().await;
+}

@@ -355,6 +355,7 @@ async fn a_letter_closed_before_its_alert_ran_pages_nobody() {
     let stack = Stack::start_opts(support::StackOptions { workers: false, ..Default::default() }).await;
     let pager = grantline::demo::pager(&stack.sims).unwrap();
     let page = DeadLetterPage {
+        subject: Default::default(),
         queue: "execute-grant".into(),
         dead_letter_id: "1700000000000-0".into(),
         job_id: "job-1".into(),
@@ -414,6 +415,7 @@ async fn a_slack_service_desk_channel_is_told_and_told_of_the_resolve() {
     assert!(Pager::new(&settings, None).unwrap_err().contains("ingest.slack"), "a Slack channel needs the Slack app");
     let pager = Pager::new(&settings, Some(&slack)).unwrap();
     let page = DeadLetterPage {
+        subject: Default::default(),
         queue: "update-ticket".into(),
         dead_letter_id: "1700000000002-0".into(),
         job_id: "job-2".into(),

@@ -287,3 +287,23 @@ fn missing_file_names_the_file() {
     assert!(matches!(err, PolicyError::Io { .. }));
     assert!(err.to_string().starts_with("/nonexistent/grantline/policy.toml: cannot read the policy file"), "{err}");
 }
+
+#[test]
+fn unexplained_members_is_set_per_group_or_in_defaults_and_only_on_groups() {
+    use grantline_shared::policy::UnexplainedMembers;
+    let of = |text: &str| {
+        let p = Policy::parse("policy.toml", text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        p.targets().iter().map(|t| (t.key.clone(), t.unexplained_members)).collect::<Vec<_>>()
+    };
+    let report = UnexplainedMembers::Report;
+    assert!(of(BASE).iter().all(|(_, u)| *u == report), "report by default");
+    let defaults = BASE.replace("[tags]", "[defaults]\nunexplained_members = \"page\"\n[tags]");
+    assert!(of(&defaults).contains(&("g".to_owned(), UnexplainedMembers::Page)));
+    let own = defaults.replace("display_name = \"G\"", "display_name = \"G\"\nunexplained_members = \"remove\"");
+    assert!(of(&own).contains(&("g".to_owned(), UnexplainedMembers::Remove)), "the group's own setting wins");
+    // a mailbox has no members to reconcile; a value out of the three is refused
+    let e = error_of(&BASE.replace("display_name = \"M\"", "display_name = \"M\"\nunexplained_members = \"remove\""));
+    assert!(e.contains("unknown field `unexplained_members`"), "{e}");
+    let e = error_of(&BASE.replace("display_name = \"G\"", "display_name = \"G\"\nunexplained_members = \"delete\""));
+    assert!(e.contains("policy.toml:7:") && e.contains("unknown variant `delete`"), "{e}");
+}

@@ -64,12 +64,25 @@ pub enum DirectoryEvent {
     /// it; the request was closed.
     RemovedOutOfBand { request_id: String, access: String },
     /// A member of a governed group that no request and no recorded pre-existing membership
-    /// explains. Reported, not removed.
+    /// explains. `action` is what the policy says to do about it (`report`, `page`, `remove`;
+    /// absent on events recorded before the setting existed: reported only).
     UnexplainedMember {
         group_id: String,
         user_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         upn: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+    },
+    /// An unexplained member removed because the policy says so (`unexplained_members =
+    /// "remove"`), verified gone, with the removal's upstream request id.
+    UnexplainedMemberRemoved {
+        group_id: String,
+        user_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upn: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        graph_request_id: Option<String>,
     },
 }
 
@@ -79,6 +92,7 @@ impl DirectoryEvent {
             DirectoryEvent::Offboarded { .. } => "offboarded",
             DirectoryEvent::RemovedOutOfBand { .. } => "out_of_band",
             DirectoryEvent::UnexplainedMember { .. } => "unexplained",
+            DirectoryEvent::UnexplainedMemberRemoved { .. } => "unexplained_removed",
         }
     }
 }
@@ -159,7 +173,12 @@ mod tests {
         let r = DirectoryRecord {
             at_ms: 1,
             actor: "grantline:reconcile".into(),
-            event: DirectoryEvent::UnexplainedMember { group_id: "g".into(), user_id: "u".into(), upn: None },
+            event: DirectoryEvent::UnexplainedMember {
+                group_id: "g".into(),
+                user_id: "u".into(),
+                upn: None,
+                action: Some("page".into()),
+            },
         };
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["type"], "unexplained_member");

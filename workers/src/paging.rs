@@ -259,9 +259,28 @@ pub const AUDITED_PAGED: &str = "audited:paged";
 /// The record field set once the `page_resolved` audit event is on the request's trail.
 pub const AUDITED_RESOLVED: &str = "audited:resolved";
 
-/// What on-call is told about one dead letter.
+/// What a page is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PageSubject {
+    /// A job failed for good (the page's `queue` and `dead_letter_id` name its letter).
+    #[default]
+    DeadLetter,
+    /// Reconciliation found a member of a governed group that no request explains, and the
+    /// policy says to page (`unexplained_members = "page"`). The page's `queue` is
+    /// `reconcile` and its `dead_letter_id` is [`unexplained_page_id`].
+    UnexplainedMember { group_id: String, group_name: String, user_id: String, upn: Option<String> },
+}
+
+/// The paging id of an unexplained member of a group: stable for the (group, user), so one
+/// incident stands for them however many passes see them.
+pub fn unexplained_page_id(group_id: &str, user_id: &str) -> String {
+    format!("unexplained:{}:{}", group_id.to_ascii_lowercase(), user_id.to_ascii_lowercase())
+}
+
+/// What on-call is told about one dead letter (or one finding of reconciliation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterPage {
+    pub subject: PageSubject,
     pub queue: String,
     pub dead_letter_id: String,
     pub job_id: String,
@@ -276,21 +295,73 @@ pub struct DeadLetterPage {
 }
 
 impl DeadLetterPage {
+    /// The page of an unexplained member of a governed group, found `at_ms`.
+    pub fn unexplained_member(group_id: &str, group_name: &str, user_id: &str, upn: Option<&str>, at_ms: u64) -> Self {
+        let who = upn.unwrap_or(user_id);
+        DeadLetterPage {
+            subject: PageSubject::UnexplainedMember {
+                group_id: group_id.to_owned(),
+                group_name: group_name.to_owned(),
+                user_id: user_id.to_owned(),
+                upn: upn.map(str::to_owned),
+            },
+            queue: JobKind::Reconcile.as_str().to_owned(),
+            dead_letter_id: unexplained_page_id(group_id, user_id),
+            job_id: String::new(),
+            attempts: 0,
+            error_code: "directory.unexplained_member".to_owned(),
+            error_message: format!(
+                "{who} is a member of governed group {group_name} ({group_id}) that no request explains"
+            ),
+            request_id: None,
+            ticket: None,
+            trace_id: None,
+            dead_at_ms: at_ms,
+        }
+    }
+
     pub fn severity(&self) -> Severity {
-        severity_of(&self.queue)
+        match self.subject {
+            PageSubject::DeadLetter => severity_of(&self.queue),
+            PageSubject::UnexplainedMember { .. } => Severity::Warning,
+        }
     }
 
     /// What the operator does next.
     pub fn next_action(&self) -> String {
-        format!(
-            "fix the cause, then `grantline dlq retry {q} {id}`; or `grantline dlq discard {q} {id}` to drop it",
-            q = self.queue,
-            id = self.dead_letter_id
-        )
+        match &self.subject {
+            PageSubject::DeadLetter => format!(
+                "fix the cause, then `grantline dlq retry {q} {id}`; or `grantline dlq discard {q} {id}` to drop it",
+                q = self.queue,
+                id = self.dead_letter_id
+            ),
+            PageSubject::UnexplainedMember { .. } => "find out who added them; remove them from the group, or have \
+                 the access requested through the service desk (the page resolves once they are gone)"
+                .to_owned(),
+        }
+    }
+
+    /// A channel message's title.
+    fn title(&self) -> String {
+        match &self.subject {
+            PageSubject::DeadLetter => format!("Dead letter: {} needs on-call action", self.queue),
+            PageSubject::UnexplainedMember { group_name, .. } => format!("Unexplained member of {group_name}"),
+        }
+    }
+
+    /// PagerDuty's `class`.
+    fn class(&self) -> &'static str {
+        match self.subject {
+            PageSubject::DeadLetter => "dead_letter",
+            PageSubject::UnexplainedMember { .. } => "unexplained_member",
+        }
     }
 
     /// One line: the ticket, the step, the error and the next action.
     pub fn summary(&self) -> String {
+        if let PageSubject::UnexplainedMember { .. } = self.subject {
+            return format!("grantline: {}. Next: {}", self.error_message, self.next_action());
+        }
         let mut s = String::from("grantline: ");
         match &self.ticket {
             Some(t) => {
@@ -309,6 +380,16 @@ impl DeadLetterPage {
     }
 
     fn details(&self) -> Value {
+        if let PageSubject::UnexplainedMember { group_id, group_name, user_id, upn } = &self.subject {
+            return json!({
+                "finding": "unexplained_member",
+                "group_id": group_id,
+                "group_name": group_name,
+                "user_id": user_id,
+                "upn": upn,
+                "next_action": self.next_action(),
+            });
+        }
         json!({
             "request_id": self.request_id,
             "ticket": self.ticket,
@@ -325,6 +406,12 @@ impl DeadLetterPage {
 
     fn facts(&self) -> Vec<(&'static str, String)> {
         let mut f = Vec::new();
+        if let PageSubject::UnexplainedMember { group_id, group_name, user_id, upn } = &self.subject {
+            f.push(("Group", format!("{group_name} ({group_id})")));
+            f.push(("Member", upn.clone().map(|u| format!("{u} ({user_id})")).unwrap_or_else(|| user_id.clone())));
+            f.push(("Next action", self.next_action()));
+            return f;
+        }
         if let Some(t) = &self.ticket {
             f.push(("Ticket", t.clone()));
         }
@@ -640,7 +727,7 @@ impl Pager {
                     .dedup_key(dedup.to_owned());
                 event.component = Some(page.queue.clone());
                 event.group = Some("grantline".to_owned());
-                event.class = Some("dead_letter".to_owned());
+                event.class = Some(page.class().to_owned());
                 event.custom_details = page.details();
                 client.trigger(routing_key, &event).await.map(|_| ()).map_err(StepError::from)
             }
@@ -659,11 +746,11 @@ impl Pager {
                     .map_err(StepError::from)
             }
             Sender::Teams { client, url } => {
-                let title = format!("Dead letter: {} needs on-call action", page.queue);
+                let title = page.title();
                 client.post_card(url, &teams_card(&title, &page.facts())).await.map(|_| ()).map_err(StepError::from)
             }
             Sender::Slack { client, channel } => {
-                let title = format!("Dead letter: {} needs on-call action", page.queue);
+                let title = page.title();
                 let facts = page.facts();
                 client
                     .post_message(channel, &slack_text(&title, &facts), &slack_blocks(&title, &facts))
@@ -769,9 +856,14 @@ impl Pager {
     ) -> Result<(), StepError> {
         let severity = match rec.get("severity").map(String::as_str) {
             Some("critical") => Severity::Critical,
+            Some("warning") => Severity::Warning,
             _ => Severity::Error,
         };
-        let title = format!("Resolved: the dead letter {letter_queue} {dead_letter_id} was {}", how.as_str());
+        let title = if dead_letter_id.starts_with("unexplained:") {
+            "Resolved: the unexplained member is no longer in the group".to_owned()
+        } else {
+            format!("Resolved: the dead letter {letter_queue} {dead_letter_id} was {}", how.as_str())
+        };
         let mut facts: Vec<(&str, String)> = Vec::new();
         if let Some(t) = rec.get("ticket") {
             facts.push(("Ticket", t.clone()));
@@ -926,6 +1018,7 @@ mod tests {
         );
         let pager = Pager::new(&s, None).unwrap();
         let page = DeadLetterPage {
+            subject: Default::default(),
             queue: "execute-grant".into(),
             dead_letter_id: "1-0".into(),
             job_id: "j".into(),

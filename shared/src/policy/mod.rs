@@ -45,7 +45,7 @@ pub use load::load_file;
 pub use model::{
     AccessLevel, ApproverKind, ApproverSpec, CatalogEntry, DurationRule, MailboxType, Match, OnTimeout, OverMax,
     Owners, Policy, Quorum, QuorumError, Rule, RuleOutcome, SCHEMA_VERSION, StageSpec, Target, TargetKind, TargetRef,
-    TestCase,
+    TestCase, UnexplainedMembers,
 };
 pub use testing::{CaseResult, Expectation, ExpectedDuration, Mismatch, TestReport, compare, run_case, run_tests};
 pub use units::{DurationError, KeywordError, PolicyDuration};

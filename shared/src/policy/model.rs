@@ -250,6 +250,33 @@ fn yes() -> bool {
     true
 }
 
+/// What reconciliation does with a member of a governed group that no request and no
+/// recorded pre-existing membership explains (`unexplained_members` on a group or in
+/// `[defaults]`). It is always reported (an `unexplained_member` event on the directory log and
+/// the `unexplained` counter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnexplainedMembers {
+    /// Reported only.
+    #[default]
+    Report,
+    /// Reported, and on-call is paged (warning severity), the page resolved once the member is
+    /// gone.
+    Page,
+    /// Reported, then removed from the group and verified gone.
+    Remove,
+}
+
+impl UnexplainedMembers {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnexplainedMembers::Report => "report",
+            UnexplainedMembers::Page => "page",
+            UnexplainedMembers::Remove => "remove",
+        }
+    }
+}
+
 /// An approved group or mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -262,6 +289,8 @@ pub struct Target {
     pub owners: Owners,
     /// The levels that may be requested on it.
     pub levels: Vec<AccessLevel>,
+    /// Groups: what reconciliation does with a member no request explains.
+    pub unexplained_members: UnexplainedMembers,
 }
 
 impl Target {

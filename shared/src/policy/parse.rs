@@ -18,6 +18,7 @@ use super::facts::{GroupFacts, MailboxFacts, Principal, RequestFacts, UserFacts}
 use super::model::{
     AccessLevel, ApproverKind, ApproverSpec, CatalogEntry, DurationRule, MailboxType, Match, OnTimeout, OverMax,
     Owners, Policy, Quorum, Rule, RuleOutcome, SCHEMA_VERSION, StageSpec, Target, TargetKind, TargetRef, TestCase,
+    UnexplainedMembers,
 };
 use super::testing::{Expectation, ExpectedDuration};
 use super::units::{PolicyDuration, TomlTimestamp, normalize};
@@ -73,6 +74,9 @@ struct RawDefaults {
     /// The time zone plain dates (an end date without a time) are read in.
     #[serde(default)]
     time_zone: Option<Spanned<String>>,
+    /// What reconciliation does with a member of a governed group no request explains.
+    #[serde(default)]
+    unexplained_members: Option<UnexplainedMembers>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +103,8 @@ struct RawGroup {
     owners: RawOwners,
     #[serde(default)]
     levels: Option<Vec<Spanned<AccessLevel>>>,
+    #[serde(default)]
+    unexplained_members: Option<UnexplainedMembers>,
 }
 
 #[derive(Deserialize)]
@@ -641,6 +647,7 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
             tags: g.tags.iter().map(|t| names.tag(cx, t)).collect(),
             owners: Owners { data: g.owners.data, app: g.owners.app, mailbox: Vec::new() },
             levels,
+            unexplained_members: g.unexplained_members.or(raw.defaults.unexplained_members).unwrap_or_default(),
         };
         spans.insert(k.clone(), key.span());
         names.targets.insert(k);
@@ -692,6 +699,7 @@ fn build(raw: RawPolicy, cx: &mut Cx<'_>, source: &str, version: String) -> Poli
                 mailbox: m.owners.mailbox.map(Spanned::into_inner).unwrap_or_default(),
             },
             levels,
+            unexplained_members: UnexplainedMembers::Report,
         };
         spans.insert(k.clone(), key.span());
         names.targets.insert(k);

@@ -54,6 +54,7 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
         });
     }
     let page = DeadLetterPage {
+        subject: paging::PageSubject::DeadLetter,
         queue: job.queue.clone(),
         dead_letter_id: job.dead_letter_id.clone(),
         job_id: job.job_id.clone(),

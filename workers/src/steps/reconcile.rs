@@ -12,16 +12,22 @@
 //!    receipt says the membership existed before is recorded too. A later member that no
 //!    request in the person index and no recorded pre-existing membership explains is reported
 //!    once (an `unexplained_member` event on the directory log, the `unexplained` counter in
-//!    `/metrics`, a warning log line) and never removed.
+//!    `/metrics`, a warning log line). What else happens is the policy's
+//!    `unexplained_members` for that group: `report` (nothing more, the default), `page`
+//!    (on-call is paged at warning severity, one incident per member, resolved once they are
+//!    gone) or `remove` (removed under the membership's lock after looking again for a request
+//!    that explains them, verified gone, an `unexplained_member_removed` event).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use apalis_core::task::data::Data;
 use grantline_queue::{Handoff, JobError, Write, WriteCmd};
+use grantline_shared::JobKind;
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::flow::Outcome;
-use grantline_shared::jobs::Reconcile;
+use grantline_shared::jobs::{LetterClosed, Reconcile};
+use grantline_shared::policy::UnexplainedMembers;
 use grantline_shared::receipt::{Receipt, RemovalReceipt, access_key_group};
 use grantline_shared::record::RequestRecord;
 use grantline_shared::request::{RequestState, keys};
@@ -32,6 +38,7 @@ use redis::AsyncCommands;
 use super::{job_error, redis_unavailable};
 use crate::executor::Access;
 use crate::membership::{MembershipLock, forget_write, holders};
+use crate::paging::{self, DeadLetterPage};
 use crate::record::store_error;
 use crate::services::Services;
 
@@ -165,17 +172,23 @@ fn explains(r: &RequestRecord, access: &str) -> bool {
 /// Part 2: members of governed groups no request explains. Returns how many it reported.
 async fn check_groups(svc: &Services) -> Result<usize, JobError> {
     let policy = svc.policy.get();
-    let groups: Vec<String> = {
-        let mut g: Vec<String> =
-            policy.targets().iter().filter_map(|t| t.group_id()).map(|g| g.to_ascii_lowercase()).collect();
-        g.sort();
-        g.dedup();
+    // each governed group once, with its name and what the policy says of unexplained members
+    let groups: Vec<(String, String, UnexplainedMembers)> = {
+        let mut g: Vec<(String, String, UnexplainedMembers)> = policy
+            .targets()
+            .iter()
+            .filter_map(|t| {
+                t.group_id().map(|g| (g.to_ascii_lowercase(), t.display_name.clone(), t.unexplained_members))
+            })
+            .collect();
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        g.dedup_by(|a, b| a.0 == b.0);
         g
     };
     let ns = svc.queue.namespace();
     let mut conn = svc.queue.connection();
     let mut reported = 0;
-    for gid in groups {
+    for (gid, group_name, action) in groups {
         let Some(members) = members(svc, &gid).await? else {
             tracing::warn!(group_id = %gid, "a governed group is not in the directory");
             continue;
@@ -195,9 +208,29 @@ async fn check_groups(svc: &Services) -> Result<usize, JobError> {
         let reported_key = ns.key(directory::REPORTED);
         let already: HashSet<String> = conn.smembers(&reported_key).await.map_err(redis_unavailable)?;
         let present: HashSet<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
-        // a reported member who left the group is reported again if they come back
+        // a reported member who left the group is reported again if they come back; their
+        // page, if any, is resolved
         for gone in already.iter().filter(|k| k.split_once('|').is_some_and(|(g, u)| g == gid && !present.contains(u)))
         {
+            if let (Some(pager), Some((_, user))) = (svc.pager.as_ref(), gone.split_once('|'))
+                && conn
+                    .exists::<_, bool>(ns.key(&paging::record_key(
+                        JobKind::Reconcile.as_str(),
+                        &paging::unexplained_page_id(&gid, user),
+                    )))
+                    .await
+                    .map_err(redis_unavailable)?
+            {
+                pager
+                    .resolve(
+                        &svc.queue,
+                        svc.now(),
+                        JobKind::Reconcile.as_str(),
+                        &paging::unexplained_page_id(&gid, user),
+                        LetterClosed::Superseded,
+                    )
+                    .await?;
+            }
             let _: i64 = conn.srem(&reported_key, gone).await.map_err(redis_unavailable)?;
         }
         for (user, upn) in &members {
@@ -206,19 +239,97 @@ async fn check_groups(svc: &Services) -> Result<usize, JobError> {
                 continue;
             }
             let access = access_key_group(&gid, user);
-            let requests = grantline_store::person::requests(&svc.queue, user, 1_000).await.map_err(store_error)?;
-            if requests.iter().any(|r| explains(r, &access)) || !holders(&svc.queue, &access).await?.is_empty() {
+            if explained(svc, user, &access).await? {
                 continue;
             }
-            let event =
-                DirectoryEvent::UnexplainedMember { group_id: gid.clone(), user_id: user.clone(), upn: upn.clone() };
+            match action {
+                UnexplainedMembers::Report => {}
+                UnexplainedMembers::Page => {
+                    // paged before it is recorded: a page that could not be sent fails the
+                    // pass, and the next try pages again (one incident per member)
+                    if let Some(pager) = svc.pager.as_ref() {
+                        let page =
+                            DeadLetterPage::unexplained_member(&gid, &group_name, user, upn.as_deref(), svc.now_ms());
+                        pager.page(&svc.queue, svc.now(), &page).await?;
+                    }
+                }
+                UnexplainedMembers::Remove => {
+                    if !remove_unexplained(svc, &gid, &group_name, user, upn.as_deref()).await? {
+                        // explained meanwhile, or its access being changed: the next pass looks again
+                        continue;
+                    }
+                }
+            }
+            let event = DirectoryEvent::UnexplainedMember {
+                group_id: gid.clone(),
+                user_id: user.clone(),
+                upn: upn.clone(),
+                action: Some(action.as_str().to_owned()),
+            };
             directory::record(&svc.queue, ACTOR, svc.now_ms(), event).await.map_err(store_error)?;
-            let _: i64 = conn.sadd(&reported_key, &mark).await.map_err(redis_unavailable)?;
-            tracing::warn!(group_id = %gid, user_id = %user, "a member of a governed group that no request explains (reported, not removed)");
+            if action != UnexplainedMembers::Remove {
+                let _: i64 = conn.sadd(&reported_key, &mark).await.map_err(redis_unavailable)?;
+            }
+            tracing::warn!(group_id = %gid, user_id = %user, action = action.as_str(), "a member of a governed group that no request explains");
             reported += 1;
         }
     }
     Ok(reported)
+}
+
+/// Whether a request of this person, or a holder of the access, explains the membership.
+async fn explained(svc: &Services, user: &str, access: &str) -> Result<bool, JobError> {
+    let requests = grantline_store::person::requests(&svc.queue, user, 1_000).await.map_err(store_error)?;
+    Ok(requests.iter().any(|r| explains(r, access)) || !holders(&svc.queue, access).await?.is_empty())
+}
+
+/// Removes an unexplained member as the policy says, under the membership's lock (so a grant
+/// in progress is never undone), looking again whether a request explains them first; then
+/// verifies they are gone and records the removal on the directory log. Returns false when it
+/// removed nothing (explained meanwhile, or the membership is being changed right now).
+async fn remove_unexplained(
+    svc: &Services,
+    gid: &str,
+    group_name: &str,
+    user: &str,
+    upn: Option<&str>,
+) -> Result<bool, JobError> {
+    let key = access_key_group(gid, user);
+    let lock = match MembershipLock::acquire(&svc.queue, &key, ACTOR, "reconcile").await {
+        Ok(l) => l,
+        Err(JobError::Wait { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let result = async {
+        if explained(svc, user, &key).await? {
+            return Ok(false);
+        }
+        let access = Access::Group {
+            group_id: gid.to_owned(),
+            group_name: group_name.to_owned(),
+            user_id: user.to_owned(),
+            user_upn: upn.unwrap_or(user).to_owned(),
+        };
+        let change = svc.executors.revoke(&access, ACTOR).await?;
+        if svc.executors.read_back(&access).await?.present {
+            return Err(JobError::transient(
+                "removal.not_visible",
+                "the unexplained member is still visible; the next pass looks again",
+            ));
+        }
+        let event = DirectoryEvent::UnexplainedMemberRemoved {
+            group_id: gid.to_owned(),
+            user_id: user.to_owned(),
+            upn: upn.map(str::to_owned),
+            graph_request_id: change.evidence.request_id.clone(),
+        };
+        directory::record(&svc.queue, ACTOR, svc.now_ms(), event).await.map_err(store_error)?;
+        tracing::warn!(group_id = %gid, user_id = %user, "removed a member of a governed group that no request explains (policy: remove)");
+        Ok(true)
+    }
+    .await;
+    lock.release(&svc.queue).await;
+    result
 }
 
 /// The user members of a group (lower-case ids, with UPNs); `None` when the group is unknown.
