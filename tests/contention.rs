@@ -263,7 +263,7 @@ async fn a_removal_that_fails_for_good_is_paged_and_the_sweep_removes_it_later()
     let on_file = failed_removals(&stack).await;
     let failed: grantline_shared::jobs::FailedRemoval = serde_json::from_str(&on_file[&id]).unwrap();
     assert_eq!(failed.trigger, grantline_shared::jobs::RemovalTrigger::Expiry);
-    assert_eq!(failed.letters, [letter.id.clone()]);
+    assert_eq!(failed.letters, std::slice::from_ref(&letter.id));
 
     // not hammered: within the period the sweep leaves it, even with Graph back
     assert!(stack.sims.graph.faults().remove(outage));
