@@ -100,6 +100,27 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
     Ok(Handoff::done())
 }
 
+/// What failed, in a sentence: "{queue} failed for good after N attempt(s): message (code)".
+fn failure(job: &Alert, letter: &grantline_queue::DeadLetter) -> String {
+    match letter.errors.last() {
+        Some(e) => {
+            format!("{} failed for good after {} attempt(s): {} ({})", job.queue, letter.attempts, e.message, e.code)
+        }
+        None => format!("{} failed for good", job.queue),
+    }
+}
+
+/// The commit that puts the letter on the request's trail with `reason`.
+fn dead_lettered<'a>(svc: &Services, job: &Alert, rec: &'a RequestRecord, reason: &str) -> Commit<'a> {
+    Commit::step(rec, JobKind::Alert, svc.now_ms())
+        .event(AuditEvent::DeadLettered {
+            queue: job.queue.clone(),
+            job_id: job.job_id.clone(),
+            dead_letter_id: job.dead_letter_id.clone(),
+        })
+        .set(|u| u.reason(&reason.to_owned()))
+}
+
 /// Moves the request to failed (or compensating) with the reason, once; returns the record
 /// as it is afterwards.
 async fn fail_request(
@@ -113,20 +134,7 @@ async fn fail_request(
             return Ok(rec);
         }
         let changed = rec.grant.as_ref().is_some_and(|g| !g.pre_existing());
-        let reason = match letter.errors.last() {
-            Some(e) => format!(
-                "{} failed for good after {} attempt(s): {} ({})",
-                job.queue, letter.attempts, e.message, e.code
-            ),
-            None => format!("{} failed for good", job.queue),
-        };
-        let applied = Commit::step(&rec, JobKind::Alert, svc.now_ms())
-            .event(AuditEvent::DeadLettered {
-                queue: job.queue.clone(),
-                job_id: job.job_id.clone(),
-                dead_letter_id: job.dead_letter_id.clone(),
-            })
-            .set(|u| u.reason(&reason))
+        let applied = dead_lettered(svc, job, &rec, &failure(job, letter))
             .outcome(Outcome::Failed { changed_something: changed })
             .apply(&svc.queue)
             .await
@@ -166,13 +174,7 @@ async fn hold_failed_rollback(
         if done {
             return Ok(rec);
         }
-        let failure = match letter.errors.last() {
-            Some(e) => format!(
-                "compensation failed: {} failed for good after {} attempt(s): {} ({})",
-                job.queue, letter.attempts, e.message, e.code
-            ),
-            None => format!("compensation failed: {} failed for good", job.queue),
-        };
+        let failed = format!("compensation failed: {}", failure(job, letter));
         let still = match &rec.grant {
             Some(g) => format!(
                 "{} may still be in place: remove it by hand, or redrive the rollback's dead letter {} once the cause is fixed",
@@ -182,16 +184,10 @@ async fn hold_failed_rollback(
             None => format!("redrive the rollback's dead letter {} once the cause is fixed", job.dead_letter_id),
         };
         let reason = match rec.reason.as_deref().filter(|r| !r.is_empty()) {
-            Some(r) => format!("{r}; {failure}; {still}"),
-            None => format!("{failure}; {still}"),
+            Some(r) => format!("{r}; {failed}; {still}"),
+            None => format!("{failed}; {still}"),
         };
-        let applied = Commit::step(&rec, JobKind::Alert, svc.now_ms())
-            .event(AuditEvent::DeadLettered {
-                queue: job.queue.clone(),
-                job_id: job.job_id.clone(),
-                dead_letter_id: job.dead_letter_id.clone(),
-            })
-            .set(|u| u.reason(&reason))
+        let applied = dead_lettered(svc, job, &rec, &reason)
             .guard(Guard::FieldAbsent { key: key.clone(), field: COMPENSATION_FAILED.to_owned() })
             .write(Write::hset(key.clone(), [(COMPENSATION_FAILED, "1".to_owned())]))
             .outcome(Outcome::CompensationFailed)
@@ -244,20 +240,11 @@ async fn hold_failed_removal(
         }
         failed.letters.push(job.dead_letter_id.clone());
         let reason = match letter.errors.last() {
-            Some(e) => format!(
-                "{} failed for good after {} attempt(s): {} ({}); the access is still there and the removal is tried again",
-                job.queue, letter.attempts, e.message, e.code
-            ),
-            None => format!("{} failed for good; the removal is tried again", job.queue),
+            Some(_) => format!("{}; the access is still there and the removal is tried again", failure(job, letter)),
+            None => format!("{}; the removal is tried again", failure(job, letter)),
         };
         let value = serde_json::to_string(&failed).map_err(|e| JobError::permanent("alert.encode", e.to_string()))?;
-        let applied = Commit::step(&rec, JobKind::Alert, svc.now_ms())
-            .event(AuditEvent::DeadLettered {
-                queue: job.queue.clone(),
-                job_id: job.job_id.clone(),
-                dead_letter_id: job.dead_letter_id.clone(),
-            })
-            .set(|u| u.reason(&reason))
+        let applied = dead_lettered(svc, job, &rec, &reason)
             .write(Write::hset(keys::FAILED_REMOVALS, [(rec.id.as_str(), value)]))
             .apply(&svc.queue)
             .await
