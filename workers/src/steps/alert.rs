@@ -121,6 +121,14 @@ fn dead_lettered<'a>(svc: &Services, job: &Alert, rec: &'a RequestRecord, reason
         .set(|u| u.reason(&reason.to_owned()))
 }
 
+/// Applies a commit on the request and reads it back: whether it applied (a concurrent change
+/// got there first otherwise), and the record as it is now.
+async fn settle(svc: &Services, commit: Commit<'_>, id: &str) -> Result<(bool, RequestRecord), JobError> {
+    let applied = commit.apply(&svc.queue).await.map_err(store_error)?;
+    let rec = grantline_store::load(&svc.queue, id).await.map_err(store_error)?;
+    Ok((matches!(applied, Applied::Done { .. }), rec))
+}
+
 /// Moves the request to failed (or compensating) with the reason, once; returns the record
 /// as it is afterwards.
 async fn fail_request(
@@ -134,13 +142,11 @@ async fn fail_request(
             return Ok(rec);
         }
         let changed = rec.grant.as_ref().is_some_and(|g| !g.pre_existing());
-        let applied = dead_lettered(svc, job, &rec, &failure(job, letter))
-            .outcome(Outcome::Failed { changed_something: changed })
-            .apply(&svc.queue)
-            .await
-            .map_err(store_error)?;
-        rec = grantline_store::load(&svc.queue, &rec.id).await.map_err(store_error)?;
-        if let Applied::Done { .. } = applied {
+        let commit = dead_lettered(svc, job, &rec, &failure(job, letter))
+            .outcome(Outcome::Failed { changed_something: changed });
+        let (done, fresh) = settle(svc, commit, &rec.id).await?;
+        rec = fresh;
+        if done {
             return Ok(rec);
         }
     }
@@ -187,15 +193,13 @@ async fn hold_failed_rollback(
             Some(r) => format!("{r}; {failed}; {still}"),
             None => format!("{failed}; {still}"),
         };
-        let applied = dead_lettered(svc, job, &rec, &reason)
+        let commit = dead_lettered(svc, job, &rec, &reason)
             .guard(Guard::FieldAbsent { key: key.clone(), field: COMPENSATION_FAILED.to_owned() })
             .write(Write::hset(key.clone(), [(COMPENSATION_FAILED, "1".to_owned())]))
-            .outcome(Outcome::CompensationFailed)
-            .apply(&svc.queue)
-            .await
-            .map_err(store_error)?;
-        rec = grantline_store::load(&svc.queue, &rec.id).await.map_err(store_error)?;
-        if let Applied::Done { .. } = applied {
+            .outcome(Outcome::CompensationFailed);
+        let (done, fresh) = settle(svc, commit, &rec.id).await?;
+        rec = fresh;
+        if done {
             return Ok(rec);
         }
     }
@@ -244,13 +248,11 @@ async fn hold_failed_removal(
             None => format!("{}; the removal is tried again", failure(job, letter)),
         };
         let value = serde_json::to_string(&failed).map_err(|e| JobError::permanent("alert.encode", e.to_string()))?;
-        let applied = dead_lettered(svc, job, &rec, &reason)
-            .write(Write::hset(keys::FAILED_REMOVALS, [(rec.id.as_str(), value)]))
-            .apply(&svc.queue)
-            .await
-            .map_err(store_error)?;
-        rec = grantline_store::load(&svc.queue, &rec.id).await.map_err(store_error)?;
-        if let Applied::Done { .. } = applied {
+        let commit = dead_lettered(svc, job, &rec, &reason)
+            .write(Write::hset(keys::FAILED_REMOVALS, [(rec.id.as_str(), value)]));
+        let (done, fresh) = settle(svc, commit, &rec.id).await?;
+        rec = fresh;
+        if done {
             return Ok(rec);
         }
     }
