@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Validates the deployment files offline: the Kubernetes manifests (deploy/k8s), the Grafana
-# dashboard (deploy/grafana) and the Prometheus rules (deploy/prometheus).
+# dashboard (deploy/grafana) and the Prometheus rules (deploy/prometheus), whose expressions
+# may read only the metric families of deploy/metrics-catalogue.json (tests/metrics_catalogue.rs
+# checks that catalogue against what the processes serve).
 #
 # Tools come from package registries only and are kept in a cache directory
 # (GRANTLINE_DEPLOY_CACHE, default ~/.cache/grantline-deploy-check); a warm cache needs no
@@ -159,36 +161,41 @@ def ok(msg):
 
 
 # -- the metric contract --------------------------------------------------------------------
-# The names and labels the code exposes (the metrics catalogue). A histogram also gives
-# NAME_bucket (with le), NAME_sum and NAME_count.
-CATALOGUE = {
-    "grantline_queue_ready": ("gauge", {"queue"}),
-    "grantline_queue_in_flight": ("gauge", {"queue"}),
-    "grantline_queue_delayed": ("gauge", {"queue"}),
-    "grantline_queue_dead": ("gauge", {"queue"}),
-    "grantline_queue_oldest_ready_age_seconds": ("gauge", {"queue"}),
-    "grantline_queue_enqueued_total": ("counter", {"queue"}),
-    "grantline_queue_completed_total": ("counter", {"queue"}),
-    "grantline_queue_retried_total": ("counter", {"queue"}),
-    "grantline_queue_waited_total": ("counter", {"queue"}),
-    "grantline_queue_throttled_total": ("counter", {"queue"}),
-    "grantline_queue_recovered_total": ("counter", {"queue"}),
-    "grantline_queue_dead_total": ("counter", {"queue"}),
-    "grantline_job_duration_seconds": ("histogram", {"kind"}),
-    "grantline_job_outcomes_total": ("counter", {"kind", "outcome"}),
-    "grantline_upstream_responses_total": ("counter", {"connector", "status"}),
-    "grantline_budget_rate": ("gauge", {"upstream", "budget"}),
-    "grantline_budget_paused": ("gauge", {"upstream", "budget"}),
-    "grantline_requests": ("gauge", {"state"}),
-    "grantline_removals_pending": ("gauge", set()),
-    "grantline_approvals_pending": ("gauge", set()),
-    "grantline_approval_oldest_age_seconds": ("gauge", set()),
-    "grantline_ingest_requests_total": ("counter", {"outcome"}),
-    "grantline_ingest_rejected_total": ("counter", {"code"}),
-    "grantline_http_request_duration_seconds": ("histogram", {"route"}),
-    "grantline_policy_info": ("gauge", {"version"}),
-    "grantline_policy_reload_failures_total": ("counter", set()),
-}
+# The names and labels the code exposes: deploy/metrics-catalogue.json (name -> type, labels,
+# help), which tests/metrics_catalogue.rs checks against what the processes serve. A histogram
+# also gives NAME_bucket (with le), NAME_sum and NAME_count.
+CATALOGUE_FILE = "deploy/metrics-catalogue.json"
+
+
+def load_catalogue():
+    try:
+        with open(CATALOGUE_FILE) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        fail(f"{CATALOGUE_FILE}: {e}")
+        return {}
+    out = {}
+    for name, e in doc.items():
+        where = f"{CATALOGUE_FILE} {name}"
+        if not isinstance(e, dict) or not re.fullmatch(r"grantline_[a-z0-9_]+", name):
+            fail(f"{where}: expected a grantline_ name mapped to an object")
+            continue
+        if set(e) - {"type", "labels", "help"}:
+            fail(f"{where}: unknown fields {sorted(set(e) - {'type', 'labels', 'help'})}")
+        typ, labels = e.get("type"), e.get("labels")
+        if typ not in {"counter", "gauge", "histogram"}:
+            fail(f"{where}: type must be counter, gauge or histogram, not {typ!r}")
+        elif (typ == "counter") != name.endswith("_total"):
+            fail(f"{where}: a counter's name ends in _total, and only a counter's")
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x != "le" for x in labels):
+            fail(f"{where}: labels must be a list of label names (le is the histogram's own)")
+            labels = []
+        out[name] = (typ, set(labels))
+    return out
+
+
+CATALOGUE = load_catalogue()
+ok(f"{CATALOGUE_FILE}: {len(CATALOGUE)} metric families")
 # Labels Prometheus attaches to every scraped series (Kubernetes service discovery).
 TARGET_LABELS = {"namespace", "job", "instance", "pod", "container", "service", "endpoint"}
 
