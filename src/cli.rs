@@ -88,6 +88,9 @@ pub enum BenchCmd {
     /// The full path: webhook to verified grant and closed ticket, through worker processes,
     /// against the simulators, optionally with Graph enforcing its write budget.
     Pipeline(crate::bench::PipelineArgs),
+    /// The HTTP edge under idle and slow clients: connections held and refused, timeouts, the
+    /// edge process's descriptors and memory, and whether it still answers.
+    Edge(crate::bench_edge::EdgeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,6 +245,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Command::Bench { cmd: BenchCmd::Pipeline(args) } = &cli.command {
         crate::bench::pipeline(args.clone()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Bench { cmd: BenchCmd::Edge(args) } = &cli.command {
+        crate::bench_edge::run(args.clone()).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Demo { policy } = &cli.command {

@@ -2,6 +2,7 @@
 //! end-to-end tests can drive the same entry points the binary uses.
 
 pub mod bench;
+pub mod bench_edge;
 pub mod cli;
 pub mod config;
 pub mod demo;
