@@ -173,7 +173,8 @@ fn spawn_worker(env: &[(String, String)], n: usize, concurrency: usize) -> Resul
     Ok(WorkerProc { child: cmd.spawn().context("starting a worker process")? })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0 to 1) of sorted figures, by nearest rank; 0 when there are none.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

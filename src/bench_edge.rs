@@ -618,20 +618,13 @@ fn signed_webhook(http: &reqwest::Client, addr: SocketAddr, n: u64) -> reqwest::
         "ritm": {"sys_id": format!("{:032x}", 0xed9e_0000_u64 + n), "number": format!("RITM9{n:07}")},
     })
     .to_string();
-    let ts = jiff::Timestamp::now().as_second().to_string();
-    let sig = hmac_sha256_hex(HMAC_KEY.as_bytes(), format!("{ts}.{body}").as_bytes()).unwrap_or_default();
+    let ts = jiff::Timestamp::now().as_second();
+    let sig = grantline_sims::webhook_signature(HMAC_KEY, Some(ts), body.as_bytes()).unwrap_or_default();
     http.post(format!("http://{addr}/v1/webhooks/servicenow"))
         .header("content-type", "application/json")
-        .header("x-grantline-timestamp", ts)
+        .header("x-grantline-timestamp", ts.to_string())
         .header("x-grantline-signature", format!("sha256={sig}"))
         .body(body)
-}
-
-fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> Result<String> {
-    let key = openssl::pkey::PKey::hmac(key)?;
-    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)?;
-    signer.update(data)?;
-    Ok(signer.sign_to_vec()?.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 // ---- figures -----------------------------------------------------------------------------
@@ -645,7 +638,7 @@ fn stats(mut v: Vec<f64>) -> Value {
         return json!(null);
     }
     v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[(((v.len() - 1) as f64) * p).round() as usize];
+    let at = |p: f64| crate::bench::percentile(&v, p);
     json!({"n": v.len(), "min": v[0], "p50": at(0.5), "p99": at(0.99), "max": v[v.len() - 1]})
 }
 
@@ -1058,7 +1051,7 @@ mod tests {
     fn the_webhook_signature_is_hmac_sha256_in_hex() {
         // RFC 4231, test case 2
         assert_eq!(
-            hmac_sha256_hex(b"Jefe", b"what do ya want for nothing?").unwrap(),
+            grantline_sims::webhook_signature("Jefe", None, b"what do ya want for nothing?").unwrap(),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }

@@ -92,7 +92,7 @@ pub use paging::{PagingConfig, PagingSims};
 pub use servicenow::{
     CatalogItem, CreatedRitm, HmacSigning, JournalEntry, NewRitm, OAuthClient, RateLimitRule, Record, RitmView,
     ServiceNowAccount, ServiceNowConfig, ServiceNowSim, ServiceNowState, WebhookConfig, WebhookDelivery, WebhookTarget,
-    snow_user_name,
+    snow_user_name, webhook_signature,
 };
 pub use slack::{SlackConfig, SlackSim};
 pub use tenant::{

@@ -43,7 +43,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use state::{CreatedRitm, JournalEntry, NewRitm, Record, RitmView, ServiceNowState};
-pub use webhook::{HmacSigning, WebhookConfig, WebhookDelivery, WebhookTarget};
+pub use webhook::{HmacSigning, WebhookConfig, WebhookDelivery, WebhookTarget, webhook_signature};
 
 use self::routes::Caller;
 use self::state::{Store, glide_time};

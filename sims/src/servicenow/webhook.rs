@@ -118,6 +118,18 @@ pub(crate) fn payload(
     Ok(body.to_bytes())
 }
 
+/// The hex HMAC-SHA256 a webhook is signed with: over `"{unix_time}.{body}"` when the
+/// timestamp is signed too, else over the body alone.
+pub fn webhook_signature(key: &str, unix_time: Option<i64>, body: &[u8]) -> Result<String, SimError> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).map_err(|e| SimError::Config(format!("hmac key: {e}")))?;
+    if let Some(t) = unix_time {
+        mac.update(format!("{t}.").as_bytes());
+    }
+    mac.update(body);
+    Ok(hex::encode(mac.finalize().into_bytes()))
+}
+
 /// Signs and posts the payload.
 pub(crate) async fn deliver(
     client: &reqwest::Client,
@@ -131,14 +143,11 @@ pub(crate) async fn deliver(
     ];
     headers.extend(target.headers.iter().cloned());
     if let Some(h) = &target.hmac {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(h.key.as_bytes()).map_err(|e| SimError::Config(format!("hmac key: {e}")))?;
-        if let Some(ts_header) = &h.timestamp_header {
+        let stamp = h.timestamp_header.as_ref().map(|ts_header| {
             headers.push((ts_header.clone(), unix_time.to_string()));
-            mac.update(format!("{unix_time}.").as_bytes());
-        }
-        mac.update(&body);
-        let digest = hex::encode(mac.finalize().into_bytes());
+            unix_time
+        });
+        let digest = webhook_signature(&h.key, stamp, &body)?;
         headers.push((h.header.clone(), format!("{}{digest}", h.prefix)));
     }
     let mut rb = client.post(&target.url).body(body.clone());
