@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing grantline needs on Debian or Ubuntu, when missing:
 # redis-server and redis-cli (tests and the demo start private instances; the cluster tests form
-# a cluster with redis-cli), pkg-config and the OpenSSL
+# a cluster with redis-cli), ss (iproute2: a test reads the listen backlog), pkg-config and the OpenSSL
 # headers (TLS for the connectors), Chromium, Node.js and the browser test's npm packages
 # (the approval page is tested in headless Chromium). Rust itself is assumed (https://rustup.rs).
 set -euo pipefail
@@ -9,6 +9,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 [ -d /usr/share/zoneinfo ] || need+=(tzdata)
 [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -5,8 +5,9 @@
 //!
 //! 1. **idle**: `--idle` connections (default 20,000) that send nothing. Counted: how many the
 //!    edge held (it closes them after `ingest.header_timeout_ms`, or `ingest.idle_timeout_secs`
-//!    when that is shorter), how many it refused with `503 service.overloaded` (over
-//!    `ingest.max_connections`) or closed at once, the edge's descriptors, and every half second
+//!    when that is shorter, or sooner to make room for a newer one at `ingest.max_connections`),
+//!    how many it refused with `503 service.overloaded` or closed at once, the edge's
+//!    descriptors, and every half second
 //!    a probe: `/healthz` on the webhook listener and on the metrics listener, and a genuine
 //!    HMAC-signed webhook for a new ticket (status and latency).
 //! 2. **bad secret**: `--slow-bodies` connections (default 3,000), each sending the headers of
@@ -124,6 +125,8 @@ impl Limits {
             "body_timeout_ms": self.body_timeout_ms,
             "idle_timeout_secs": self.idle_timeout_secs,
             "max_body_bytes": self.max_body_bytes,
+            "max_header_bytes": grantline_ingest::config::DEFAULT_MAX_HEADER_BYTES,
+            "listen_backlog": grantline_ingest::config::DEFAULT_LISTEN_BACKLOG,
             "overflow_answerers": grantline_ingest::server::OVERFLOW_ANSWERERS,
         })
     }
@@ -365,7 +368,10 @@ fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &s
 
 fn edge_counters(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Value {
     json!({
-        "refused": delta(before, after, "grantline_ingest_connections_refused_total"),
+        "refused": delta(before, after, "grantline_ingest_connections_refused_total{reason=\"cap\"}")
+            + delta(before, after, "grantline_ingest_connections_refused_total{reason=\"client\"}"),
+        "refused_per_client": delta(before, after, "grantline_ingest_connections_refused_total{reason=\"client\"}"),
+        "evicted": delta(before, after, "grantline_ingest_connections_evicted_total"),
         "header_timeouts": delta(before, after, "grantline_ingest_connection_timeouts_total{phase=\"header\"}"),
         "body_timeouts": delta(before, after, "grantline_ingest_connection_timeouts_total{phase=\"body\"}"),
         "idle_timeouts": delta(before, after, "grantline_ingest_connection_timeouts_total{phase=\"idle\"}"),
@@ -871,7 +877,7 @@ fn print_table(out: &Value) {
         ));
         lines.push(row("held by the edge at once (its gauge)", p(i, &["edge_held_at_once"])));
         lines.push(row("refused 503 service.overloaded (JSON)", p(i, &["refused_503_json"])));
-        lines.push(row("closed unanswered at once (answerers busy)", p(i, &["closed_unanswered_at_once"])));
+        lines.push(row("closed unanswered soon (evicted, or refused)", p(i, &["closed_unanswered_at_once"])));
         lines.push(row(
             "closed by the header/idle timeout, after ms",
             format!(

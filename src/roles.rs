@@ -59,7 +59,10 @@ pub async fn run(cfg: &Config, roles: Roles, shutdown: impl Future<Output = ()>)
     };
     let edge = if roles.ingest { Some(crate::cli::ingest_state(cfg, queue.clone())?) } else { None };
     let ingest_listener = match &edge {
-        Some(_) => Some(bind(cfg.ingest.bind, "ingest.bind").await?),
+        Some(_) => Some(
+            grantline_ingest::server::bind(cfg.ingest.bind, cfg.ingest.listen_backlog)
+                .with_context(|| format!("ingest.bind: cannot listen on {}", cfg.ingest.bind))?,
+        ),
         None => None,
     };
     let metrics_listener = if cfg.metrics.enabled { Some(bind(cfg.metrics.bind, "metrics.bind").await?) } else { None };

@@ -20,7 +20,7 @@ use grantline_ingest::ops::MetricsState;
 use grantline_ingest::{AppState, IngestConfig, Secret, ServiceNowAuth};
 use grantline_queue::server::RedisServer;
 use grantline_queue::{Queue, QueueConfig};
-use grantline_shared::metrics::{self, EdgeTimeout, JobOutcome};
+use grantline_shared::metrics::{self, EdgeRefusal, EdgeTimeout, JobOutcome};
 
 const SECRET: &str = "metrics-catalogue-shared-secret-01";
 const CATALOGUE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/metrics-catalogue.json");
@@ -285,7 +285,8 @@ async fn the_catalogue_is_what_the_roles_serve() {
     metrics::upstream_response("graph", 200);
     metrics::budget_rate("graph", "app_writes", 20.0);
     metrics::budget_paused("graph", "app_writes", 0);
-    metrics::connection_refused();
+    metrics::connection_refused(EdgeRefusal::Cap);
+    metrics::connection_evicted();
     metrics::connection_timeout(EdgeTimeout::Header);
 
     let edge_text = scrape(&http, edge_metrics).await;

@@ -69,8 +69,19 @@ pub struct IngestConfig {
     pub body_timeout_ms: u64,
     /// A connection on which no byte moves either way for this long is closed.
     pub idle_timeout_secs: u64,
-    /// Connections held at once; one more is answered 503 and closed.
+    /// Connections held at once. At the cap a new connection takes the place of the one that
+    /// has waited longest without a request in progress (idle, or still sending its headers);
+    /// when every connection is in a request, it is answered 503 and closed.
     pub max_connections: usize,
+    /// Connections one client address may hold at once (0: no limit of its own). For an edge
+    /// reached directly; behind a proxy every connection has the proxy's address.
+    pub max_connections_per_client: usize,
+    /// The largest request head (request line and headers) accepted, in bytes; larger: 431.
+    /// Also the most the connection buffers of a request at once.
+    pub max_header_bytes: usize,
+    /// The listen backlog: connections the kernel completes before the edge accepts them
+    /// (capped by the kernel's `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// With it, the webhook listener also serves `/metrics` to `Authorization: Bearer <token>`
     /// (and the metrics listener asks for it too); without it `/metrics` is only on
     /// `metrics.bind`.
@@ -84,6 +95,8 @@ pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 /// Shortest secret or token accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -104,6 +117,9 @@ impl Default for IngestConfig {
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: 0,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
             metrics_token: None,
         }
     }
@@ -151,6 +167,9 @@ impl IngestConfig {
             ("ingest.body_timeout_ms", self.body_timeout_ms, 100..=600_000),
             ("ingest.idle_timeout_secs", self.idle_timeout_secs, 1..=3_600),
             ("ingest.max_connections", self.max_connections as u64, 1..=1_000_000),
+            ("ingest.max_connections_per_client", self.max_connections_per_client as u64, 0..=1_000_000),
+            ("ingest.max_header_bytes", self.max_header_bytes as u64, 8_192..=1_048_576),
+            ("ingest.listen_backlog", u64::from(self.listen_backlog), 1..=65_535),
         ] {
             if !range.contains(&v) {
                 problems.push(format!("{key} must be between {} and {} (got {v})", range.start(), range.end()));
@@ -239,6 +258,8 @@ mod tests {
         c.servicenow.hmac_secret = Some(Secret::new("short"));
         c.replay_window_secs = 0;
         c.max_body_bytes = 10;
+        c.max_header_bytes = 4096;
+        c.listen_backlog = 0;
         c.allowed_tables = vec!["Bad Table".into()];
         c.operator_tokens = vec![
             OperatorToken {
@@ -260,6 +281,8 @@ mod tests {
             "ingest.servicenow.hmac_secret",
             "ingest.replay_window_secs",
             "ingest.max_body_bytes",
+            "ingest.max_header_bytes",
+            "ingest.listen_backlog",
             "ingest.allowed_tables[0]",
             "ingest.operator_tokens[1].id",
             "ingest.operator_tokens[1].token",

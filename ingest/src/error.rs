@@ -51,8 +51,16 @@ pub mod codes {
     pub const POLICY_UNAVAILABLE: &str = "policy.unavailable";
     /// The body did not arrive within `ingest.body_timeout_ms`: nothing was accepted.
     pub const REQUEST_TIMEOUT: &str = "request.timeout";
-    /// The edge holds `ingest.max_connections` connections: retry later.
+    /// The request line or a header could not be parsed as HTTP/1.1 (answered, then closed).
+    pub const REQUEST_MALFORMED_HTTP: &str = "request.malformed_http";
+    /// The request line and headers exceed `ingest.max_header_bytes`.
+    pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers_too_large";
+    /// The request target is longer than the edge parses.
+    pub const REQUEST_URI_TOO_LONG: &str = "request.uri_too_long";
+    /// The edge holds `ingest.max_connections` connections, each in a request: retry later.
     pub const SERVICE_OVERLOADED: &str = "service.overloaded";
+    /// The client's address holds `ingest.max_connections_per_client` connections.
+    pub const CLIENT_TOO_MANY_CONNECTIONS: &str = "client.too_many_connections";
     /// Redis (the request store) is unreachable: nothing was accepted; retry later.
     pub const SERVICE_UNAVAILABLE: &str = "service.unavailable";
     pub const INTERNAL: &str = "internal.error";

@@ -177,6 +177,6 @@ pub async fn serve(
     cfg.validate()?;
     state.cfg.validate()?;
     let listener =
-        tokio::net::TcpListener::bind(cfg.bind).await.map_err(|source| ServeError::Bind { addr: cfg.bind, source })?;
+        server::bind(cfg.bind, cfg.listen_backlog).map_err(|source| ServeError::Bind { addr: cfg.bind, source })?;
     serve_listener(listener, state, shutdown).await
 }

@@ -175,39 +175,98 @@ async fn a_bad_secret_with_a_64_kib_body_pending_is_answered_401_without_reading
     edge.stop().await;
 }
 
+/// A GET on a raw keep-alive connection, and the answer's status.
+async fn get_on(s: &mut TcpStream, path: &str) -> u16 {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: edge\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("an answer").unwrap();
+    assert!(n > 0, "closed instead of answering");
+    parse(&buf[..n]).0
+}
+
+/// Waits until an over-the-cap connection is answered (some are closed unanswered).
+async fn refused_answer(addr: SocketAddr) -> (u16, serde_json::Value, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut probe = TcpStream::connect(addr).await.unwrap();
+        let raw = read_to_close(&mut probe, Duration::from_secs(3)).await.expect("a refused connection is closed");
+        if !raw.is_empty() {
+            let (status, json) = parse(&raw);
+            return (status, json, String::from_utf8_lossy(&raw).to_ascii_lowercase());
+        }
+        assert!(Instant::now() < deadline, "never answered");
+    }
+}
+
+/// A webhook whose headers are in and whose body is half sent: a connection in a request.
+async fn in_a_request(addr: SocketAddr) -> (TcpStream, String) {
+    let body = ritm_body(NUMBER, SYS_ID);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(webhook_head(SHARED_SECRET, body.len()).as_bytes()).await.unwrap();
+    s.write_all(&body.as_bytes()[..body.len() / 2]).await.unwrap();
+    (s, body)
+}
+
 #[tokio::test]
-async fn connections_over_the_cap_are_refused_with_503_and_the_edge_stays_healthy() {
+async fn idle_connections_at_the_cap_give_way_to_a_new_client_oldest_first() {
     let edge = Edge::start(|c| {
         c.max_connections = 4;
         c.header_timeout_ms = 30_000;
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(TcpStream::connect(edge.addr).await.unwrap());
-    }
-    // the server has taken the four (its connection gauge counts them)
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut probe = TcpStream::connect(edge.addr).await.unwrap();
-        let raw =
-            read_to_close(&mut probe, Duration::from_secs(3)).await.expect("an over-the-cap connection is closed");
-        if !raw.is_empty() {
-            let (status, json) = parse(&raw);
-            assert_eq!(status, 503, "{}", String::from_utf8_lossy(&raw));
-            assert_eq!(json["code"], "service.overloaded");
-            assert!(String::from_utf8_lossy(&raw).to_ascii_lowercase().contains("retry-after: 1"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "never answered 503");
-    }
-    // the held connections still work
-    let mut first = held.remove(0);
-    first.write_all(b"GET /healthz HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n").await.unwrap();
-    let raw = read_to_close(&mut first, Duration::from_secs(5)).await.unwrap();
-    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"), "{raw:?}");
-    // once they go, new clients are served again
-    drop(held);
+    // the oldest stalls in its headers, the next sends nothing, the last two are keep-alive
+    // connections between requests
+    let mut stalled = TcpStream::connect(edge.addr).await.unwrap();
+    stalled.write_all(b"POST /v1/webhooks/servicenow HTTP/1.1\r\nhost: edge\r\nx-grant").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut silent = TcpStream::connect(edge.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut keep1 = TcpStream::connect(edge.addr).await.unwrap();
+    assert_eq!(get_on(&mut keep1, "/healthz").await, 200);
+    let mut keep2 = TcpStream::connect(edge.addr).await.unwrap();
+    assert_eq!(get_on(&mut keep2, "/healthz").await, 200);
+
+    // the cap is full of connections without a request: a new client is served at once
+    let started = Instant::now();
+    let mut newcomer = TcpStream::connect(edge.addr).await.unwrap();
+    assert_eq!(get_on(&mut newcomer, "/healthz").await, 200);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // and the one that waited longest gave way, closed without an answer
+    let got = read_to_close(&mut stalled, Duration::from_secs(2)).await.expect("the oldest is closed");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // a second newcomer takes the next oldest
+    let mut second = TcpStream::connect(edge.addr).await.unwrap();
+    assert_eq!(get_on(&mut second, "/healthz").await, 200);
+    assert!(read_to_close(&mut silent, Duration::from_secs(2)).await.is_some(), "the next oldest is closed");
+    // the keep-alive connections used since are still served
+    assert_eq!(get_on(&mut keep2, "/healthz").await, 200);
+    assert_eq!(get_on(&mut newcomer, "/healthz").await, 200);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_cap_with_every_connection_in_a_request_a_new_one_is_refused_with_503() {
+    let edge = Edge::start(|c| {
+        c.max_connections = 2;
+        c.header_timeout_ms = 30_000;
+        c.body_timeout_ms = 30_000;
+    })
+    .await;
+    let (mut first, body) = in_a_request(edge.addr).await;
+    let (second, _) = in_a_request(edge.addr).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, json, raw) = refused_answer(edge.addr).await;
+    assert_eq!(status, 503, "{raw}");
+    assert_eq!(json["code"], "service.overloaded");
+    assert!(json["message"].as_str().unwrap().contains("ingest.max_connections"), "{json}");
+    assert!(raw.contains("retry-after: 1") && raw.contains("connection: close"), "{raw}");
+    // a connection in a request is never the one to give way: the first finishes its webhook
+    first.write_all(&body.as_bytes()[body.len() / 2..]).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(parse(&buf[..n]).0, 202, "{}", String::from_utf8_lossy(&buf[..n]));
+    // once a place is free new clients are served
+    drop(second);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let ok = reqwest::Client::new()
@@ -225,15 +284,95 @@ async fn connections_over_the_cap_are_refused_with_503_and_the_edge_stays_health
 }
 
 #[tokio::test]
-async fn malformed_http_is_refused_and_the_edge_carries_on() {
-    let edge = Edge::start(|_| {}).await;
+async fn one_address_over_its_own_cap_is_refused_while_others_are_served() {
+    let edge = Edge::start(|c| {
+        c.max_connections_per_client = 2;
+        c.header_timeout_ms = 30_000;
+    })
+    .await;
+    let a = TcpStream::connect(edge.addr).await.unwrap();
+    let _b = TcpStream::connect(edge.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, json, raw) = refused_answer(edge.addr).await;
+    assert_eq!(status, 503, "{raw}");
+    assert_eq!(json["code"], "client.too_many_connections");
+    assert!(json["message"].as_str().unwrap().contains("ingest.max_connections_per_client"), "{json}");
+    // another address (loopback is a /8) is served
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(edge.addr).await.unwrap();
+    assert_eq!(get_on(&mut other, "/healthz").await, 200);
+    // and the first address again once one of its connections goes
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(edge.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n").await.unwrap();
+        let raw = read_to_close(&mut s, Duration::from_secs(3)).await.unwrap_or_default();
+        if String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the address stayed refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_http_is_answered_with_the_json_error_and_the_edge_carries_on() {
+    let edge = Edge::start(|c| c.max_header_bytes = 8192).await;
     let mut s = TcpStream::connect(edge.addr).await.unwrap();
     s.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
     let raw = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
-    // hyper answers a request it cannot parse itself (a bare 400, see ARCHITECTURE.md)
-    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&raw));
+    let (status, json) = parse(&raw);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(json["code"], "request.malformed_http");
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.contains("content-type: application/json") && text.contains("connection: close"), "{text}");
+
+    // a bad header line after good requests on the same connection
+    let mut s = TcpStream::connect(edge.addr).await.unwrap();
+    assert_eq!(get_on(&mut s, "/healthz").await, 200);
+    assert_eq!(get_on(&mut s, "/no-such-route").await, 404, "the application's own 4xx are its own");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: edge\r\nbad header\r\n\r\n").await.unwrap();
+    let raw = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let (status, json) = parse(&raw);
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("request.malformed_http")),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // headers over ingest.max_header_bytes
+    let mut s = TcpStream::connect(edge.addr).await.unwrap();
+    let big = format!("GET /healthz HTTP/1.1\r\nhost: edge\r\nx-padding: {}\r\n\r\n", "a".repeat(10_000));
+    s.write_all(big.as_bytes()).await.unwrap();
+    let raw = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let (status, json) = parse(&raw);
+    assert_eq!(status, 431, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(json["code"], "request.headers_too_large");
+    assert!(json["message"].as_str().unwrap().contains("ingest.max_header_bytes (8192 bytes)"), "{json}");
     assert_eq!(edge.healthz().await, 200);
     edge.stop().await;
+}
+
+#[tokio::test]
+async fn the_listener_is_bound_with_the_configured_backlog() {
+    assert!(
+        std::process::Command::new("ss").arg("-V").output().is_ok(),
+        "ss (iproute2) is needed: scripts/setup.sh installs it"
+    );
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    for backlog in [77u32, grantline_ingest::config::DEFAULT_LISTEN_BACKLOG] {
+        let listener = grantline_ingest::server::bind("127.0.0.1:0".parse().unwrap(), backlog).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss").args(["-Hltn", &format!("sport = :{port}")]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // State Recv-Q Send-Q Local Peer: a listening socket's Send-Q is its backlog
+        let send_q: u32 = text.split_whitespace().nth(2).unwrap_or_else(|| panic!("{text:?}")).parse().unwrap();
+        assert_eq!(send_q, backlog.min(somaxconn), "{text}");
+    }
 }
 
 #[tokio::test]

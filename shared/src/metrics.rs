@@ -108,7 +108,8 @@ pub struct Metrics {
     /// (upstream, budget) -> paused until, ms since the epoch (the Redis clock's answer).
     budget_paused_until: Mutex<BTreeMap<(String, String), u64>>,
     connections_open: Gauge,
-    connections_refused: Counter,
+    connections_refused: Family<Labels, Counter>,
+    connections_evicted: Counter,
     connection_timeouts: Family<Labels, Counter>,
 }
 
@@ -122,7 +123,8 @@ impl Default for Metrics {
             budget_rate: Family::default(),
             budget_paused_until: Mutex::new(BTreeMap::new()),
             connections_open: Gauge::default(),
-            connections_refused: Counter::default(),
+            connections_refused: Family::default(),
+            connections_evicted: Counter::default(),
             connection_timeouts: Family::default(),
         }
     }
@@ -179,9 +181,32 @@ pub fn connection_open(delta: i64) {
     global().connections_open.inc_by(delta);
 }
 
-/// The edge refused a connection over its cap.
-pub fn connection_refused() {
-    global().connections_refused.inc();
+/// Why the edge refused a connection (`reason` of `grantline_ingest_connections_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeRefusal {
+    /// It held `ingest.max_connections`, every one of them in a request.
+    Cap,
+    /// The client's address held `ingest.max_connections_per_client`.
+    Client,
+}
+
+impl EdgeRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeRefusal::Cap => "cap",
+            EdgeRefusal::Client => "client",
+        }
+    }
+}
+
+/// The edge refused a connection.
+pub fn connection_refused(reason: EdgeRefusal) {
+    global().connections_refused.get_or_create(&vec![("reason", reason.as_str().to_owned())]).inc();
+}
+
+/// The edge closed a connection without a request in progress to make room for a new one.
+pub fn connection_evicted() {
+    global().connections_evicted.inc();
 }
 
 /// The edge timed a client out.
@@ -248,8 +273,13 @@ pub fn register(registry: &mut Registry, now_ms: u64) {
     registry.register("grantline_ingest_connections", "Connections the edge holds open", m.connections_open.clone());
     registry.register(
         "grantline_ingest_connections_refused",
-        "Connections the edge refused because it held ingest.max_connections",
+        "Connections the edge refused, by reason: cap (it held ingest.max_connections, each in a request) or client (the address held ingest.max_connections_per_client)",
         m.connections_refused.clone(),
+    );
+    registry.register(
+        "grantline_ingest_connections_evicted",
+        "Connections without a request in progress (idle, or still sending headers) the edge closed at ingest.max_connections to take a new one",
+        m.connections_evicted.clone(),
     );
     registry.register(
         "grantline_ingest_connection_timeouts",
