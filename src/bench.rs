@@ -1,8 +1,9 @@
 //! `grantline bench pipeline`: the full path, measured. Real ingest (in this process, over
-//! HTTP), real `grantline worker` processes, a private Redis, and the Graph and ServiceNow
+//! HTTP, served with the deployed connection limits and timeouts), real `grantline worker` processes, a private Redis, and the Graph and ServiceNow
 //! simulators over HTTP. Auto-approved Team Alpha requests for `--n` Helpdesk agents are rung
 //! through the webhook; the run ends when every one is active (granted, verified, the ticket
-//! closed, its removal scheduled). Prints one JSON object.
+//! closed, its removal scheduled). Prints one JSON object, with the Redis bytes per request and
+//! the edge's slow-client limits in force (`edge_limits`).
 //!
 //! Unthrottled (the default): requests per second from the first webhook to the last active
 //! request, and webhook-to-verified-grant latency. `--throttled`: the Graph simulator enforces
@@ -11,6 +12,7 @@
 //! grant and dead letters. `--kill K` SIGKILLs a worker K times during the run and restarts it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use grantline_shared::request::{RequestState, keys};
 use grantline_sims::{NewRitm, Sims, SimsConfig, Tenant, ThrottleConfig, ids, snow_sys_id};
 use grantline_workers::ExecutorSettings;
 use grantline_workers::budget::BudgetConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Options of `grantline bench pipeline`.
 #[derive(clap::Args, Debug, Clone)]
@@ -247,12 +249,12 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
         },
         ..Default::default()
     };
-    let app = grantline_ingest::router(grantline_ingest::AppState::new(queue.clone(), ingest_cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    // served as `grantline ingest` serves it: the same connection limits, timeouts and backlog
+    let limits = edge_limits(&ingest_cfg);
+    let listener = grantline_ingest::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), ingest_cfg.listen_backlog)?;
     let ingest_url = format!("http://{}/v1/webhooks/servicenow", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let edge_state = grantline_ingest::AppState::new(queue.clone(), ingest_cfg);
+    tokio::spawn(grantline_ingest::serve_listener(listener, edge_state, std::future::pending()));
 
     // the tickets exist before the clock starts
     let mut tickets = Vec::with_capacity(args.n);
@@ -458,10 +460,25 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
         "redis_bytes_per_request_audit": bytes_audit,
         "redis_bytes_per_request_before_audit": bytes_total.saturating_sub(bytes_audit),
         "redis_bytes_per_request_before_audit_settled": settled_total.saturating_sub(bytes_audit),
+        "edge_limits": limits,
     });
     println!("{out}");
     sims.shutdown().await;
     Ok(())
+}
+
+/// The slow-client limits the edge runs with (`grantline bench edge` attacks them).
+fn edge_limits(cfg: &grantline_ingest::IngestConfig) -> Value {
+    json!({
+        "header_timeout_ms": cfg.header_timeout_ms,
+        "body_timeout_ms": cfg.body_timeout_ms,
+        "idle_timeout_secs": cfg.idle_timeout_secs,
+        "max_connections": cfg.max_connections,
+        "max_connections_per_client": cfg.max_connections_per_client,
+        "max_header_bytes": cfg.max_header_bytes,
+        "max_body_bytes": cfg.max_body_bytes,
+        "listen_backlog": cfg.listen_backlog,
+    })
 }
 
 async fn used_memory(queue: &Queue) -> Result<u64> {

@@ -334,7 +334,8 @@ impl EdgeIo {
 
 /// The status of a response head at the start of `data`, if it starts one.
 fn response_status(data: &[u8]) -> Option<u16> {
-    let rest = data.strip_prefix(b"HTTP/1.1 ")?;
+    // an HTTP/1.0 request gets an HTTP/1.0 answer
+    let rest = data.strip_prefix(b"HTTP/1.1 ").or_else(|| data.strip_prefix(b"HTTP/1.0 "))?;
     let digits = rest.get(..3)?;
     digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
 }
@@ -574,4 +575,80 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_heads_are_told_by_their_status_line() {
+        assert_eq!(response_status(b"HTTP/1.1 400 Bad Request\r\n"), Some(400));
+        assert_eq!(response_status(b"HTTP/1.0 200 OK\r\n"), Some(200));
+        assert_eq!(response_status(b"HTTP/1.1 100 Continue\r\n"), Some(100));
+        assert_eq!(response_status(b"{\"code\":\"x\"}"), None);
+        assert_eq!(response_status(b"HTTP/1.1 4"), None);
+        assert_eq!(response_status(b"HTTP/1.1 4x0 "), None);
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_connection_without_a_request_gives_way() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let conns = Conns::new(3, 0);
+        let (a, evict_a) = conns.admit(ip).unwrap();
+        let (b, evict_b) = conns.admit(ip).unwrap();
+        let (c, _) = conns.admit(ip).unwrap();
+        // a is in a request, b is the oldest idle one
+        a.set_in_request(true);
+        let (d, _) = conns.admit(ip).unwrap();
+        assert!(!conns.lock().held.contains_key(&b.id), "b gave way");
+        assert!(conns.lock().held.contains_key(&a.id));
+        // b's task is told; a's is not
+        let mut told = std::pin::pin!(evict_b.notified());
+        assert!(
+            std::future::Future::poll(told.as_mut(), &mut Context::from_waker(std::task::Waker::noop())).is_ready()
+        );
+        let mut not_told = std::pin::pin!(evict_a.notified());
+        assert!(
+            std::future::Future::poll(not_told.as_mut(), &mut Context::from_waker(std::task::Waker::noop()))
+                .is_pending()
+        );
+        // c and d go into requests too: now the cap refuses
+        c.set_in_request(true);
+        d.set_in_request(true);
+        assert_eq!(conns.admit(ip).err(), Some(EdgeRefusal::Cap));
+        // a's answer is produced: it is the one to give way next
+        a.set_in_request(false);
+        let (_e, _) = conns.admit(ip).unwrap();
+        assert!(!conns.lock().held.contains_key(&a.id));
+        drop(b);
+        assert_eq!(conns.lock().held.len(), 3, "dropping an evicted place frees nothing twice");
+        assert_eq!(conns.lock().clients.get(&ip), Some(&3));
+    }
+
+    #[test]
+    fn the_idle_queue_stays_bounded_however_many_requests_a_connection_serves() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let conns = Conns::new(4, 0);
+        let (p, _) = conns.admit(ip).unwrap();
+        for _ in 0..10_000 {
+            p.set_in_request(true);
+            p.set_in_request(false);
+        }
+        assert!(conns.lock().idle.len() <= 67, "{}", conns.lock().idle.len());
+    }
+
+    #[test]
+    fn one_address_is_held_to_its_own_cap() {
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let conns = Conns::new(10, 2);
+        let first = conns.admit(a).unwrap();
+        let _second = conns.admit(a).unwrap();
+        assert_eq!(conns.admit(a).err(), Some(EdgeRefusal::Client));
+        assert!(conns.admit(b).is_ok());
+        drop(first);
+        assert!(conns.admit(a).is_ok());
+    }
 }
