@@ -270,7 +270,11 @@ pub fn register(registry: &mut Registry, now_ms: u64) {
         "The rate of a shared upstream budget as this worker last saw it (units per second; lowered after refusals)",
         m.budget_rate.clone(),
     );
-    registry.register("grantline_ingest_connections", "Connections the edge holds open", m.connections_open.clone());
+    registry.register(
+        "grantline_ingest_connections",
+        "Connections this process's listeners hold open (at the edge its webhook and API listener's and its metrics listener's; in a worker or the scheduler its metrics listener's)",
+        m.connections_open.clone(),
+    );
     registry.register(
         "grantline_ingest_connections_refused",
         "Connections the edge refused, by reason: cap (it held ingest.max_connections, each in a request) or client (the address held ingest.max_connections_per_client)",
