@@ -27,19 +27,13 @@ fn lock_key(access: &str) -> String {
 /// Set while grantline removes an access and for [`CHANGED_TTL`] after: a read of the access
 /// made meanwhile (validate's) may predate the removal, or come from a replica that has not
 /// seen it, so it must not stand in for a read at execution.
-fn changed_key(access: &str) -> String {
+pub(crate) fn changed_key(access: &str) -> String {
     format!("changed:{access}")
 }
 
 /// How long a removal's mark stays: far beyond the freshness a grant gives a read
 /// (`execute_grant::EVIDENCE_MAX_AGE`) and beyond Graph's replication delays.
 const CHANGED_TTL: Duration = Duration::from_secs(3600);
-
-/// Whether grantline removed (or was removing) this access lately: see [`changed_key`].
-pub async fn changed_lately(queue: &Queue, access: &str) -> Result<bool, JobError> {
-    let mut conn = queue.connection();
-    conn.exists(queue.namespace().key(&changed_key(access))).await.map_err(redis_unavailable)
-}
 
 /// A held lock on one membership. Re-entrant for the same request, so a retry of a step
 /// whose earlier attempt died while holding it does not wait for the TTL.

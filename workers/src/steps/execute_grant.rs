@@ -24,7 +24,7 @@ use grantline_shared::request::RequestState;
 
 use super::{job_error, redis_unavailable};
 use crate::executor::Access;
-use crate::membership::{MembershipLock, changed_lately, hold_write, locked, other_holders};
+use crate::membership::{MembershipLock, changed_key, hold_write, locked, other_holders};
 use crate::record::{commit, handoff, load, store_error};
 use crate::services::Services;
 
@@ -74,15 +74,20 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
     locked(lock, &svc.queue, async {
         // effect ledger: a marker written before the change, so a retry after a crash between
         // the change and its acknowledgement knows the access it finds may be its own
+        // and, in the same round trip, whether grantline removed the access lately (the mark
+        // is set under the lock now held, so it cannot change before the write)
         let mut conn = svc.queue.connection();
-        let first_attempt: bool = redis::cmd("SET")
+        let (ledger_set, changed): (Option<String>, bool) = redis::pipe()
+            .cmd("SET")
             .arg(svc.queue.namespace().key(&ledger))
             .arg(now_ms)
             .arg("NX")
-            .query_async::<Option<String>>(&mut conn)
+            .cmd("EXISTS")
+            .arg(svc.queue.namespace().key(&changed_key(&key)))
+            .query_async(&mut conn)
             .await
-            .map_err(redis_unavailable)?
-            .is_some();
+            .map_err(redis_unavailable)?;
+        let first_attempt = ledger_set.is_some();
         // the marker is also the sign that execution started: an operator's cancel is guarded
         // by its absence, so a request read before a cancel is read again now
         if load(&svc, JobKind::ExecuteGrant, &rec.id).await?.is_none() {
@@ -111,7 +116,6 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         // no write that a read already answered, unless grantline removed the access lately:
         // then a read (validate's, or one now through a replica) may predate the removal, and
         // only the write's own answer, from the primary, says what is there
-        let changed = changed_lately(&svc.queue, &key).await?;
         let fresh = rec.current.as_ref().filter(|c| {
             first_attempt && !changed && now_ms.saturating_sub(c.evidence.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64
         });
