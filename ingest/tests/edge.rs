@@ -198,6 +198,21 @@ async fn refused_answer(addr: SocketAddr) -> (u16, serde_json::Value, String) {
     }
 }
 
+/// Waits (at most 5 s) until a new connection from this address is served `/healthz`.
+async fn served_again(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n").await.unwrap();
+        let raw = read_to_close(&mut s, Duration::from_secs(3)).await.unwrap_or_default();
+        if String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still refused: {}", String::from_utf8_lossy(&raw));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A webhook whose headers are in and whose body is half sent: a connection in a request.
 async fn in_a_request(addr: SocketAddr) -> (TcpStream, String) {
     let body = ritm_body(NUMBER, SYS_ID);
@@ -267,19 +282,7 @@ async fn at_the_cap_with_every_connection_in_a_request_a_new_one_is_refused_with
     assert_eq!(parse(&buf[..n]).0, 202, "{}", String::from_utf8_lossy(&buf[..n]));
     // once a place is free new clients are served
     drop(second);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let ok = reqwest::Client::new()
-            .get(format!("http://{}/healthz", edge.addr))
-            .send()
-            .await
-            .map(|r| r.status().as_u16());
-        if matches!(ok, Ok(200)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the edge did not recover: {ok:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_again(edge.addr).await;
     edge.stop().await;
 }
 
@@ -304,17 +307,7 @@ async fn one_address_over_its_own_cap_is_refused_while_others_are_served() {
     assert_eq!(get_on(&mut other, "/healthz").await, 200);
     // and the first address again once one of its connections goes
     drop(a);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut s = TcpStream::connect(edge.addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n").await.unwrap();
-        let raw = read_to_close(&mut s, Duration::from_secs(3)).await.unwrap_or_default();
-        if String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the address stayed refused");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_again(edge.addr).await;
     edge.stop().await;
 }
 
