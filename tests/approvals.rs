@@ -57,15 +57,6 @@ async fn wait_approval_state(stack: &Stack, number: &str, sys_id: &str, want: &s
         .await;
 }
 
-async fn wait_event(stack: &Stack, id: &str, name: &str) -> Vec<grantline_shared::audit::AuditRecord> {
-    stack
-        .wait_for(&format!("audit event {name}"), WAIT, || async {
-            let trail = stack.audit(id).await;
-            trail.iter().any(|r| r.event.name() == name).then_some(trail)
-        })
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_approved() {
     let stack = Stack::start_opts(opts()).await;
@@ -81,7 +72,7 @@ async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_appr
     let asked = card(&stack, &activity);
     assert!(has_buttons(&asked), "{asked:#}");
     assert!(asked.to_string().contains(&number) && asked.to_string().contains(ids::ALEX_UPN), "{asked:#}");
-    let trail = wait_event(&stack, &id, "approvers_notified").await;
+    let trail = stack.wait_event(&id, "approvers_notified").await;
     let notified = trail.iter().find_map(|r| match &r.event {
         AuditEvent::ApproversNotified { sent, .. } => Some(sent.clone()),
         _ => None,
@@ -153,7 +144,7 @@ async fn an_answer_on_the_servicenow_approval_record_counts_and_updates_the_team
     let patti = stack.snow_user_name(ids::PATTI_SNOW_SYS_ID);
     let delivery = stack.sims.servicenow.approve_in_ui(&record.reference, &sara, true, "looks fine").await.unwrap();
     assert_eq!(delivery.expect("the doorbell rang").status, 202);
-    wait_event(&stack, &id, "approval_refused").await;
+    stack.wait_event(&id, "approval_refused").await;
     assert_eq!(stack.state(&id).await, Some(RequestState::AwaitingApproval));
 
     // set back to requested and answered by Patti herself
@@ -202,11 +193,11 @@ async fn reminders_then_escalation_then_expiry_follow_the_clock() {
     let (_, _, sara_activity) = teams_ref(&sara);
     let r = stack.sims.botframework.click(Click::new(ids::SARA_UPN, &sara_activity, "approve")).await.unwrap();
     assert_eq!(r.status, 200, "{:#}", r.body);
-    wait_event(&stack, &id, "approval_recorded").await;
+    stack.wait_event(&id, "approval_recorded").await;
 
     // half-time: Patti is reminded (a second card, a comment on her record); Sara is not
     clock.advance(Duration::from_secs(37 * 3600));
-    let trail = wait_event(&stack, &id, "approval_reminded").await;
+    let trail = stack.wait_event(&id, "approval_reminded").await;
     let reminded = trail
         .iter()
         .find_map(|r| match &r.event {
@@ -231,7 +222,7 @@ async fn reminders_then_escalation_then_expiry_follow_the_clock() {
 
     // the deadline: the stage goes to Access Governance (Allan), with a fresh time to decide
     clock.advance(Duration::from_secs(36 * 3600));
-    wait_event(&stack, &id, "approval_escalated").await;
+    stack.wait_event(&id, "approval_escalated").await;
     let note = stack.wait_note(&number, "Approval escalated").await;
     assert!(note.contains("group 20000000-0000-4000-8000-000000000010"), "{note}");
     let allan = stack.notice(&id, "teams", ids::ALLAN_ID, 0).await;
@@ -286,7 +277,7 @@ async fn an_approver_out_of_office_is_passed_over_to_the_fallback() {
     stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
     // Allan (Access Governance) is asked instead of Patti
     let allan = stack.notice(&id, "teams", ids::ALLAN_ID, 0).await;
-    let trail = wait_event(&stack, &id, "approver_skipped").await;
+    let trail = stack.wait_event(&id, "approver_skipped").await;
     let skipped = trail.iter().find_map(|r| match &r.event {
         AuditEvent::ApproverSkipped { approver, reason, .. } => Some((approver.clone(), reason.clone())),
         _ => None,
@@ -463,7 +454,7 @@ async fn one_person_is_one_approver_whether_named_by_upn_or_by_object_id() {
     let (_, _, activity) = teams_ref(&patti_card);
     let r = stack.sims.botframework.click(Click::new(ids::ALEX_UPN, &activity, "approve")).await.unwrap();
     assert_eq!(r.status, 200);
-    let trail = wait_event(&stack, &id, "approval_refused").await;
+    let trail = stack.wait_event(&id, "approval_refused").await;
     let refused: Vec<(String, Option<String>, String)> = trail
         .iter()
         .filter_map(|r| match &r.event {

@@ -138,6 +138,8 @@ async fn the_data_owner_approves_finance_bi_and_the_requester_cannot() {
     stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
     let asked = stack.wait_note(&number, "Waiting for approval").await;
     assert!(asked.contains("data owner") && asked.contains(ids::PATTI_UPN), "{asked}");
+    // the note is on the ticket before the step records it: the trail's order below needs both
+    stack.wait_event(&id, "ticket_updated").await;
     let ritm = stack.sims.servicenow.state().ritm(&number).unwrap();
     assert_eq!(
         (ritm.approval.as_str(), ritm.stage.as_str(), ritm.state.as_str()),

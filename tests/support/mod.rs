@@ -484,6 +484,17 @@ impl Stack {
         records
     }
 
+    /// Waits until the request's audit trail holds an event named `name`; returns the trail.
+    /// A step records what it did after doing it, so a note on the ticket can be seen before
+    /// its `ticket_updated`: wait for this before asserting the trail's order.
+    pub async fn wait_event(&self, id: &str, name: &str) -> Vec<AuditRecord> {
+        self.wait_for(&format!("audit event {name}"), WAIT, || async {
+            let trail = self.audit(id).await;
+            trail.iter().any(|r| r.event.name() == name).then_some(trail)
+        })
+        .await
+    }
+
     /// The names of the request's audit events, in order.
     pub async fn audit_events(&self, id: &str) -> Vec<&'static str> {
         self.audit(id).await.iter().map(|r| r.event.name()).collect()
