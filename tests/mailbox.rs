@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod support;
 
+use std::time::Duration;
+
 use grantline_shared::audit::AuditEvent;
 use grantline_shared::request::RequestState;
 use grantline_sims::{FaultRule, LoggedRequest, Method, NewRitm, ids, snow_sys_id};
@@ -81,6 +83,56 @@ async fn send_as_on_finance_needs_the_manager_and_the_owner_and_is_removed_at_ex
     assert!(!stack.sims.exchange.state().has_send_as(ids::MAILBOX_FINANCE, ids::ALEX_UPN));
     assert!(writes(&stack).contains(&("Remove-RecipientPermission".to_owned(), 200)));
     stack.wait_note(&number, "removed and verified").await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_commit_loses_a_race_is_committed_again_without_a_second_write() {
+    let stack = Stack::start().await;
+    stack.set_clock_to_finance_business_hours();
+    let ritm = mailbox_ticket(ids::ALEX_ID, ids::MAILBOX_FINANCE, "Send As");
+    let (_, id) = stack.submit(ritm).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    let (status, _) = stack.decide(&id, ids::SARA_UPN, true).await;
+    assert_eq!(status, 200);
+    // the write is held up; while it is, another writer of the record moves its audit trail on
+    stack.sims.exchange.faults().push(FaultRule::delay(Duration::from_secs(3)).on(Method::POST, INVOKE).times(1));
+    let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("approved")), "{body}");
+    stack
+        .wait_for("the write to be under way", WAIT, || async {
+            stack.sims.exchange.faults().pending().is_empty().then_some(())
+        })
+        .await;
+    let rec = grantline_store::load(&stack.queue, &id).await.unwrap();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert_eq!(rec.state, RequestState::Approved);
+    let applied = grantline_store::Commit::new(&rec, "grantline:notify", now_ms)
+        .event(AuditEvent::ApproversNotified { stage: 0, sent: vec![], failed: vec![] })
+        .apply(&stack.queue)
+        .await
+        .unwrap();
+    assert!(matches!(applied, grantline_store::Applied::Done { .. }), "{applied:?}");
+
+    // the grant's commit finds the trail moved and the step runs again: it commits what the first
+    // attempt found and did, and Exchange is not written to a second time
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    assert!(stack.metrics("execute-grant").await.retried_total >= 1, "the commit lost the race");
+    assert_eq!(writes(&stack), [("Add-RecipientPermission".to_owned(), 200)]);
+    let add = stack.sims.exchange.requests().into_iter().find(|r| r.body.contains("Add-RecipientPermission")).unwrap();
+    let grant = stack.json_field(&id, "grant").await;
+    assert_eq!(grant["evidence"]["client_request_id"].as_str(), add.header("client-request-id"), "{grant:#}");
+    assert_eq!(grant["pre_existing"], false);
+    let granted: Vec<bool> = stack
+        .audit(&id)
+        .await
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::PermissionGranted { before_present, .. } => Some(*before_present),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(granted, [false], "one grant, of a permission that was not there");
     stack.shutdown().await;
 }
 

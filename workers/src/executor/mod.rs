@@ -162,7 +162,7 @@ pub struct Found {
 }
 
 /// What a write did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     /// True when the write changed something; false when the upstream said it was already so
     /// ("already a member", the ACE already present; "not a member" on removal).

@@ -100,9 +100,10 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             }
             return Ok(Handoff::done());
         }
-        // what an earlier attempt learned of the access before it wrote (it may have been
-        // cut short by a crash, or its commit lost a race with another writer of the record)
-        let learned: Option<bool> = if first_attempt {
+        // what an earlier attempt learned of the access before it wrote, and what it concluded
+        // (it may have been cut short by a crash, or its commit lost a race with another writer
+        // of the record)
+        let earlier: Option<Attempt> = if first_attempt {
             None
         } else {
             let v: Option<String> = redis::cmd("GET")
@@ -110,9 +111,18 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_unavailable)?;
-            v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
-                .and_then(|v| v.get("before").and_then(serde_json::Value::as_bool))
+            v.and_then(|v| serde_json::from_str::<Attempt>(&v).ok())
         };
+        let learned = earlier.as_ref().map(|a| a.before);
+        // an attempt that found (or made) the access moments ago and lost only its commit is
+        // committed again as it was: no second read or write upstream. Unless grantline removed
+        // the access since, or the finding is too old to stand for the state now.
+        let repeat = earlier.as_ref().and_then(|a| a.found.as_ref()).filter(|_| {
+            !changed
+                && earlier
+                    .as_ref()
+                    .is_some_and(|a| now_ms.saturating_sub(a.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64)
+        });
         // no write that a read already answered, unless grantline removed the access lately:
         // then a read (validate's, or one now through a replica) may predate the removal, and
         // only the write's own answer, from the primary, says what is there
@@ -121,11 +131,17 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         });
         let before = match fresh {
             Some(c) => Some(crate::executor::Found { present: c.present, evidence: c.evidence.clone() }),
-            None if !changed && svc.executors.checks_before_grant(&access) => Some(svc.executors.check(&access).await?),
+            None if repeat.is_some() => None,
+            // a repeat after an earlier attempt wrote: a read first, so the write is not repeated
+            None if !changed && (learned.is_some() || svc.executors.checks_before_grant(&access)) => {
+                Some(svc.executors.check(&access).await?)
+            }
             // the write's own answer ("already there") says what was there
             None => None,
         };
-        let (evidence, applied, change) = if let Some(b) = before.as_ref().filter(|b| b.present) {
+        let (evidence, applied, change) = if let Some(r) = repeat {
+            (r.evidence.clone(), r.applied, r.change.clone())
+        } else if let Some(b) = before.as_ref().filter(|b| b.present) {
             (b.evidence.clone(), false, None)
         } else {
             let change = match svc.executors.grant(&access, &rec.id).await {
@@ -166,11 +182,20 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
             None if first_attempt => !applied,
             None => before.as_ref().map(|b| b.present).unwrap_or(!applied),
         };
-        if learned.is_none() && first_attempt {
-            // remember what was there before this request's write, for a repeat of this step
+        if repeat.is_none() {
+            // remember what was there before this request's write (kept from the first attempt)
+            // and what this attempt concluded, for a repeat of this step
+            let attempt = Attempt {
+                at_ms: now_ms,
+                before: before_present,
+                found: Some(Found { evidence: evidence.clone(), applied, change: change.clone() }),
+            };
             let _: () = redis::cmd("SET")
                 .arg(svc.queue.namespace().key(&ledger))
-                .arg(serde_json::json!({ "at_ms": now_ms, "before": before_present }).to_string())
+                .arg(
+                    serde_json::to_string(&attempt)
+                        .map_err(|e| store_error(grantline_store::StoreError::Encode(e.to_string())))?,
+                )
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_unavailable)?;
@@ -184,7 +209,12 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         } else {
             validated_pre_existing
         };
-        let receipt = access.receipt(pre_existing, now_ms, evidence.clone(), change.as_ref());
+        // a repeat keeps the time the access was found or made
+        let granted_ms = match (repeat, earlier.as_ref()) {
+            (Some(_), Some(a)) => a.at_ms,
+            _ => now_ms,
+        };
+        let receipt = access.receipt(pre_existing, granted_ms, evidence.clone(), change.as_ref());
         let event = match &access {
             Access::Group { group_id, user_id, .. } => AuditEvent::GrantExecuted {
                 group_id: group_id.clone(),
@@ -251,6 +281,29 @@ fn not_found(grace: Duration, created_ms: u64, now_ms: u64, e: JobError) -> JobE
             grace.as_secs()
         ),
     )
+}
+
+/// What an attempt of this step learned and concluded, kept in its effect-ledger marker until
+/// the commit that ends the step deletes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Attempt {
+    /// When the attempt concluded (ms since the epoch, on the clock).
+    at_ms: u64,
+    /// The access was there before this request wrote anything.
+    before: bool,
+    /// What the attempt found there after its read or write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    found: Option<Found>,
+}
+
+/// The access is there, and the call that says so.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Found {
+    evidence: grantline_shared::receipt::Evidence,
+    /// This request's write changed something.
+    applied: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<crate::executor::Change>,
 }
 
 /// Whether this step's effect-ledger marker is there: execution started and may have written.
