@@ -625,6 +625,8 @@ async fn rbac_missing_mode_refuses_valid_tokens_with_403() {
 #[tokio::test]
 async fn propagation_delay_hides_changes_from_reads_until_it_passes() {
     let sims = start().await;
+    // the delay is measured to the second: the clock moves only when the test says
+    sims.clock().freeze();
     let token = exo_token(&sims);
     let admin = format!("{}/sim/propagation", sims.exchange.base_url());
     assert_eq!(client().post(&admin).json(&json!({ "delay_ms": 60_000 })).send().await.unwrap().status(), 204);
@@ -652,6 +654,8 @@ async fn propagation_delay_hides_changes_from_reads_until_it_passes() {
 #[tokio::test]
 async fn write_throttling_is_429_with_retry_after_and_refills() {
     let sims = start().await;
+    // the bucket refills by the second: the clock moves only when the test says
+    sims.clock().freeze();
     let token = exo_token(&sims);
     sims.exchange.set_throttle(ExchangeThrottleConfig {
         write_per_second: 1.0,

@@ -583,6 +583,8 @@ async fn write_budget_exhaustion_is_429_with_throttle_headers() {
         ..GraphConfig::default()
     };
     let sims = Sims::start(cfg).await.unwrap();
+    // the Retry-After is the refill still to come: the clock moves only when the test says
+    sims.clock().freeze();
     let token = common::grantline_token(&sims).await;
     for user in [ids::ALEX_ID, ids::SARA_ID, ids::ISAIAH_ID] {
         assert_eq!(add(&sims, &token, ids::GROUP_FINANCE_BI_READ, user).await.status(), 204);
@@ -1187,6 +1189,8 @@ async fn the_tenant_write_bucket_spans_apps_and_writes_per_window_are_counted() 
         ..ThrottleConfig::default()
     };
     let sims = Sims::start(cfg).await.unwrap();
+    // the Retry-After is the refill still to come: the clock moves only when the test says
+    sims.clock().freeze();
     let grantline = common::grantline_token(&sims).await;
     let privileged = common::privileged_token(&sims).await;
     assert_eq!(add(&sims, &grantline, ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID).await.status(), 204);

@@ -404,6 +404,8 @@ async fn oauth_password_grant_and_bearer_tokens() {
 #[tokio::test]
 async fn rate_limit_rule_gives_429_with_headers() {
     let sims = start().await;
+    // the budget is per clock hour: the clock moves only when the test says
+    sims.clock().freeze();
     sims.servicenow.set_rate_limits(vec![RateLimitRule {
         sys_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
         user_name: None,

@@ -297,6 +297,8 @@ async fn post(sim: &SlackSim, channel: &str) -> (u16, Option<String>, Value) {
 #[tokio::test]
 async fn per_channel_limiter_allows_a_burst_then_429_with_retry_after() {
     let sim = start().await;
+    // the budget refills by the second: the clock moves only when the test says
+    sim.clock().freeze();
     for _ in 0..3 {
         assert_eq!(post(&sim, APPROVALS_CHANNEL_ID).await.0, 200);
     }
