@@ -123,7 +123,11 @@ async fn a_grant_whose_commit_loses_a_race_is_committed_again_without_a_second_w
     // the grant's commit finds the trail moved and the step runs again: it commits what the first
     // attempt found and did, and Exchange is not written to a second time
     stack.wait_state(&id, RequestState::Active, WAIT).await;
-    assert!(stack.metrics("execute-grant").await.retried_total >= 1, "the commit lost the race");
+    let m = stack.metrics("execute-grant").await;
+    assert!(
+        m.conflicted_total >= 1 && m.retried_total == 0,
+        "the commit lost the race, and no attempt was spent: {m:?}"
+    );
     assert_eq!(writes(&stack), [("Add-RecipientPermission".to_owned(), 200)]);
     let add = stack.sims.exchange.requests().into_iter().find(|r| r.body.contains("Add-RecipientPermission")).unwrap();
     let grant = stack.json_field(&id, "grant").await;

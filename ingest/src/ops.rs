@@ -190,6 +190,11 @@ const QUEUE_COUNTERS: &[QueueFigure] = &[
     ("grantline_queue_completed", "Jobs completed", |m| m.completed_total),
     ("grantline_queue_retried", "Failed attempts scheduled for a retry", |m| m.retried_total),
     ("grantline_queue_waited", "Waits for a shared budget or a busy lock (no attempt spent)", |m| m.waited_total),
+    (
+        "grantline_queue_conflicted",
+        "Hand-offs that lost a race with a concurrent commit and ran again on fresh state (no attempt spent)",
+        |m| m.conflicted_total,
+    ),
     ("grantline_queue_throttled", "Attempts throttled by an upstream (not counted as attempts)", |m| m.throttled_total),
     ("grantline_queue_recovered", "Jobs returned to the queue after their lease expired", |m| m.recovered_total),
     ("grantline_queue_dead", "Jobs dead-lettered", |m| m.dead_total),

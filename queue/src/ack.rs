@@ -102,10 +102,14 @@ async fn settle(queue: &Queue, keys: &QueueKeys, lease: &Lease, outcome: Result<
                     Ok(())
                 }
                 Ok(AckOutcome::GuardFailed(index)) => {
-                    // the state the handler acted on changed under it: run it again on fresh state
-                    let err = JobError::transient(
-                        "queue.guard_failed",
-                        format!("guard {index} of the hand-off did not hold; the job will run again"),
+                    // the state the handler acted on changed under it (a concurrent step of the
+                    // same request committed first): a lost race, not a failure. It runs again
+                    // on fresh state soon, with its attempt given back; a job that keeps losing
+                    // for longer than the queue's max_wait is buried like any other wait
+                    let err = JobError::wait(
+                        crate::queue::GUARD_FAILED,
+                        format!("guard {index} of the hand-off did not hold; the job will run again on fresh state"),
+                        Duration::from_millis(fastrand::u64(10..=60)),
                     );
                     record_failure(queue, keys, lease, &err).await
                 }

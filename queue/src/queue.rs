@@ -77,6 +77,9 @@ pub enum FailOutcome {
     Stale,
 }
 
+/// The code of an attempt whose hand-off found the state it was based on changed.
+pub(crate) const GUARD_FAILED: &str = "queue.guard_failed";
+
 /// Point-in-time figures of one queue, each read in O(1).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QueueMetrics {
@@ -93,6 +96,9 @@ pub struct QueueMetrics {
     pub throttled_total: u64,
     /// Waits for a shared budget or a busy lock (no attempt spent).
     pub waited_total: u64,
+    /// Hand-offs that found the state they were based on changed by a concurrent commit: run
+    /// again on fresh state, no attempt spent.
+    pub conflicted_total: u64,
     pub recovered_total: u64,
     pub dead_total: u64,
     pub redriven_total: u64,
@@ -321,6 +327,8 @@ impl Queue {
     }
 
     /// Records a failed attempt of a leased job: retry per the queue's policy, or bury it.
+    /// A hand-off whose guard did not hold is a conflict: waited out like a `wait` (no attempt
+    /// spent), counted apart (`conflicted`).
     pub(crate) async fn fail(
         &self,
         keys: &QueueKeys,
@@ -358,7 +366,8 @@ impl Queue {
             member.to_owned(),
             id.to_owned(),
             attempt.to_string(),
-            err.class().to_owned(),
+            if err.code() == GUARD_FAILED && matches!(err, JobError::Wait { .. }) { "conflict" } else { err.class() }
+                .to_owned(),
             ms(delay).to_string(),
             policy.max_attempts.to_string(),
             ms(policy.max_wait).to_string(),
@@ -483,6 +492,7 @@ impl Queue {
             retried_total: s("retried"),
             throttled_total: s("throttled"),
             waited_total: s("waited"),
+            conflicted_total: s("conflicted"),
             recovered_total: s("recovered"),
             dead_total: s("dead"),
             redriven_total: s("redriven"),

@@ -320,6 +320,64 @@ async fn throttled_retries_do_not_consume_attempts() {
 }
 
 #[tokio::test]
+async fn a_hand_off_that_loses_a_race_runs_again_on_fresh_state_without_spending_an_attempt() {
+    let mut cfg = retry_config();
+    cfg.retry.insert(
+        "racy".into(),
+        RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(50),
+            max_wait: Duration::from_secs(30),
+        },
+    );
+    let e = env(cfg).await;
+    let q = e.queue.clone();
+    let mut conn = q.connection();
+    let head = q.namespace().key("test:head");
+    let _: () = conn.set(&head, 0).await.unwrap();
+    q.push(NewJob::new("racy", &Ping { n: 1 }).unwrap()).await.unwrap();
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (a, h) = (attempts.clone(), head.clone());
+    let c = conn.clone();
+    let w = spawn_worker!(
+        "racy",
+        RedisBackend::<Ping>::new(&q, "racy"),
+        1,
+        move |_p: Ping, att: apalis_core::task::attempt::Attempt| {
+            let (a, h, mut c) = (a.clone(), h.clone(), c.clone());
+            async move {
+                // the handler reads the head its hand-off is based on; five times a concurrent
+                // writer moves it on before the hand-off is applied
+                let seen: u32 = c.get(&h).await.unwrap();
+                a.lock().unwrap().push(att.current());
+                if seen < 5 {
+                    let _: () = c.set(&h, seen + 1).await.unwrap();
+                }
+                Ok::<_, grantline_queue::QueueError>(
+                    Handoff::done()
+                        .guard(Guard::KeyEquals { key: "test:head".into(), value: seen.to_string() })
+                        .write(Write::new(WriteCmd::Set, "test:done", [seen.to_string()])),
+                )
+            }
+        }
+    );
+    eventually(Duration::from_secs(10), "the hand-off applied", || {
+        let q = q.clone();
+        async move { (q.metrics("racy").await.unwrap().completed_total == 1).then_some(()) }
+    })
+    .await;
+    w.shutdown().await;
+    assert_eq!(*attempts.lock().unwrap(), vec![1; 6], "a lost race gives its attempt back");
+    let done: String = conn.get(q.namespace().key("test:done")).await.unwrap();
+    assert_eq!(done, "5", "applied on the state it read last");
+    let m = q.metrics("racy").await.unwrap();
+    assert_eq!((m.conflicted_total, m.retried_total, m.waited_total, m.dead), (5, 0, 0, 0), "{m:?}");
+    let errors: std::collections::HashMap<String, String> = conn.hgetall(q.keys("racy").errors).await.unwrap();
+    assert!(errors.is_empty(), "no error history for a lost race: {errors:?}");
+}
+
+#[tokio::test]
 async fn waiting_spends_no_attempt_keeps_no_history_and_ends_only_after_the_wall_time_cap() {
     let mut cfg = retry_config();
     cfg.retry.insert(

@@ -160,11 +160,11 @@ pub fn overview(o: &Overview<'_>) -> Response {
     let mut body = String::new();
     // queues
     body.push_str("<section id=\"queues\"><h2>Queues</h2><table><thead><tr><th>queue</th><th>ready</th><th>oldest ready</th>\
-                   <th>running</th><th>delayed</th><th>dead</th><th>completed</th><th>retried</th><th>waited</th></tr></thead><tbody>");
+                   <th>running</th><th>delayed</th><th>dead</th><th>completed</th><th>retried</th><th>waited</th><th>conflicts</th></tr></thead><tbody>");
     for (m, _) in o.queues {
         body.push_str(&format!(
             "<tr data-queue=\"{q}\"><td>{q}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+             <td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             m.ready,
             if m.ready > 0 { age(m.oldest_ready_age_ms) } else { "-".into() },
             m.in_flight,
@@ -174,6 +174,7 @@ pub fn overview(o: &Overview<'_>) -> Response {
             m.completed_total,
             m.retried_total,
             m.waited_total,
+            m.conflicted_total,
             q = esc(&m.queue),
         ));
     }

@@ -1,11 +1,12 @@
 -- Record a failed attempt of a leased job: retry it later, or bury it in the dead letters.
 -- KEYS: inflight, jobs, delayed, errors, dead, stats, signal, [alert ready, alert jobs, alert signal, alert stats]
--- ARGV: member, id, attempt, class (transient|throttled|wait|permanent), delay_ms, max_attempts,
+-- ARGV: member, id, attempt, class (transient|throttled|wait|conflict|permanent), delay_ms, max_attempts,
 --       max_wait_ms, error_line (JSON), queue name, alert template ('' = none)
 -- Returns {'retry', due_ms} | {'dead', stream_id} | {'stale'}
 --
 -- A job that waits (for a shared budget, a lock, an upstream's Retry-After: classes 'wait' and
--- 'throttled') gives its attempt back and adds no line to its error history; the errors hash
+-- 'throttled'; or to run again on fresh state after its hand-off lost a race: 'conflict') gives
+-- its attempt back and adds no line to its error history; the errors hash
 -- keeps 'w:<id>' = "<first wait ms>|<waits>", and only a job that has been waiting for longer
 -- than max_wait_ms is buried.
 local member, id, attempt, class = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -14,7 +15,8 @@ if redis.call('ZREM', KEYS[1], member) == 0 then return { 'stale' } end
 local now = now_ms()
 local k = { dead = KEYS[5], jobs = KEYS[2], errors = KEYS[4], stats = KEYS[6],
   a_ready = KEYS[8], a_jobs = KEYS[9], a_signal = KEYS[10], a_stats = KEYS[11] }
-if class == 'throttled' or class == 'wait' then
+local counters = { throttled = 'throttled', wait = 'waited', conflict = 'conflicted' }
+if counters[class] then
   local wkey = 'w:' .. id
   local first, waits = now, 0
   local prev = redis.call('HGET', KEYS[4], wkey)
@@ -26,7 +28,7 @@ if class == 'throttled' or class == 'wait' then
   if now - first <= max_wait then
     redis.call('HSET', KEYS[4], wkey, first .. '|' .. waits)
     redis.call('ZADD', KEYS[3], now + delay, id .. '|' .. (attempt - 1))
-    redis.call('HINCRBY', KEYS[6], class == 'throttled' and 'throttled' or 'waited', 1)
+    redis.call('HINCRBY', KEYS[6], counters[class], 1)
     local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
     if tonumber(head[2]) >= now + delay then signal(KEYS[7]) end
     return { 'retry', now + delay }
