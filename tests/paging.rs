@@ -445,3 +445,78 @@ async fn a_slack_service_desk_channel_is_told_and_told_of_the_resolve() {
     assert!(messages[1].text().contains("discarded") && messages[1].text().contains("RITM0012345"), "{messages:#?}");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_record_that_cannot_be_brought_up_to_date_is_paged_and_the_grant_stands() {
+    let stack = Stack::start().await;
+    stack.set_clock_to_finance_business_hours();
+    let (number, id) = stack.submit(NewRitm::new(&snow_sys_id(ids::ALEX_ID), ids::CAT_ITEM_FINANCE_BI_NAME)).await;
+    stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    stack.wait_event(&id, "approvers_notified").await;
+    // from now on ServiceNow's approval table answers 503: the approval record cannot be
+    // brought up to date with the decision taken through the API
+    let fault = stack
+        .sims
+        .servicenow
+        .faults()
+        .push(FaultRule::respond(503).on(Method::GET, "/api/now/table/sysapproval_approver").forever());
+    let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
+    assert_eq!(status, 200, "{body}");
+
+    // the notice step fails for good and on-call is paged about it; the grant stands
+    let incident = stack.wait_incident("notify", Some(&id)).await;
+    assert!(incident.summary.contains("notify") && incident.summary.contains(&number), "{}", incident.summary);
+    let trail = stack
+        .wait_for("the letter and its page on the trail", WAIT, || async {
+            let trail = stack.audit(&id).await;
+            let names: Vec<&str> = trail.iter().map(|r| r.event.name()).collect();
+            (names.contains(&"dead_lettered") && names.contains(&"paged")).then_some(trail)
+        })
+        .await;
+    let letters: Vec<&str> = trail
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::DeadLettered { queue, .. } => Some(queue.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(letters, ["notify"], "{trail:#?}");
+    stack.wait_state(&id, RequestState::Active, WAIT).await;
+    stack.wait_queue_idle("alert", false).await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::Active), "a notice does not decide the request");
+    assert!(stack.sims.graph.state().is_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID));
+    assert_eq!(stack.metrics("rollback-grant").await.enqueued_total, 0, "nothing was compensated");
+    let record = stack.json_field(&id, fields::NOTICES).await;
+    let patti_record = record
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["channel"] == "servicenow")
+        .and_then(|n| n["reference"].as_str())
+        .unwrap()
+        .to_owned();
+    let approval_state = || {
+        stack
+            .sims
+            .servicenow
+            .state()
+            .approvals(&number)
+            .iter()
+            .find(|a| a.get("sys_id") == Some(&patti_record))
+            .map(|a| a["state"].clone())
+    };
+    assert_eq!(approval_state().as_deref(), Some("requested"));
+
+    // ServiceNow is back: redriving the letter brings the record up to date
+    assert!(stack.sims.servicenow.faults().remove(fault));
+    let letter = stack.queue.dead_letters("notify", None, 10).await.unwrap().remove(0);
+    let job = grantline::dlq::close(&stack.queue, "notify", &letter.id, LetterClosed::Redriven).await.unwrap();
+    assert!(job.is_some(), "redriven");
+    stack
+        .wait_for("the approval record to show the decision", WAIT, || async {
+            (approval_state().as_deref() == Some("approved")).then_some(())
+        })
+        .await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::Active));
+    stack.shutdown().await;
+}

@@ -256,6 +256,9 @@ pub fn record_key(queue: &str, dead_letter_id: &str) -> String {
 
 /// The record field set once the `paged` audit event is on the request's trail.
 pub const AUDITED_PAGED: &str = "audited:paged";
+/// The record field set once a side channel's `dead_lettered` audit event is on the request's
+/// trail.
+pub const AUDITED_DEAD: &str = "audited:dead";
 /// The record field set once the `page_resolved` audit event is on the request's trail.
 pub const AUDITED_RESOLVED: &str = "audited:resolved";
 

@@ -5,7 +5,9 @@
 //! does not fail the request: the access is still there, so the request keeps its state and
 //! is filed under the failed removals, which the scheduler's sweep tries again. A rollback's
 //! letter leaves the request compensating (a redrive runs it again) and asks the ticket for
-//! manual intervention with what may still be in place.
+//! manual intervention with what may still be in place. A side channel's letter (a card or a
+//! message not sent or not brought up to date, approval records not read) does not decide the
+//! request either: it keeps its state, a grant stands, and the letter goes on its trail.
 //!
 //! The request's transition is committed on its own before paging, so compensation never
 //! waits for an on-call tool. Paging that fails transiently fails the job, and the queue
@@ -49,6 +51,15 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
             hold_failed_removal(&svc, &job, &letter, r.clone()).await?
         } else if job.queue == JobKind::RollbackGrant.as_str() {
             hold_failed_rollback(&svc, &job, &letter, r.clone()).await?
+        } else if side_channel(&job.queue) {
+            let event = AuditEvent::DeadLettered {
+                queue: job.queue.clone(),
+                job_id: job.job_id.clone(),
+                dead_letter_id: job.dead_letter_id.clone(),
+            };
+            audit_once(&svc, &r.id, JobKind::Alert, &job.queue, &job.dead_letter_id, paging::AUDITED_DEAD, event)
+                .await?;
+            grantline_store::load(&svc.queue, &r.id).await.map_err(store_error)?
         } else {
             fail_request(&svc, &job, &letter, r.clone()).await?
         });
@@ -98,6 +109,14 @@ pub async fn run(job: Alert, svc: Data<Arc<Services>>) -> Result<Handoff, JobErr
         ));
     }
     Ok(Handoff::done())
+}
+
+/// The steps that tell people and read their answers, beside the request's own chain: when one
+/// fails for good the request is as sound as before (a decision can still be taken through
+/// another door, the approval deadline still runs), so its letter is paged without failing the
+/// request, and a redrive sends what was missed.
+fn side_channel(queue: &str) -> bool {
+    [JobKind::Notify, JobKind::SyncApprovals].iter().any(|k| k.as_str() == queue)
 }
 
 /// What failed, in a sentence: "{queue} failed for good after N attempt(s): message (code)".
