@@ -9,6 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod support;
 
+use std::time::Duration;
+
 use grantline_shared::audit::{AuditEvent, AuditRecord};
 use grantline_shared::jobs::LetterClosed;
 use grantline_shared::request::{RequestState, fields};
@@ -118,6 +120,48 @@ async fn a_refused_write_back_removes_the_membership_grantline_added() {
     assert_eq!(pages[0].custom_details["queue"], "update-ticket");
     assert_eq!((pages[0].routing_key.as_str(), pages[0].severity.as_str()), (DEMO_ROUTING_KEY, "error"));
     assert!(pages[0].summary.contains(&number), "{}", pages[0].summary);
+    stack.shutdown().await;
+}
+
+/// The manual-intervention note is refused while another writer moves the request on: the
+/// step's commit loses the race and runs again, and the ticket is not asked a second time (the
+/// refusal an attempt met is kept for its commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_whose_commit_loses_a_race_is_not_sent_again() {
+    let stack = Stack::start().await;
+    let ritm = NewRitm::new(&snow_sys_id(ids::MEGAN_ID), ids::CAT_ITEM_TEAM_ALPHA_NAME);
+    let (_, sys_id, id) = submit_refusing_write_back(&stack, ritm, None).await;
+    // once the grant's note is on its way, every later ServiceNow call takes a second
+    stack
+        .wait_for("the grant's note", WAIT, || async { (!ritm_patches(&stack, &sys_id).is_empty()).then_some(()) })
+        .await;
+    stack.sims.servicenow.faults().set_latency(Duration::from_millis(1500));
+    // the manual-intervention note is in flight: another writer commits first
+    stack
+        .wait_for("the manual-intervention note in flight", WAIT, || async {
+            let patches = ritm_patches(&stack, &sys_id);
+            (patches.len() == 2 && patches[1].status == 0).then_some(())
+        })
+        .await;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    stack
+        .wait_for("the other writer's commit", WAIT, || async {
+            let rec = grantline_store::load(&stack.queue, &id).await.unwrap();
+            let applied = grantline_store::Commit::new(&rec, "grantline:notify", now_ms)
+                .event(AuditEvent::ApproversNotified { stage: 0, sent: vec![], failed: vec![] })
+                .apply(&stack.queue)
+                .await
+                .unwrap();
+            matches!(applied, grantline_store::Applied::Done { .. }).then_some(())
+        })
+        .await;
+    let trail = stack.wait_event(&id, "step_failed").await;
+    stack.wait_queue_idle("update-ticket", true).await;
+    assert!(stack.metrics("update-ticket").await.conflicted_total >= 1, "the commit lost the race");
+    let patches = ritm_patches(&stack, &sys_id);
+    assert_eq!(patches.iter().map(|r| r.status).collect::<Vec<_>>(), [403, 403], "asked once: {patches:#?}");
+    assert_eq!(trail.iter().filter(|r| r.event.name() == "step_failed").count(), 1, "{trail:#?}");
+    stack.sims.servicenow.faults().set_latency(Duration::ZERO);
     stack.shutdown().await;
 }
 

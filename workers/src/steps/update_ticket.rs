@@ -246,6 +246,43 @@ pub async fn run(job: UpdateTicket, attempt: Attempt, svc: Data<Arc<Services>>) 
         .await
         .map_err(super::redis_unavailable)?
         .is_some();
+    // a refusal an earlier attempt met, kept for the commit it lost to a concurrent one: the
+    // ticket is not asked again
+    let refused_before: Option<(String, String)> = if first {
+        None
+    } else {
+        redis::cmd("GET")
+            .arg(svc.queue.namespace().key(&ledger))
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .map_err(super::redis_unavailable)?
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+            .and_then(|v| {
+                Some((v["refused"]["code"].as_str()?.to_owned(), v["refused"]["message"].as_str()?.to_owned()))
+            })
+    };
+    // the note that asks a person to step in comes after a dead letter, and on-call was paged
+    // about it; a ticket that refuses this note too (an ACL) gets the reason on the trail
+    // instead of a second dead letter and page
+    let refused = |code: String, message: String| {
+        let reason = rec.reason.clone().unwrap_or_default();
+        handoff(
+            commit(&svc, &rec, JobKind::UpdateTicket)
+                .event(AuditEvent::StepFailed {
+                    kind: JobKind::UpdateTicket.as_str().to_owned(),
+                    attempt: u32::try_from(attempt.current()).unwrap_or(u32::MAX).saturating_add(1),
+                    code,
+                    message: format!(
+                        "the ticket refused the manual-intervention note ({message}); manual intervention needed: {reason}"
+                    ),
+                })
+                .write(grantline_queue::Write::new(grantline_queue::WriteCmd::Del, ledger.clone(), Vec::<String>::new()))
+                .outcome(Outcome::TicketUpdated { update: job.update, time_bound: false }),
+        )
+    };
+    if let Some((code, message)) = refused_before {
+        return refused(code, message);
+    }
     let written = !first
         && svc
             .servicenow
@@ -259,28 +296,17 @@ pub async fn run(job: UpdateTicket, attempt: Attempt, svc: Data<Arc<Services>>) 
             svc.servicenow.update_ritm(&rec.ticket.sys_id, &patch, UpdateOptions { no_response_body: true }).await;
         match sent.map_err(job_error) {
             Ok(_) => {}
-            // the note that asks a person to step in comes after a dead letter, and on-call was
-            // paged about it; a ticket that refuses this note too (an ACL) gets the reason on
-            // the trail instead of a second dead letter and page
             Err(JobError::Permanent { code, message }) if job.update == TicketUpdate::ManualIntervention => {
-                let reason = rec.reason.clone().unwrap_or_default();
-                return handoff(
-                    commit(&svc, &rec, JobKind::UpdateTicket)
-                        .event(AuditEvent::StepFailed {
-                            kind: JobKind::UpdateTicket.as_str().to_owned(),
-                            attempt: u32::try_from(attempt.current()).unwrap_or(u32::MAX).saturating_add(1),
-                            code,
-                            message: format!(
-                                "the ticket refused the manual-intervention note ({message}); manual intervention needed: {reason}"
-                            ),
-                        })
-                        .write(grantline_queue::Write::new(
-                            grantline_queue::WriteCmd::Del,
-                            ledger,
-                            Vec::<String>::new(),
-                        ))
-                        .outcome(Outcome::TicketUpdated { update: job.update, time_bound: false }),
-                );
+                let kept = serde_json::json!({ "refused": { "code": code, "message": message } }).to_string();
+                let _: () = redis::cmd("SET")
+                    .arg(svc.queue.namespace().key(&ledger))
+                    .arg(kept)
+                    .arg("EX")
+                    .arg(7 * 24 * 3600)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(super::redis_unavailable)?;
+                return refused(code, message);
             }
             Err(e) => return Err(e),
         }
