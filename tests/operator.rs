@@ -62,6 +62,8 @@ async fn by_actor(stack: &Stack, id: &str, actor: &str) -> Vec<&'static str> {
 async fn active_finance_bi(stack: &Stack, duration: &str) -> (String, String, u64) {
     let (number, id) = stack.submit(finance_bi(duration)).await;
     stack.wait_state(&id, RequestState::AwaitingApproval, WAIT).await;
+    // the data owner decides once asked (a decision taken before the ask leaves nobody to ask)
+    stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
     let (status, body) = stack.decide(&id, ids::PATTI_UPN, true).await;
     assert_eq!(status, 200, "{body}");
     let rec = stack.wait_state(&id, RequestState::Active, WAIT).await;
