@@ -143,18 +143,7 @@ async fn a_refusal_whose_commit_loses_a_race_is_not_sent_again() {
             (patches.len() == 2 && patches[1].status == 0).then_some(())
         })
         .await;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    stack
-        .wait_for("the other writer's commit", WAIT, || async {
-            let rec = grantline_store::load(&stack.queue, &id).await.unwrap();
-            let applied = grantline_store::Commit::new(&rec, "grantline:notify", now_ms)
-                .event(AuditEvent::ApproversNotified { stage: 0, sent: vec![], failed: vec![] })
-                .apply(&stack.queue)
-                .await
-                .unwrap();
-            matches!(applied, grantline_store::Applied::Done { .. }).then_some(())
-        })
-        .await;
+    stack.commit_concurrently(&id).await;
     let trail = stack.wait_event(&id, "step_failed").await;
     stack.wait_queue_idle("update-ticket", true).await;
     assert!(stack.metrics("update-ticket").await.conflicted_total >= 1, "the commit lost the race");

@@ -104,21 +104,8 @@ async fn a_grant_whose_commit_loses_a_race_is_committed_again_without_a_second_w
             stack.sims.exchange.faults().pending().is_empty().then_some(())
         })
         .await;
-    // a writer like any other: it reads the record and, when a concurrent step got there first,
-    // reads it again
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    stack
-        .wait_for("the other writer's commit", WAIT, || async {
-            let rec = grantline_store::load(&stack.queue, &id).await.unwrap();
-            assert_eq!(rec.state, RequestState::Approved, "the grant is still being written");
-            let applied = grantline_store::Commit::new(&rec, "grantline:notify", now_ms)
-                .event(AuditEvent::ApproversNotified { stage: 0, sent: vec![], failed: vec![] })
-                .apply(&stack.queue)
-                .await
-                .unwrap();
-            matches!(applied, grantline_store::Applied::Done { .. }).then_some(())
-        })
-        .await;
+    assert_eq!(stack.state(&id).await, Some(RequestState::Approved), "the grant is still being written");
+    stack.commit_concurrently(&id).await;
 
     // the grant's commit finds the trail moved and the step runs again: it commits what the first
     // attempt found and did, and Exchange is not written to a second time

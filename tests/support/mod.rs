@@ -495,6 +495,27 @@ impl Stack {
         .await
     }
 
+    /// Another writer of the request's record commits (an audit event, as a concurrent step's
+    /// would), reading the record again whenever a step got there first. Moves the audit head
+    /// under a step in flight, so that step's commit loses the race.
+    pub async fn commit_concurrently(&self, id: &str) {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        self.wait_for("the other writer's commit", WAIT, || async {
+            let rec = grantline_store::load(&self.queue, id).await.unwrap();
+            let applied = grantline_store::Commit::new(&rec, "grantline:notify", now_ms)
+                .event(grantline_shared::audit::AuditEvent::ApproversNotified {
+                    stage: 0,
+                    sent: vec![],
+                    failed: vec![],
+                })
+                .apply(&self.queue)
+                .await
+                .unwrap();
+            matches!(applied, grantline_store::Applied::Done { .. }).then_some(())
+        })
+        .await;
+    }
+
     /// The names of the request's audit events, in order.
     pub async fn audit_events(&self, id: &str) -> Vec<&'static str> {
         self.audit(id).await.iter().map(|r| r.event.name()).collect()
