@@ -350,7 +350,7 @@ async fn a_hand_off_that_loses_a_race_runs_again_on_fresh_state_without_spending
                 // the handler reads the head its hand-off is based on; five times a concurrent
                 // writer moves it on before the hand-off is applied
                 let seen: u32 = c.get(&h).await.unwrap();
-                a.lock().unwrap().push(att.current());
+                a.lock().unwrap().push((att.current(), std::time::Instant::now()));
                 if seen < 5 {
                     let _: () = c.set(&h, seen + 1).await.unwrap();
                 }
@@ -368,7 +368,11 @@ async fn a_hand_off_that_loses_a_race_runs_again_on_fresh_state_without_spending
     })
     .await;
     w.shutdown().await;
-    assert_eq!(*attempts.lock().unwrap(), vec![1; 6], "a lost race gives its attempt back");
+    let runs = attempts.lock().unwrap().clone();
+    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1; 6], "a lost race gives its attempt back");
+    // each race lost in a row waits twice as long as the one before: 10-60 ms, then 20-120, ...
+    let gaps: Vec<u128> = runs.windows(2).map(|w| (w[1].1 - w[0].1).as_millis()).collect();
+    assert!(gaps[0] >= 10 && gaps[4] >= 160 && gaps.iter().sum::<u128>() >= 310, "{gaps:?}");
     let done: String = conn.get(q.namespace().key("test:done")).await.unwrap();
     assert_eq!(done, "5", "applied on the state it read last");
     let m = q.metrics("racy").await.unwrap();

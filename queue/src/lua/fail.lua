@@ -8,7 +8,7 @@
 -- 'throttled'; or to run again on fresh state after its hand-off lost a race: 'conflict') gives
 -- its attempt back and adds no line to its error history; the errors hash
 -- keeps 'w:<id>' = "<first wait ms>|<waits>", and only a job that has been waiting for longer
--- than max_wait_ms is buried.
+-- than max_wait_ms is buried. A conflict's delay doubles with each wait in a row (at most 5 s).
 local member, id, attempt, class = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local delay, max_attempts, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('ZREM', KEYS[1], member) == 0 then return { 'stale' } end
@@ -25,6 +25,10 @@ if counters[class] then
     first, waits = tonumber(a) or now, tonumber(b) or 0
   end
   waits = waits + 1
+  if class == 'conflict' then
+    -- a race lost again and again backs off: doubling from the caller's jittered delay, at most 5 s
+    delay = math.min(delay * 2 ^ (math.min(waits, 9) - 1), 5000)
+  end
   if now - first <= max_wait then
     redis.call('HSET', KEYS[4], wkey, first .. '|' .. waits)
     redis.call('ZADD', KEYS[3], now + delay, id .. '|' .. (attempt - 1))
