@@ -107,15 +107,15 @@ async fn settle(queue: &Queue, keys: &QueueKeys, lease: &Lease, outcome: Result<
                     // on fresh state soon, with its attempt given back; a job that keeps losing
                     // for longer than the queue's max_wait is buried like any other wait
                     let err = JobError::wait(
-                        crate::queue::GUARD_FAILED,
+                        "queue.guard_failed",
                         format!("guard {index} of the hand-off did not hold; the job will run again on fresh state"),
                         Duration::from_millis(fastrand::u64(10..=60)),
                     );
-                    record_failure(queue, keys, lease, &err).await
+                    record_failure(queue, keys, lease, &err, "conflict").await
                 }
                 Err(e) => Err(e),
             },
-            Err(err) => record_failure(queue, keys, lease, err).await,
+            Err(err) => record_failure(queue, keys, lease, err, err.class()).await,
         };
         match written {
             Ok(()) => return,
@@ -138,8 +138,9 @@ async fn record_failure(
     keys: &QueueKeys,
     lease: &Lease,
     err: &JobError,
+    class: &str,
 ) -> Result<(), crate::QueueError> {
-    match queue.fail(keys, &lease.member, &lease.id, lease.attempt, err).await? {
+    match queue.fail(keys, &lease.member, &lease.id, lease.attempt, err, class).await? {
         FailOutcome::Retry { .. } => {
             tracing::info!(queue = %keys, job = %lease.id, attempt = lease.attempt, code = err.code(), "attempt failed; retry scheduled")
         }

@@ -205,7 +205,7 @@ async fn fetch<T: DeserializeOwned>(queue: Queue, keys: QueueKeys, batch: usize)
             Err(reason) => {
                 // a body this worker cannot read will not improve with retries
                 let err = JobError::permanent("queue.undecodable", format!("job body does not decode: {reason}"));
-                let r = queue.fail(&keys, &member, &id, attempt, &err).await;
+                let r = queue.fail(&keys, &member, &id, attempt, &err, err.class()).await;
                 queue.forget_lease(&keys.name, &member);
                 if let Err(e) = r {
                     tracing::warn!(queue = %keys, job = %id, error = %e, "could not bury an undecodable job; its lease will expire");

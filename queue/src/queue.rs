@@ -77,9 +77,6 @@ pub enum FailOutcome {
     Stale,
 }
 
-/// The code of an attempt whose hand-off found the state it was based on changed.
-pub(crate) const GUARD_FAILED: &str = "queue.guard_failed";
-
 /// Point-in-time figures of one queue, each read in O(1).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QueueMetrics {
@@ -327,8 +324,8 @@ impl Queue {
     }
 
     /// Records a failed attempt of a leased job: retry per the queue's policy, or bury it.
-    /// A hand-off whose guard did not hold is a conflict: waited out like a `wait` (no attempt
-    /// spent), counted apart (`conflicted`).
+    /// `class` is the error's own (`JobError::class`), or `conflict` for a hand-off whose guard
+    /// did not hold: waited out like a `wait` (no attempt spent), counted apart (`conflicted`).
     pub(crate) async fn fail(
         &self,
         keys: &QueueKeys,
@@ -336,6 +333,7 @@ impl Queue {
         id: &str,
         attempt: u32,
         err: &JobError,
+        class: &str,
     ) -> Result<FailOutcome, QueueError> {
         let policy = self.inner.cfg.retry_policy(&keys.name);
         let delay = match err {
@@ -366,8 +364,7 @@ impl Queue {
             member.to_owned(),
             id.to_owned(),
             attempt.to_string(),
-            if err.code() == GUARD_FAILED && matches!(err, JobError::Wait { .. }) { "conflict" } else { err.class() }
-                .to_owned(),
+            class.to_owned(),
             ms(delay).to_string(),
             policy.max_attempts.to_string(),
             ms(policy.max_wait).to_string(),
