@@ -103,32 +103,17 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
         // what an earlier attempt learned of the access before it wrote, and what it concluded
         // (it may have been cut short by a crash, or its commit lost a race with another writer
         // of the record)
-        let earlier: Option<Attempt> = if first_attempt {
-            None
-        } else {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(svc.queue.namespace().key(&ledger))
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_unavailable)?;
-            v.and_then(|v| serde_json::from_str::<Attempt>(&v).ok())
-        };
+        let earlier: Option<Attempt> = if first_attempt { None } else { super::ledger_read(&svc, &ledger).await? };
         let learned = earlier.as_ref().map(|a| a.before);
         // an attempt that found (or made) the access moments ago and lost only its commit is
         // committed again as it was: no second read or write upstream. Unless grantline removed
         // the access since, or the finding is too old to stand for the state now.
-        let repeat = earlier.as_ref().and_then(|a| a.found.as_ref()).filter(|_| {
-            !changed
-                && earlier
-                    .as_ref()
-                    .is_some_and(|a| now_ms.saturating_sub(a.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64)
-        });
+        let recent = |at_ms: u64| now_ms.saturating_sub(at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64;
+        let repeat = earlier.as_ref().filter(|a| !changed && recent(a.at_ms)).and_then(|a| a.found.as_ref());
         // no write that a read already answered, unless grantline removed the access lately:
         // then a read (validate's, or one now through a replica) may predate the removal, and
         // only the write's own answer, from the primary, says what is there
-        let fresh = rec.current.as_ref().filter(|c| {
-            first_attempt && !changed && now_ms.saturating_sub(c.evidence.at_ms) <= EVIDENCE_MAX_AGE.as_millis() as u64
-        });
+        let fresh = rec.current.as_ref().filter(|c| first_attempt && !changed && recent(c.evidence.at_ms));
         let before = match fresh {
             Some(c) => Some(crate::executor::Found { present: c.present, evidence: c.evidence.clone() }),
             None if repeat.is_some() => None,
@@ -190,15 +175,7 @@ pub async fn run(job: ExecuteGrant, svc: Data<Arc<Services>>) -> Result<Handoff,
                 before: before_present,
                 found: Some(Found { evidence: evidence.clone(), applied, change: change.clone() }),
             };
-            let _: () = redis::cmd("SET")
-                .arg(svc.queue.namespace().key(&ledger))
-                .arg(
-                    serde_json::to_string(&attempt)
-                        .map_err(|e| store_error(grantline_store::StoreError::Encode(e.to_string())))?,
-                )
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_unavailable)?;
+            super::ledger_keep(&svc, &ledger, &attempt, None).await?;
         }
         let pre_existing = if !others.is_empty() {
             false

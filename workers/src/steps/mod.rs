@@ -34,6 +34,43 @@ pub fn redis_unavailable(e: impl std::fmt::Display) -> JobError {
     JobError::transient("redis.unavailable", e.to_string())
 }
 
+/// How long a value a step keeps in its effect-ledger key waits for the commit that ends the
+/// step (a week: far beyond any retry).
+pub const LEDGER_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// What an earlier attempt of a step kept in its effect-ledger key (relative to the
+/// namespace), when it is there and of this shape.
+pub async fn ledger_read<T: serde::de::DeserializeOwned>(
+    svc: &crate::services::Services,
+    key: &str,
+) -> Result<Option<T>, JobError> {
+    let mut conn = svc.queue.connection();
+    let v: Option<String> = redis::cmd("GET")
+        .arg(svc.queue.namespace().key(key))
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_unavailable)?;
+    Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
+}
+
+/// Keeps `value` in a step's effect-ledger key (relative to the namespace) for a repeat of the
+/// step: for `ttl_secs`, or until the commit that ends the step deletes it.
+pub async fn ledger_keep<T: serde::Serialize>(
+    svc: &crate::services::Services,
+    key: &str,
+    value: &T,
+    ttl_secs: Option<u64>,
+) -> Result<(), JobError> {
+    let text = serde_json::to_string(value).map_err(|e| JobError::permanent("ledger.encode", e.to_string()))?;
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(svc.queue.namespace().key(key)).arg(text);
+    if let Some(ttl) = ttl_secs {
+        cmd.arg("EX").arg(ttl);
+    }
+    let mut conn = svc.queue.connection();
+    cmd.query_async::<()>(&mut conn).await.map_err(redis_unavailable)
+}
+
 /// How long to wait before asking again about an object the directory (or Exchange) does not
 /// know `now_ms`, for a request made at `created_ms`: within `grace` it may be replication
 /// (apis.md 2.9: a new object can answer 404 for a while), so a quarter of the time so far,

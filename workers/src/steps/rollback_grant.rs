@@ -15,13 +15,9 @@ use grantline_shared::jobs::RollbackGrant;
 use grantline_shared::receipt::RemovalReceipt;
 use grantline_shared::request::keys;
 
-use super::redis_unavailable;
 use crate::membership::{MembershipLock, forget_write, let_go, locked};
 use crate::record::{commit, handoff, load};
 use crate::services::Services;
-
-/// How long the receipt of a removal waits for its commit (a week: far beyond any retry).
-const LEDGER_TTL_SECS: u64 = 7 * 24 * 3600;
 
 pub async fn run(job: RollbackGrant, svc: Data<Arc<Services>>) -> Result<Handoff, JobError> {
     let Some(rec) = load(&svc, JobKind::RollbackGrant, &job.request_id).await? else {
@@ -37,26 +33,11 @@ pub async fn run(job: RollbackGrant, svc: Data<Arc<Services>>) -> Result<Handoff
         // records it, so a retry (this commit lost a race with another writer of the record,
         // such as the alert's audit of its page) records what was done, not "already gone"
         let ledger = format!("ledger:{}:rollback-grant:{key}", rec.id);
-        let mut conn = svc.queue.connection();
-        let earlier: Option<String> = redis::cmd("GET")
-            .arg(svc.queue.namespace().key(&ledger))
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_unavailable)?;
-        let release = match earlier.and_then(|v| serde_json::from_str::<RemovalReceipt>(&v).ok()) {
+        let release = match super::ledger_read::<RemovalReceipt>(&svc, &ledger).await? {
             Some(r) => r,
             None => {
                 let r = let_go(&svc, &grant, &rec.id, "compensation").await?;
-                let text =
-                    serde_json::to_string(&r).map_err(|e| JobError::permanent("rollback.encode", e.to_string()))?;
-                let _: () = redis::cmd("SET")
-                    .arg(svc.queue.namespace().key(&ledger))
-                    .arg(text)
-                    .arg("EX")
-                    .arg(LEDGER_TTL_SECS)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_unavailable)?;
+                super::ledger_keep(&svc, &ledger, &r, Some(super::LEDGER_TTL_SECS)).await?;
                 r
             }
         };

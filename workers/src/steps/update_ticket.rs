@@ -241,26 +241,14 @@ pub async fn run(job: UpdateTicket, attempt: Attempt, svc: Data<Arc<Services>>) 
         .arg(svc.now_ms())
         .arg("NX")
         .arg("EX")
-        .arg(7 * 24 * 3600)
+        .arg(super::LEDGER_TTL_SECS)
         .query_async::<Option<String>>(&mut conn)
         .await
         .map_err(super::redis_unavailable)?
         .is_some();
     // a refusal an earlier attempt met, kept for the commit it lost to a concurrent one: the
     // ticket is not asked again
-    let refused_before: Option<(String, String)> = if first {
-        None
-    } else {
-        redis::cmd("GET")
-            .arg(svc.queue.namespace().key(&ledger))
-            .query_async::<Option<String>>(&mut conn)
-            .await
-            .map_err(super::redis_unavailable)?
-            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
-            .and_then(|v| {
-                Some((v["refused"]["code"].as_str()?.to_owned(), v["refused"]["message"].as_str()?.to_owned()))
-            })
-    };
+    let refused_before: Option<Refusal> = if first { None } else { super::ledger_read(&svc, &ledger).await? };
     // the note that asks a person to step in comes after a dead letter, and on-call was paged
     // about it; a ticket that refuses this note too (an ACL) gets the reason on the trail
     // instead of a second dead letter and page
@@ -280,7 +268,7 @@ pub async fn run(job: UpdateTicket, attempt: Attempt, svc: Data<Arc<Services>>) 
                 .outcome(Outcome::TicketUpdated { update: job.update, time_bound: false }),
         )
     };
-    if let Some((code, message)) = refused_before {
+    if let Some(Refusal { code, message }) = refused_before {
         return refused(code, message);
     }
     let written = !first
@@ -297,16 +285,9 @@ pub async fn run(job: UpdateTicket, attempt: Attempt, svc: Data<Arc<Services>>) 
         match sent.map_err(job_error) {
             Ok(_) => {}
             Err(JobError::Permanent { code, message }) if job.update == TicketUpdate::ManualIntervention => {
-                let kept = serde_json::json!({ "refused": { "code": code, "message": message } }).to_string();
-                let _: () = redis::cmd("SET")
-                    .arg(svc.queue.namespace().key(&ledger))
-                    .arg(kept)
-                    .arg("EX")
-                    .arg(7 * 24 * 3600)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(super::redis_unavailable)?;
-                return refused(code, message);
+                let kept = Refusal { code, message };
+                super::ledger_keep(&svc, &ledger, &kept, Some(super::LEDGER_TTL_SECS)).await?;
+                return refused(kept.code, kept.message);
             }
             Err(e) => return Err(e),
         }
@@ -322,4 +303,12 @@ pub async fn run(job: UpdateTicket, attempt: Attempt, svc: Data<Arc<Services>>) 
             .write(grantline_queue::Write::new(grantline_queue::WriteCmd::Del, ledger, Vec::<String>::new()))
             .outcome(Outcome::TicketUpdated { update: job.update, time_bound }),
     )
+}
+
+/// The ticket's refusal of a manual-intervention note, kept in the step's effect-ledger key
+/// until the commit that records it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Refusal {
+    code: String,
+    message: String,
 }
