@@ -44,19 +44,6 @@ fn teams_texts(stack: &Stack, user_id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn approval_state(stack: &Stack, number: &str, sys_id: &str) -> String {
-    let all = stack.sims.servicenow.state().approvals(number);
-    all.iter().find(|a| a.get("sys_id").map(String::as_str) == Some(sys_id)).expect("approval")["state"].clone()
-}
-
-async fn wait_approval_state(stack: &Stack, number: &str, sys_id: &str, want: &str) {
-    stack
-        .wait_for(&format!("approval {sys_id} {want}"), WAIT, || async {
-            (approval_state(stack, number, sys_id) == want).then_some(())
-        })
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_approved() {
     let stack = Stack::start_opts(opts()).await;
@@ -67,7 +54,7 @@ async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_appr
     // the data owner is asked in Teams and has an approval record in ServiceNow
     let teams = stack.notice(&id, "teams", ids::PATTI_ID, 0).await;
     let record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await;
-    assert_eq!(approval_state(&stack, &number, &record.reference), "requested");
+    assert_eq!(stack.approval_state(&number, &record.reference), "requested");
     let (_, conversation, activity) = teams_ref(&teams);
     let asked = card(&stack, &activity);
     assert!(has_buttons(&asked), "{asked:#}");
@@ -113,7 +100,7 @@ async fn a_teams_click_approves_replaces_the_cards_and_servicenow_shows_who_appr
     assert_eq!(refused, 1, "the requester's click is on the record");
 
     // ServiceNow shows who approved, in which door, with the comment
-    wait_approval_state(&stack, &number, &record.reference, "approved").await;
+    stack.wait_approval_state(&number, &record.reference, "approved").await;
     let comments = stack.svc.servicenow.approval_comments(&record.reference).await.unwrap();
     assert!(
         comments.iter().any(|c| c.value.contains("Answered in teams") && c.value.contains("for the quarter close")),
@@ -167,7 +154,7 @@ async fn an_answer_on_the_servicenow_approval_record_counts_and_updates_the_team
             (!has_buttons(&c) && c.to_string().contains("Approved by")).then_some(())
         })
         .await;
-    assert_eq!(approval_state(&stack, &number, &record.reference), "approved");
+    assert_eq!(stack.approval_state(&number, &record.reference), "approved");
     stack.shutdown().await;
 }
 
@@ -243,7 +230,7 @@ async fn reminders_then_escalation_then_expiry_follow_the_clock() {
             let cards_closed =
                 notices.iter().filter(|n| n.channel == "teams").all(|n| !has_buttons(&card(&stack, &teams_ref(n).2)));
             let records_closed = notices.iter().filter(|n| n.channel == "servicenow").all(|n| {
-                let s = approval_state(&stack, &number, &n.reference);
+                let s = stack.approval_state(&number, &n.reference);
                 s == "no_longer_required" || s == "approved"
             });
             let told = teams_texts(&stack, ids::ALEX_ID).iter().any(|t| t.contains("expired"));

@@ -310,13 +310,7 @@ async fn a_removal_refused_during_compensation_is_a_critical_dead_letter() {
     assert_eq!(stack.work_notes(&number).len(), 1, "{:#?}", stack.work_notes(&number));
     assert_eq!(stack.ritm_state(&number), "2", "work in progress");
     let trail = stack.audit(&id).await;
-    let dead: Vec<&str> = trail
-        .iter()
-        .filter_map(|r| match &r.event {
-            AuditEvent::DeadLettered { queue, .. } => Some(queue.as_str()),
-            _ => None,
-        })
-        .collect();
+    let dead = support::dead_lettered(&trail);
     assert_eq!(dead, ["update-ticket", "rollback-grant"], "{trail:#?}");
     assert_eq!(stack.state(&id).await, Some(RequestState::Compensating), "still compensating after the note");
     stack.shutdown().await;

@@ -473,50 +473,22 @@ async fn an_approval_record_that_cannot_be_brought_up_to_date_is_paged_and_the_g
             (names.contains(&"dead_lettered") && names.contains(&"paged")).then_some(trail)
         })
         .await;
-    let letters: Vec<&str> = trail
-        .iter()
-        .filter_map(|r| match &r.event {
-            AuditEvent::DeadLettered { queue, .. } => Some(queue.as_str()),
-            _ => None,
-        })
-        .collect();
+    let letters = support::dead_lettered(&trail);
     assert_eq!(letters, ["notify"], "{trail:#?}");
     stack.wait_state(&id, RequestState::Active, WAIT).await;
     stack.wait_queue_idle("alert", false).await;
     assert_eq!(stack.state(&id).await, Some(RequestState::Active), "a notice does not decide the request");
     assert!(stack.sims.graph.state().is_member(ids::GROUP_FINANCE_BI_READ, ids::ALEX_ID));
     assert_eq!(stack.metrics("rollback-grant").await.enqueued_total, 0, "nothing was compensated");
-    let record = stack.json_field(&id, fields::NOTICES).await;
-    let patti_record = record
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["channel"] == "servicenow")
-        .and_then(|n| n["reference"].as_str())
-        .unwrap()
-        .to_owned();
-    let approval_state = || {
-        stack
-            .sims
-            .servicenow
-            .state()
-            .approvals(&number)
-            .iter()
-            .find(|a| a.get("sys_id") == Some(&patti_record))
-            .map(|a| a["state"].clone())
-    };
-    assert_eq!(approval_state().as_deref(), Some("requested"));
+    let patti_record = stack.notice(&id, "servicenow", ids::PATTI_ID, 0).await.reference;
+    assert_eq!(stack.approval_state(&number, &patti_record), "requested");
 
     // ServiceNow is back: redriving the letter brings the record up to date
     assert!(stack.sims.servicenow.faults().remove(fault));
     let letter = stack.queue.dead_letters("notify", None, 10).await.unwrap().remove(0);
     let job = grantline::dlq::close(&stack.queue, "notify", &letter.id, LetterClosed::Redriven).await.unwrap();
     assert!(job.is_some(), "redriven");
-    stack
-        .wait_for("the approval record to show the decision", WAIT, || async {
-            (approval_state().as_deref() == Some("approved")).then_some(())
-        })
-        .await;
+    stack.wait_approval_state(&number, &patti_record, "approved").await;
     assert_eq!(stack.state(&id).await, Some(RequestState::Active));
     stack.shutdown().await;
 }

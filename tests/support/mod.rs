@@ -516,6 +516,20 @@ impl Stack {
         .await;
     }
 
+    /// The state of a ServiceNow approval record of the ticket `number`.
+    pub fn approval_state(&self, number: &str, sys_id: &str) -> String {
+        let all = self.sims.servicenow.state().approvals(number);
+        all.iter().find(|a| a.get("sys_id").map(String::as_str) == Some(sys_id)).expect("approval")["state"].clone()
+    }
+
+    /// Waits until a ServiceNow approval record of the ticket `number` is in state `want`.
+    pub async fn wait_approval_state(&self, number: &str, sys_id: &str, want: &str) {
+        self.wait_for(&format!("approval {sys_id} {want}"), WAIT, || async {
+            (self.approval_state(number, sys_id) == want).then_some(())
+        })
+        .await;
+    }
+
     /// The names of the request's audit events, in order.
     pub async fn audit_events(&self, id: &str) -> Vec<&'static str> {
         self.audit(id).await.iter().map(|r| r.event.name()).collect()
@@ -684,6 +698,17 @@ impl Stack {
             )
             .unwrap();
     }
+}
+
+/// The queues of the dead letters on a request's trail, in order.
+pub fn dead_lettered(trail: &[AuditRecord]) -> Vec<&str> {
+    trail
+        .iter()
+        .filter_map(|r| match &r.event {
+            grantline_shared::audit::AuditEvent::DeadLettered { queue, .. } => Some(queue.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The check codes that failed in a stored decision.
